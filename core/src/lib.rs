@@ -12,9 +12,16 @@
 //!
 //! No CLI, no config files, no fleet: those live in the `litestreampp` crate.
 
+pub mod client;
+pub mod db;
 pub mod error;
+pub mod fsutil;
 pub mod ltx;
+pub mod replica;
+pub mod replicator;
+pub mod restore;
 pub mod txid;
+pub mod wal;
 
 pub use error::{Error, Result};
 pub use txid::TxId;

@@ -59,7 +59,11 @@ impl PageIndex {
         let entries_bytes = &tail[..index_len];
         let mut pos = 0usize;
         let mut entries = Vec::new();
-        let frames_end = file_size - tail.len() as u64 - 6;
+        let frames_end = file_size
+            .checked_sub(tail.len() as u64 + PAGE_HEADER_SIZE as u64)
+            .filter(|e| *e >= HEADER_SIZE as u64)
+            .ok_or_else(|| corrupt(format!("page index of {} bytes does not fit in a {file_size}-byte file", tail.len())))?;
+        let lock = super::lock_pgno(header.page_size);
         let mut prev_pgno = 0u32;
         let mut next_offset = HEADER_SIZE as u64;
         loop {
@@ -73,12 +77,27 @@ impl PageIndex {
             if pgno <= prev_pgno || pgno > header.commit {
                 return Err(corrupt(format!("page index entry for page {pgno} out of order or above commit {}", header.commit)));
             }
+            if pgno == lock {
+                return Err(corrupt(format!("page index lists the lock page {pgno}")));
+            }
+            if header.is_snapshot() {
+                let expect = if prev_pgno + 1 == lock { prev_pgno + 2 } else { prev_pgno + 1 };
+                if pgno != expect {
+                    return Err(corrupt(format!("snapshot page {pgno} after {prev_pgno}: pages must be contiguous from 1")));
+                }
+            }
             if offset != next_offset || size < PAGE_HEADER_SIZE as u64 || offset + size > frames_end {
                 return Err(corrupt(format!("page index entry for page {pgno} at offset {offset} size {size} does not match the page frames")));
             }
             next_offset = offset + size;
             prev_pgno = pgno;
             entries.push(IndexEntry { pgno, offset, size });
+        }
+        if header.is_snapshot() && header.commit > 0 {
+            let last = if header.commit == lock { lock - 1 } else { header.commit };
+            if prev_pgno != last {
+                return Err(corrupt(format!("snapshot ends at page {prev_pgno} but commit is {}", header.commit)));
+            }
         }
         if pos != index_len {
             return Err(corrupt(format!("page index length field says {index_len} bytes but entries end at {pos}")));
@@ -167,9 +186,13 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
             return Err(corrupt(format!("truncated page frame for page {pgno}")));
         }
         let n = u32::from_be_bytes([frame[6], frame[7], frame[8], frame[9]]) as usize;
-        let data = frame
-            .get(10..10 + n)
-            .ok_or_else(|| corrupt(format!("truncated compressed data for page {pgno}")))?;
+        if frame.len() != 10 + n {
+            return Err(corrupt(format!(
+                "page {pgno}: frame of {} bytes holds {n} compressed bytes",
+                frame.len()
+            )));
+        }
+        let data = &frame[10..];
         decompress_page(data, out, pgno, name)?;
         crc.update(&frame[..10]);
         crc.update(out);
@@ -177,6 +200,9 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
     } else if flags == 0 {
         let mut r = &frame[PAGE_HEADER_SIZE..];
         lz4frame::read_frame(&mut r, out).map_err(|e| corrupt(format!("page {pgno}: {e}")))?;
+        if !r.is_empty() {
+            return Err(corrupt(format!("page {pgno}: {} stray bytes after its LZ4 frame", r.len())));
+        }
         crc.update(&frame[..PAGE_HEADER_SIZE]);
         crc.update(out);
         Ok((pgno, crc.value(), (PAGE_HEADER_SIZE + out.len()) as u64))

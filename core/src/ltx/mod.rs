@@ -14,7 +14,7 @@ mod lz4frame;
 
 pub use decoder::{Decoder, PageFrame};
 pub use encoder::{EncodedFile, Encoder};
-pub use index::{IndexEntry, PageIndex, read_page_at};
+pub use index::{IndexEntry, PageIndex, decode_frame, read_page_at};
 
 use crate::error::{Error, Result};
 use crate::txid::TxId;

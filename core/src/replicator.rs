@@ -1,0 +1,274 @@
+//! Keeps one database replicated: syncs the WAL into L0 files when it
+//! changes and uploads them, until shut down.
+//!
+//! Syncs are event-driven. A file watcher on the database's directory
+//! reports writes to the WAL (or the database file); the first change after
+//! a quiet period is synced at once, and further changes within
+//! `sync_interval` of the last sync are coalesced into the next one. So a
+//! sparse write reaches the replica in milliseconds while a busy database
+//! costs at most one upload per `sync_interval`. A slow poll
+//! (`monitor_interval`) backs the watcher up on filesystems without change
+//! notification.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::Notify;
+
+use crate::db::{Db, DbOptions, SyncOutcome};
+use crate::error::{Error, Result};
+use crate::replica::{Replica, UploadReport};
+use crate::txid::TxId;
+
+/// Settings of a replicator.
+#[derive(Debug, Clone)]
+pub struct ReplicatorOptions {
+    /// Coalescing window: at most one sync per interval while writes keep
+    /// coming; the first write after a quiet period syncs at once.
+    pub sync_interval: Duration,
+    /// Poll interval used in addition to change notification.
+    pub monitor_interval: Duration,
+    /// Local L0 files are kept this long after upload.
+    pub l0_retention: Duration,
+    pub db: DbOptions,
+}
+
+impl Default for ReplicatorOptions {
+    fn default() -> Self {
+        ReplicatorOptions {
+            sync_interval: Duration::from_secs(1),
+            monitor_interval: Duration::from_secs(1),
+            l0_retention: Duration::from_secs(5 * 60),
+            db: DbOptions::default(),
+        }
+    }
+}
+
+/// What the replicator last did, for status reporting.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicatorStatus {
+    /// Local position (newest L0 TXID).
+    pub local_txid: TxId,
+    /// Replica position.
+    pub replica_txid: TxId,
+    pub syncs: u64,
+    pub files_uploaded: u64,
+    pub bytes_uploaded: u64,
+    pub snapshots: u64,
+    pub checkpoints: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub last_sync_at: Option<jiff::Timestamp>,
+}
+
+/// The result of one sync-and-upload pass.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    pub sync: SyncOutcome,
+    pub upload: UploadReport,
+}
+
+/// One database and its replica.
+#[derive(Debug)]
+pub struct Replicator {
+    db: Option<Db>,
+    replica: Replica,
+    opts: ReplicatorOptions,
+    status: Arc<Mutex<ReplicatorStatus>>,
+    positioned: bool,
+}
+
+impl Replicator {
+    /// A replicator for the database at `db_path`.
+    pub fn new(db_path: impl Into<PathBuf>, replica: Replica, opts: ReplicatorOptions) -> Self {
+        Replicator {
+            db: Some(Db::new(db_path, opts.db.clone())),
+            replica,
+            opts,
+            status: Arc::new(Mutex::new(ReplicatorStatus::default())),
+            positioned: false,
+        }
+    }
+
+    /// A handle on the status, readable while [`run`](Self::run) goes on.
+    pub fn status_handle(&self) -> Arc<Mutex<ReplicatorStatus>> {
+        self.status.clone()
+    }
+
+    /// The database path.
+    pub fn db_path(&self) -> PathBuf {
+        self.db.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default()
+    }
+
+    fn with_status(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// Syncs the WAL into L0 files and uploads what the replica lacks.
+    pub async fn sync_once(&mut self) -> Result<SyncReport> {
+        let r = self.sync_once_inner().await;
+        match &r {
+            Ok(rep) => self.with_status(|s| {
+                s.syncs += 1;
+                s.files_uploaded += rep.upload.files.len() as u64;
+                s.bytes_uploaded += rep.upload.bytes;
+                s.snapshots += rep.sync.files.iter().filter(|f| f.snapshot).count() as u64;
+                s.checkpoints += u64::from(rep.sync.checkpoint.is_some());
+                s.last_error = None;
+                s.last_sync_at = Some(jiff::Timestamp::now());
+            }),
+            Err(e) => {
+                let msg = e.to_string();
+                self.with_status(|s| {
+                    s.errors += 1;
+                    s.last_error = Some(msg);
+                });
+            }
+        }
+        r
+    }
+
+    async fn sync_once_inner(&mut self) -> Result<SyncReport> {
+        if !self.positioned {
+            // The replica may already hold TXIDs this host has no local
+            // record of (restored database, lost meta directory): never
+            // reuse them.
+            let remote = self.replica.fetch_position().await?;
+            if let Some(db) = self.db.as_mut() {
+                db.set_txid_floor(remote);
+            }
+            self.positioned = true;
+        }
+        let mut db = self.db.take().ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
+        let (mut db, sync) = tokio::task::spawn_blocking(move || {
+            let r = db.sync();
+            (db, r)
+        })
+        .await
+        .map_err(|e| Error::io("sync task", std::io::Error::other(e.to_string())))?;
+        let sync = match sync {
+            Ok(s) => s,
+            Err(e) => {
+                self.db = Some(db);
+                return Err(e);
+            }
+        };
+        let upload = self.replica.upload(&mut db).await;
+        let retention = self.opts.l0_retention;
+        let through = self.replica.position().unwrap_or_default();
+        let local_txid = db.position().ok().flatten().map(|p| p.txid).unwrap_or_default();
+        let pruned = db.prune_local_l0(through, retention);
+        self.db = Some(db);
+        let upload = upload?;
+        pruned?;
+        self.with_status(|s| {
+            s.local_txid = local_txid;
+            s.replica_txid = through;
+        });
+        Ok(SyncReport { sync, upload })
+    }
+
+    /// Runs until `shutdown` completes, then finishes with a last sync and
+    /// closes the database. Errors of individual syncs are logged and
+    /// retried with backoff; they are visible in the status.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<ReplicatorStatus> {
+        let changed = Arc::new(Notify::new());
+        let _watcher = self.watch(changed.clone());
+        tokio::pin!(shutdown);
+        let window = self.opts.sync_interval;
+        let mut last_sync: Option<Instant> = None;
+        let mut backoff = Duration::ZERO;
+        let mut stopping = false;
+        loop {
+            if last_sync.is_some() {
+                let wait = self.opts.monitor_interval.max(backoff);
+                tokio::select! {
+                    _ = &mut shutdown => stopping = true,
+                    _ = changed.notified() => {},
+                    _ = tokio::time::sleep(wait) => {},
+                }
+            }
+            // Coalesce: at most one sync per window while writes keep coming.
+            if !stopping && let Some(t) = last_sync {
+                let due = t + window;
+                if due > Instant::now() {
+                    tokio::select! {
+                        _ = &mut shutdown => stopping = true,
+                        _ = tokio::time::sleep_until(due.into()) => {},
+                    }
+                }
+            }
+            last_sync = Some(Instant::now());
+            match self.sync_once().await {
+                Ok(rep) => {
+                    backoff = Duration::ZERO;
+                    log_report(&self.db_path(), &rep);
+                }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                    tracing::error!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
+                    if stopping {
+                        self.close()?;
+                        return Err(e);
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        self.close()?;
+        Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default())
+    }
+
+    /// Releases the database.
+    pub fn close(&mut self) -> Result<()> {
+        match self.db.as_mut() {
+            Some(db) => db.close(),
+            None => Ok(()),
+        }
+    }
+
+    /// Watches the database's directory for changes to the database or its
+    /// WAL. Returns `None` (polling only) if the watcher cannot start.
+    fn watch(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+        let db = self.db_path();
+        let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let name = db.file_name()?.to_os_string();
+        let mut wal = name.clone();
+        wal.push("-wal");
+        let handler = move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else {
+                changed.notify_one(); // an error (e.g. queue overflow): sync to be safe
+                return;
+            };
+            if ev.kind.is_access() {
+                return;
+            }
+            if ev.paths.iter().any(|p| p.file_name().is_some_and(|n| n == name || n == wal)) {
+                changed.notify_one();
+            }
+        };
+        match notify::recommended_watcher(handler).and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w)) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; polling only");
+                None
+            }
+        }
+    }
+}
+
+fn log_report(db: &Path, rep: &SyncReport) {
+    for f in &rep.sync.files {
+        tracing::debug!(db = %db.display(), txid = %f.txid, pages = f.pages, size = f.size, snapshot = f.snapshot, "wrote L0");
+    }
+    if !rep.upload.files.is_empty() {
+        tracing::debug!(db = %db.display(), files = rep.upload.files.len(), bytes = rep.upload.bytes, "uploaded");
+    }
+}
