@@ -1,0 +1,206 @@
+//! Command-line definitions. Each flag is defined once here; that one
+//! definition drives parsing and `--help`. Litestream's users type Go-style
+//! single-dash long flags (`-config x.yml`), so those are rewritten to
+//! `--config` before parsing, using the same definitions.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::cmd;
+
+/// Replicate SQLite databases to object storage and restore them;
+/// Litestream 0.5-compatible.
+#[derive(Debug, Parser)]
+#[command(name = "litestreampp", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Replicate one database (DB_PATH REPLICA_URL) or every database of a config file.
+    Replicate(ReplicateArgs),
+    /// Restore a database from its replica.
+    Restore(RestoreArgs),
+    /// List the LTX files of a replica.
+    Ltx(LtxArgs),
+    /// List the databases of a config file.
+    Databases(ConfigArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// Config file (default: $LITESTREAM_CONFIG or /etc/litestream.yml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Do not expand $VARIABLES in the config file.
+    #[arg(long)]
+    pub no_expand_env: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplicateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Sync once, upload, and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Coalescing window between syncs (Go duration, e.g. 1s, 100ms).
+    #[arg(long, value_name = "DURATION")]
+    pub sync_interval: Option<String>,
+    /// Database to replicate (instead of a config file).
+    pub db_path: Option<String>,
+    /// Replica URL, e.g. file:///backups/db.
+    pub replica_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output path (default: the database path from the config).
+    #[arg(short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Restore to this transaction ID (16 hex digits).
+    #[arg(long, value_name = "TXID")]
+    pub txid: Option<String>,
+    /// Restore to the state at this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub timestamp: Option<String>,
+    /// Range reads in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Exit successfully without restoring if the output already exists.
+    #[arg(long)]
+    pub if_db_not_exists: bool,
+    /// Exit successfully without restoring if the replica has no backup.
+    #[arg(long)]
+    pub if_replica_exists: bool,
+    /// Replace an existing output database.
+    #[arg(long)]
+    pub force: bool,
+    /// Check the restored database: none, quick or full.
+    #[arg(long, default_value = "none", value_name = "MODE")]
+    pub integrity_check: String,
+    /// Print the files the restore would read, and read nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Database path (from the config) or replica URL.
+    pub target: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LtxArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Level to list: 0-9 or all.
+    #[arg(long, default_value = "all")]
+    pub level: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Database path (from the config) or replica URL.
+    pub target: String,
+}
+
+/// Rewrites Go-style `-name[=value]` into `--name[=value]` when `name` is a
+/// long flag of the subcommand being run.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let root = Cli::command();
+    let mut out = Vec::with_capacity(args.len());
+    let mut sub: Option<clap::Command> = None;
+    let mut rest_is_positional = false;
+    for (i, a) in args.into_iter().enumerate() {
+        if i == 0 || rest_is_positional {
+            out.push(a);
+            continue;
+        }
+        let Some(s) = a.to_str() else {
+            out.push(a);
+            continue;
+        };
+        if s == "--" {
+            rest_is_positional = true;
+            out.push(a);
+            continue;
+        }
+        if sub.is_none() && !s.starts_with('-') {
+            sub = root.find_subcommand(s).cloned();
+            out.push(a);
+            continue;
+        }
+        if s.len() > 2 && s.starts_with('-') && !s.starts_with("--") {
+            let name = s[1..].split('=').next().unwrap_or("");
+            let cmd = sub.as_ref().unwrap_or(&root);
+            let known = cmd.get_arguments().any(|arg| arg.get_long() == Some(name))
+                || matches!(name, "help" | "version");
+            if known {
+                out.push(OsString::from(format!("-{s}")));
+                continue;
+            }
+        }
+        out.push(a);
+    }
+    out
+}
+
+/// Parses `args` (with the program name first) and runs the command.
+pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print(); // nothing better to do if the terminal is gone
+            return Ok(ExitCode::from(code));
+        }
+    };
+    match cli.command {
+        Command::Replicate(a) => cmd::replicate::run(a),
+        Command::Restore(a) => cmd::restore::run(a),
+        Command::Ltx(a) => cmd::ltx::run(a),
+        Command::Databases(a) => cmd::databases::run(a),
+        Command::Version => {
+            println!("litestreampp {} (replicas compatible with Litestream 0.5.17)", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(v: &[&str]) -> Vec<String> {
+        normalize_args(v.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|s| s.into_string().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn go_style_flags() {
+        assert_eq!(
+            norm(&["x", "restore", "-o", "out.db", "-txid", "0000000000000005", "-if-db-not-exists", "file:///r"]),
+            ["x", "restore", "-o", "out.db", "--txid", "0000000000000005", "--if-db-not-exists", "file:///r"]
+        );
+        assert_eq!(norm(&["x", "replicate", "-config=/a.yml", "-once"]), ["x", "replicate", "--config=/a.yml", "--once"]);
+        // Unknown names and positionals after -- are left alone.
+        assert_eq!(norm(&["x", "ltx", "-bogus", "--", "-json"]), ["x", "ltx", "-bogus", "--", "-json"]);
+    }
+}

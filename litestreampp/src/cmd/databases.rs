@@ -1,0 +1,18 @@
+//! `litestreampp databases`: the databases of a config file.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use super::load_config;
+use crate::cli::ConfigArgs;
+
+pub fn run(args: ConfigArgs) -> Result<ExitCode> {
+    let cfg = load_config(&args)?;
+    println!("path\treplica");
+    for db in &cfg.dbs {
+        let r = db.replica.as_ref().map(|r| r.describe()).unwrap_or_else(|| "-".into());
+        println!("{}\t{r}", db.path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

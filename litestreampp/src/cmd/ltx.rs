@@ -1,0 +1,55 @@
+//! `litestreampp ltx`: list a replica's LTX files.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow};
+use litestreampp_core::client::{SNAPSHOT_LEVEL, list_all};
+
+use super::{init_logging, resolve_target, runtime};
+use crate::cli::LtxArgs;
+
+pub fn run(args: LtxArgs) -> Result<ExitCode> {
+    init_logging(None);
+    let levels: Vec<u32> = if args.level == "all" {
+        (0..=SNAPSHOT_LEVEL).collect()
+    } else {
+        let l: u32 = args
+            .level
+            .parse()
+            .ok()
+            .filter(|l| *l <= SNAPSHOT_LEVEL)
+            .ok_or_else(|| anyhow!("-level {:?}: expected 0-9 or all", args.level))?;
+        vec![l]
+    };
+    let (client, _) = resolve_target(&args.target, &args.config)?;
+    let rt = runtime()?;
+    let files = rt.block_on(async {
+        let mut all = Vec::new();
+        for l in levels {
+            all.extend(list_all(client.as_ref(), l, false).await?);
+        }
+        Ok::<_, litestreampp_core::Error>(all)
+    })?;
+    let ts = |f: &litestreampp_core::client::FileInfo| f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    if args.json {
+        let v: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "level": f.level,
+                    "min_txid": f.min_txid.to_string(),
+                    "max_txid": f.max_txid.to_string(),
+                    "size": f.size,
+                    "timestamp": ts(f),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("level  min_txid          max_txid          size        created");
+    for f in &files {
+        println!("{:<6} {} {} {:<11} {}", f.level, f.min_txid, f.max_txid, f.size, ts(f));
+    }
+    Ok(ExitCode::SUCCESS)
+}

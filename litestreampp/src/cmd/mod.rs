@@ -1,0 +1,92 @@
+//! One module per subcommand, plus what they share.
+
+pub mod databases;
+pub mod ltx;
+pub mod replicate;
+pub mod restore;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use litestreampp_core::client::ReplicaClient;
+
+use crate::cli::ConfigArgs;
+use crate::config::{self, Config, ReplicaConfig};
+
+/// Sets up logging to stderr. `level` wins over `LITESTREAM_LOG_LEVEL`
+/// and `RUST_LOG`; the default is `info`.
+pub fn init_logging(level: Option<&str>) {
+    let filter = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("LITESTREAM_LOG_LEVEL").ok())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.to_lowercase())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init(); // already initialised in tests: keep the first
+}
+
+/// A multi-threaded runtime for a command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")
+}
+
+/// Reads the config named by the flags (or the default path).
+pub fn load_config(args: &ConfigArgs) -> Result<Config> {
+    let path = args.config.clone().unwrap_or_else(config::default_config_path);
+    config::read_config(&path, !args.no_expand_env)
+}
+
+/// True for `scheme://...` arguments.
+pub fn is_url(s: &str) -> bool {
+    s.contains("://")
+}
+
+/// Resolves a `DB_PATH | REPLICA_URL` argument to a replica client and,
+/// for a database path, that path.
+pub fn resolve_target(target: &str, args: &ConfigArgs) -> Result<(Arc<dyn ReplicaClient>, Option<PathBuf>)> {
+    if is_url(target) {
+        if args.config.is_some() {
+            bail!("cannot use a replica URL together with -config");
+        }
+        return Ok((ReplicaConfig::from_url(target).client()?, None));
+    }
+    let cfg = load_config(args)?;
+    let path = config::expand_path(target)?;
+    let db = cfg
+        .db(&path)
+        .ok_or_else(|| anyhow!("database not found in config {}: {}", cfg.path.display(), path.display()))?;
+    let replica = db
+        .replica
+        .as_ref()
+        .ok_or_else(|| anyhow!("database {} has no replica in {}", path.display(), cfg.path.display()))?;
+    Ok((replica.client()?, Some(db.path.clone())))
+}
+
+/// Resolves when Ctrl-C or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("signal received, finishing the current sync");
+}

@@ -1,0 +1,154 @@
+//! `litestreampp replicate`: keep databases replicated until stopped.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::future::join_all;
+use litestreampp_core::db::DbOptions;
+use litestreampp_core::replica::Replica;
+use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
+
+use super::{init_logging, load_config, runtime, shutdown_signal};
+use crate::cli::ReplicateArgs;
+use crate::config::{self, DbConfig, ReplicaConfig, parse_go_duration};
+
+fn options(db: &DbConfig, replica: &ReplicaConfig, l0_retention: Option<Duration>, sync_interval: Option<Duration>) -> Result<ReplicatorOptions> {
+    let mut o = ReplicatorOptions {
+        db: DbOptions {
+            meta_dir: db.meta_path.clone(),
+            ..DbOptions::default()
+        },
+        ..ReplicatorOptions::default()
+    };
+    if let Some(v) = db.monitor_interval {
+        o.monitor_interval = v;
+    }
+    if let Some(v) = replica.duration("sync-interval")? {
+        o.sync_interval = v;
+    }
+    if let Some(v) = sync_interval {
+        o.sync_interval = v;
+    }
+    if let Some(v) = l0_retention {
+        o.l0_retention = v;
+    }
+    if let Some(v) = db.checkpoint_interval {
+        o.db.checkpoint_interval = v;
+    }
+    if let Some(v) = db.busy_timeout {
+        o.db.busy_timeout = v;
+    }
+    if let Some(v) = db.min_checkpoint_page_count {
+        o.db.min_checkpoint_page_count = v;
+    }
+    if let Some(v) = db.truncate_page_n {
+        o.db.truncate_page_count = v;
+    }
+    if let Some(v) = db.max_sync_wal_bytes {
+        o.db.max_sync_wal_bytes = v;
+    }
+    Ok(o)
+}
+
+pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
+    let sync_interval = args
+        .sync_interval
+        .as_deref()
+        .map(parse_go_duration)
+        .transpose()
+        .context("-sync-interval")?;
+    let (dbs, l0_retention, log_level) = match (&args.db_path, &args.replica_url) {
+        (Some(db), Some(url)) => {
+            if args.config.config.is_some() {
+                bail!("cannot use -config together with DB_PATH REPLICA_URL");
+            }
+            let db = DbConfig {
+                path: config::expand_path(db)?,
+                replica: Some(ReplicaConfig::from_url(url)),
+                meta_path: None,
+                monitor_interval: None,
+                checkpoint_interval: None,
+                busy_timeout: None,
+                min_checkpoint_page_count: None,
+                truncate_page_n: None,
+                max_sync_wal_bytes: None,
+            };
+            (vec![db], None, None)
+        }
+        (Some(_), None) => bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL"),
+        _ => {
+            let cfg = load_config(&args.config)?;
+            (cfg.dbs, cfg.l0_retention, cfg.log_level)
+        }
+    };
+    init_logging(args.log_level.as_deref().or(log_level.as_deref()));
+    if dbs.is_empty() {
+        bail!("no databases specified in configuration");
+    }
+    let mut replicators = Vec::new();
+    for db in &dbs {
+        let replica = db
+            .replica
+            .as_ref()
+            .ok_or_else(|| anyhow!("database {}: no replica configured", db.path.display()))?;
+        let client = replica.client().with_context(|| format!("database {}", db.path.display()))?;
+        let opts = options(db, replica, l0_retention, sync_interval)?;
+        tracing::info!(db = %db.path.display(), replica = %replica.describe(), "replicating");
+        replicators.push(Replicator::new(&db.path, Replica::new(client), opts));
+    }
+    let rt = runtime()?;
+    rt.block_on(async move {
+        if args.once {
+            let mut failed = 0;
+            for mut r in replicators {
+                let path = r.db_path();
+                match r.sync_once().await {
+                    Ok(rep) => tracing::info!(
+                        db = %path.display(),
+                        files = rep.sync.files.len(),
+                        uploaded = rep.upload.files.len(),
+                        "synced"
+                    ),
+                    Err(e) => {
+                        eprintln!("error: {}: {e}", path.display());
+                        failed += 1;
+                    }
+                }
+                r.close().with_context(|| format!("close {}", path.display()))?;
+            }
+            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = replicators
+            .into_iter()
+            .map(|r| {
+                let mut rx = rx.clone();
+                let path = r.db_path();
+                tokio::spawn(async move {
+                    let stop = async move {
+                        let _ = rx.wait_for(|v| *v).await; // sender dropped also means stop
+                    };
+                    (path, r.run(stop).await)
+                })
+            })
+            .collect();
+        shutdown_signal().await;
+        let _ = tx.send(true); // receivers may already be gone
+        let mut failed = false;
+        for res in join_all(tasks).await {
+            match res {
+                Ok((_, Ok(_))) => {}
+                Ok((path, Err(e))) => {
+                    eprintln!("error: {}: final sync: {e}", path.display());
+                    failed = true;
+                }
+                Err(e) => {
+                    eprintln!("error: replicator task: {e}");
+                    failed = true;
+                }
+            }
+        }
+        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    })
+}

@@ -1,0 +1,441 @@
+//! `litestream.yml`: Litestream 0.5.17's configuration file (format spec
+//! §5), read the same way: `$VAR` / `${VAR}` expansion, global replica
+//! defaults, `dbs` with one `replica` each. Unknown keys are errors that
+//! name the key, so a typo is never silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+/// Keys a replica section (or the top level, as defaults) may hold.
+const REPLICA_SETTING_KEYS: &[&str] = &[
+    "sync-interval", "validation-interval", "max-sync-ltx-files", "auto-recover",
+    "access-key-id", "secret-access-key", "region", "bucket", "endpoint", "force-path-style",
+    "sign-payload", "require-content-md5", "skip-verify", "storage-class", "part-size", "concurrency",
+    "sse-customer-algorithm", "sse-customer-key", "sse-customer-key-path", "sse-kms-key-id",
+    "account-name", "account-key", "sas-token",
+    "host", "user", "password", "key-path", "concurrent-writes", "host-key",
+    "webdav-url", "webdav-username", "webdav-password",
+    "jwt", "seed", "creds", "nkey", "username", "token", "tls", "root-cas", "client-cert", "client-key",
+    "max-reconnects", "reconnect-wait", "timeout", "age",
+];
+const REPLICA_KEYS: &[&str] = &["type", "name", "path", "url"];
+const DB_KEYS: &[&str] = &[
+    "path", "dir", "pattern", "recursive", "watch", "snapshot", "meta-path", "meta-dir",
+    "monitor-interval", "checkpoint-interval", "busy-timeout", "min-checkpoint-page-count",
+    "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists", "replica", "replicas",
+];
+const TOP_KEYS: &[&str] = &[
+    "dbs", "addr", "socket", "levels", "snapshot", "validation", "l0-retention",
+    "l0-retention-check-interval", "verify-compaction", "retention", "heartbeat-url",
+    "heartbeat-interval", "exec", "logging", "mcp-addr", "shutdown-sync-timeout",
+    "shutdown-sync-interval", "fleet",
+];
+
+/// A replica definition after defaults are applied.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaConfig {
+    /// `file`, `s3`, ... (inferred from the URL scheme when unset).
+    pub kind: String,
+    pub url: Option<String>,
+    pub path: Option<String>,
+    /// Every other key, as written.
+    pub settings: BTreeMap<String, Value>,
+}
+
+impl ReplicaConfig {
+    /// A replica from a URL given on the command line.
+    pub fn from_url(url: &str) -> ReplicaConfig {
+        ReplicaConfig {
+            kind: scheme_of(url).unwrap_or("file").to_string(),
+            url: Some(url.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// A duration setting such as `sync-interval`.
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>> {
+        self.settings.get(key).map(|v| parse_duration_value(v).with_context(|| format!("replica {key}"))).transpose()
+    }
+
+    /// Where the replica lives, for messages (never includes credentials).
+    pub fn describe(&self) -> String {
+        match (&self.url, &self.path) {
+            (Some(u), _) => redact_url(u),
+            (None, Some(p)) => format!("{}://{p}", self.kind),
+            _ => self.kind.clone(),
+        }
+    }
+
+    /// Opens the storage client.
+    pub fn client(&self) -> Result<std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>> {
+        match self.kind.as_str() {
+            "file" => {
+                let target = match (&self.url, &self.path) {
+                    (Some(u), _) => u.clone(),
+                    (None, Some(p)) => expand_path(p)?.display().to_string(),
+                    (None, None) => bail!("file replica needs a path or url"),
+                };
+                litestreampp_core::client::from_url(&target).map_err(|e| anyhow!(e))
+            }
+            other => bail!(
+                "replica type {other:?} ({}) is not supported by this build (supported: file)",
+                self.describe()
+            ),
+        }
+    }
+}
+
+/// One entry of `dbs`.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub path: PathBuf,
+    pub replica: Option<ReplicaConfig>,
+    pub meta_path: Option<PathBuf>,
+    pub monitor_interval: Option<Duration>,
+    pub checkpoint_interval: Option<Duration>,
+    pub busy_timeout: Option<Duration>,
+    pub min_checkpoint_page_count: Option<u32>,
+    pub truncate_page_n: Option<u32>,
+    pub max_sync_wal_bytes: Option<u64>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub dbs: Vec<DbConfig>,
+    pub l0_retention: Option<Duration>,
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// The database configured at `path` (compared as absolute paths).
+    pub fn db(&self, path: &Path) -> Option<&DbConfig> {
+        let want = expand_path(&path.display().to_string()).ok()?;
+        self.dbs.iter().find(|d| d.path == want)
+    }
+}
+
+/// `$LITESTREAM_CONFIG`, else `/etc/litestream.yml`.
+pub fn default_config_path() -> PathBuf {
+    std::env::var_os("LITESTREAM_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/litestream.yml"))
+}
+
+/// Reads and validates a config file.
+pub fn read_config(path: &Path, expand_env: bool) -> Result<Config> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+    parse_config(&text, path, expand_env)
+}
+
+/// Parses config text; `path` is used in messages.
+pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
+    let where_ = path.display().to_string();
+    let text = if expand_env { expand_env_vars(text) } else { text.to_string() };
+    let root: Value = if text.trim().is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_saphyr::from_str(&text).map_err(|e| anyhow!("config {where_}: {e}"))?
+    };
+    let top = root.as_object().ok_or_else(|| anyhow!("config {where_}: expected a mapping at the top level"))?;
+    check_keys(top, &[TOP_KEYS, REPLICA_SETTING_KEYS], &where_)?;
+    let defaults: BTreeMap<String, Value> = top
+        .iter()
+        .filter(|(k, _)| REPLICA_SETTING_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+
+    let mut dbs = Vec::new();
+    if let Some(list) = top.get("dbs") {
+        let list = list.as_array().ok_or_else(|| anyhow!("config {where_}: dbs: expected a list"))?;
+        for (i, d) in list.iter().enumerate() {
+            let at = format!("{where_}: dbs[{i}]");
+            let m = d.as_object().ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
+            check_keys(m, &[DB_KEYS], &at)?;
+            dbs.push(parse_db(m, &defaults, &at)?);
+        }
+    }
+    let l0_retention = top.get("l0-retention").map(|v| parse_duration_value(v).context("l0-retention")).transpose()?;
+    let log_level = top
+        .get("logging")
+        .and_then(|l| l.get("level"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    Ok(Config {
+        path: path.to_path_buf(),
+        dbs,
+        l0_retention,
+        log_level,
+    })
+}
+
+fn check_keys(m: &serde_json::Map<String, Value>, allowed: &[&[&str]], at: &str) -> Result<()> {
+    for k in m.keys() {
+        if !allowed.iter().any(|set| set.contains(&k.as_str())) {
+            bail!("config {at}: unknown key {k:?}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_db(m: &serde_json::Map<String, Value>, defaults: &BTreeMap<String, Value>, at: &str) -> Result<DbConfig> {
+    if m.contains_key("dir") || m.contains_key("pattern") {
+        bail!("config {at}: directory entries (dir/pattern) are replicated by `litestreampp run`, not `replicate`");
+    }
+    let path = str_key(m, "path", at)?.ok_or_else(|| anyhow!("config {at}: path required"))?;
+    let path = expand_path(&path).with_context(|| format!("config {at}: path"))?;
+    let replica = match (m.get("replica"), m.get("replicas")) {
+        (Some(_), Some(_)) => bail!("config {at}: use replica or replicas, not both"),
+        (Some(r), None) => Some(parse_replica(r, defaults, &format!("{at}.replica"))?),
+        (None, Some(list)) => {
+            let list = list.as_array().ok_or_else(|| anyhow!("config {at}: replicas: expected a list"))?;
+            match list.len() {
+                0 => None,
+                1 => Some(parse_replica(&list[0], defaults, &format!("{at}.replicas[0]"))?),
+                n => bail!("config {at}: replicas: at most one replica per database is supported (found {n})"),
+            }
+        }
+        (None, None) => None,
+    };
+    let dur = |k: &str| -> Result<Option<Duration>> {
+        m.get(k).map(|v| parse_duration_value(v).with_context(|| format!("config {at}: {k}"))).transpose()
+    };
+    let num = |k: &str| -> Result<Option<u64>> {
+        m.get(k)
+            .map(|v| v.as_u64().ok_or_else(|| anyhow!("config {at}: {k}: expected a non-negative integer")))
+            .transpose()
+    };
+    let u32_of = |k: &str| -> Result<Option<u32>> {
+        num(k)?.map(|v| u32::try_from(v).map_err(|_| anyhow!("config {at}: {k}: too large"))).transpose()
+    };
+    let meta_path = str_key(m, "meta-path", at)?.map(|p| expand_path(&p)).transpose()?;
+    Ok(DbConfig {
+        path,
+        replica,
+        meta_path,
+        monitor_interval: dur("monitor-interval")?,
+        checkpoint_interval: dur("checkpoint-interval")?,
+        busy_timeout: dur("busy-timeout")?,
+        min_checkpoint_page_count: u32_of("min-checkpoint-page-count")?,
+        truncate_page_n: u32_of("truncate-page-n")?,
+        max_sync_wal_bytes: num("max-sync-wal-bytes")?,
+    })
+}
+
+fn parse_replica(v: &Value, defaults: &BTreeMap<String, Value>, at: &str) -> Result<ReplicaConfig> {
+    let m = v.as_object().ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
+    check_keys(m, &[REPLICA_KEYS, REPLICA_SETTING_KEYS], at)?;
+    let url = str_key(m, "url", at)?;
+    let path = str_key(m, "path", at)?;
+    if url.is_some() && path.is_some() {
+        bail!("config {at}: url and path are mutually exclusive");
+    }
+    if url.is_some() && m.contains_key("bucket") {
+        bail!("config {at}: url and bucket are mutually exclusive");
+    }
+    let kind = match (str_key(m, "type", at)?, &url) {
+        (Some(t), _) => t,
+        (None, Some(u)) => scheme_of(u).unwrap_or("file").to_string(),
+        (None, None) => "file".to_string(),
+    };
+    let mut settings = defaults.clone();
+    for (k, v) in m {
+        if REPLICA_SETTING_KEYS.contains(&k.as_str()) {
+            settings.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(ReplicaConfig { kind, url, path, settings })
+}
+
+fn str_key(m: &serde_json::Map<String, Value>, k: &str, at: &str) -> Result<Option<String>> {
+    match m.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => bail!("config {at}: {k}: expected a string, got {other}"),
+    }
+}
+
+fn scheme_of(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(s, _)| s)
+}
+
+/// Removes user info and query values that could hold secrets.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            if u.query().is_some() {
+                let kept: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let secret = k.to_ascii_lowercase().contains("secret") || k.to_ascii_lowercase().contains("key");
+                        (k.into_owned(), if secret { "REDACTED".to_string() } else { v.into_owned() })
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(kept);
+            }
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// `$VAR` and `${VAR}` expansion as Go's `os.ExpandEnv` does (unset
+/// variables expand to nothing).
+pub fn expand_env_vars(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'{' {
+                if let Some(end) = s[i + 2..].find('}') {
+                    let name = &s[i + 2..i + 2 + end];
+                    out.push_str(&std::env::var(name).unwrap_or_default());
+                    i += 3 + end;
+                    continue;
+                }
+            } else if b[i + 1] == b'_' || b[i + 1].is_ascii_alphabetic() {
+                let mut j = i + 1;
+                while j < b.len() && (b[j] == b'_' || b[j].is_ascii_alphanumeric()) {
+                    j += 1;
+                }
+                out.push_str(&std::env::var(&s[i + 1..j]).unwrap_or_default());
+                i = j;
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    out
+}
+
+/// An absolute path: `~` expanded, relative paths joined to the current
+/// directory, `sqlite://` prefixes removed (as Litestream does).
+pub fn expand_path(s: &str) -> Result<PathBuf> {
+    let s = s.strip_prefix("sqlite3://").or_else(|| s.strip_prefix("sqlite://")).unwrap_or(s);
+    let p = if s == "~" || s.starts_with("~/") {
+        let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("cannot expand ~: HOME is not set"))?;
+        PathBuf::from(home).join(s.trim_start_matches('~').trim_start_matches('/'))
+    } else {
+        PathBuf::from(s)
+    };
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Ok(std::env::current_dir().context("current directory")?.join(p))
+    }
+}
+
+fn parse_duration_value(v: &Value) -> Result<Duration> {
+    match v {
+        Value::String(s) => parse_go_duration(s),
+        Value::Number(n) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
+        other => bail!("expected a duration such as \"1s\" or \"500ms\", got {other}"),
+    }
+}
+
+/// Parses a Go duration: `300ms`, `1.5h`, `1h30m`, `2s`.
+pub fn parse_go_duration(s: &str) -> Result<Duration> {
+    let t = s.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = t;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        bail!("empty duration");
+    }
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        if num_end == 0 {
+            bail!("invalid duration {s:?}");
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| anyhow!("invalid duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let secs = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => bail!("invalid duration {s:?}: unknown unit {u:?}"),
+        };
+        total += n * secs;
+        rest = &rest[unit_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_go_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_go_duration("5 minutes").is_err());
+        assert!(parse_go_duration("").is_err());
+    }
+
+    #[test]
+    fn env_expansion() {
+        // SAFETY of the test: single-threaded use of a variable unique to it.
+        unsafe { std::env::set_var("LSPP_TEST_BUCKET", "b1") };
+        assert_eq!(expand_env_vars("x: $LSPP_TEST_BUCKET/${LSPP_TEST_BUCKET}"), "x: b1/b1");
+        assert_eq!(expand_env_vars("cost: $5 and $"), "cost: $5 and $");
+        assert_eq!(expand_env_vars("v: $LSPP_TEST_UNSET_VAR."), "v: .");
+    }
+
+    #[test]
+    fn parses_litestream_config() {
+        let c = parse_config(
+            "sync-interval: 2s\ndbs:\n  - path: /data/a.db\n    monitor-interval: 100ms\n    replica:\n      url: file:///backups/a\n  - path: /data/b.db\n    replicas:\n      - type: file\n        path: /backups/b\n        sync-interval: 5s\n",
+            Path::new("test.yml"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(c.dbs.len(), 2);
+        let a = c.db(Path::new("/data/a.db")).unwrap();
+        assert_eq!(a.monitor_interval, Some(Duration::from_millis(100)));
+        let r = a.replica.as_ref().unwrap();
+        assert_eq!(r.kind, "file");
+        assert_eq!(r.duration("sync-interval").unwrap(), Some(Duration::from_secs(2)));
+        let rb = c.dbs[1].replica.as_ref().unwrap();
+        assert_eq!(rb.duration("sync-interval").unwrap(), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        for (text, want) in [
+            ("dbs:\n  - path: /a.db\n    replica:\n      bukcet: x\n", "unknown key \"bukcet\""),
+            ("dbz: []\n", "unknown key \"dbz\""),
+            ("dbs:\n  - replica: {url: 'file:///x'}\n", "path required"),
+            ("dbs:\n  - path: /a\n    replica: {url: 'file:///x', path: /y}\n", "mutually exclusive"),
+            ("dbs:\n  - path: /a\n    monitor-interval: soon\n", "monitor-interval"),
+            ("dbs: [", "config t.yml"),
+        ] {
+            let err = format!("{:#}", parse_config(text, Path::new("t.yml"), false).unwrap_err());
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn redacts_secrets() {
+        let r = redact_url("s3://user:pw@bucket/path?region=x&secret-access-key=abc");
+        assert!(!r.contains("pw") && !r.contains("abc"), "{r}");
+    }
+}

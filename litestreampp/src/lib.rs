@@ -1,0 +1,10 @@
+//! `litestreampp`: the command-line tool and the fleet layer on top of
+//! `litestreampp-core`.
+//!
+//! - [`cli`]: argument parsing (Go-style `-flag` accepted) and dispatch.
+//! - [`config`]: `litestream.yml`.
+//! - [`cmd`]: one module per subcommand.
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
