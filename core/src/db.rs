@@ -657,7 +657,10 @@ impl Db {
             _ if pos.salts() != (0, 0) && h.salt1 == pos.salt1.wrapping_add(1) && pos.wal_offset > WAL_HEADER_SIZE => {
                 Ok(Plan::OldTailThenNew { header: h })
             }
-            _ => Ok(Plan::Snapshot("WAL restarted and continuity cannot be proven".into())),
+            _ => Ok(Plan::Snapshot(format!(
+                "WAL restarted and continuity cannot be proven (synced to offset {} of salt1 {:08x}, WAL now has salt1 {:08x})",
+                pos.wal_offset, pos.salt1, h.salt1
+            ))),
         }
     }
 
