@@ -1,5 +1,6 @@
 //! Bad input gets a clear error naming the file or key, a non-zero exit,
 //! no panic, and no output file left behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,12 @@ fn fixture() -> Fixture {
     let mut c = ours();
     c.args(["replicate", "-once"]).arg(&db).arg(&url);
     run_ok(c);
-    Fixture { dir, db, replica, url }
+    Fixture {
+        dir,
+        db,
+        replica,
+        url,
+    }
 }
 
 fn l0_file(replica: &Path) -> PathBuf {
@@ -67,7 +73,11 @@ fn corrupted_ltx_file() {
     bytes[mid] ^= 0x5a;
     std::fs::write(&p, &bytes).expect("write");
     let out = f.dir.path().join("out.db");
-    fails(restore_cmd(&f, &out, &[]), &["0000000000000001-0000000000000001.ltx", "corrupt"], Some(&out));
+    fails(
+        restore_cmd(&f, &out, &[]),
+        &["0000000000000001-0000000000000001.ltx", "corrupt"],
+        Some(&out),
+    );
 }
 
 #[test]
@@ -78,7 +88,11 @@ fn truncated_ltx_file() {
     for cut in [10, 100, bytes.len() / 2, bytes.len() - 1] {
         std::fs::write(&p, &bytes[..cut]).expect("write");
         let out = f.dir.path().join(format!("out-{cut}.db"));
-        fails(restore_cmd(&f, &out, &[]), &["0000000000000001-0000000000000001.ltx"], Some(&out));
+        fails(
+            restore_cmd(&f, &out, &[]),
+            &["0000000000000001-0000000000000001.ltx"],
+            Some(&out),
+        );
     }
 }
 
@@ -96,7 +110,11 @@ fn txid_gap_in_replica() {
         c.args(["replicate", "-once"]).arg(&f.db).arg(&f.url);
         run_ok(c);
     }
-    std::fs::remove_file(f.replica.join("ltx/0/0000000000000002-0000000000000002.ltx")).expect("remove");
+    std::fs::remove_file(
+        f.replica
+            .join("ltx/0/0000000000000002-0000000000000002.ltx"),
+    )
+    .expect("remove");
     let out = f.dir.path().join("out.db");
     fails(restore_cmd(&f, &out, &[]), &["gap"], Some(&out));
 }
@@ -111,7 +129,9 @@ fn missing_replica() {
     fails(c, &["nothing-here", "no backup files"], Some(&out));
     // -if-replica-exists turns that into a successful no-op.
     let mut c = ours();
-    c.args(["restore", "-if-replica-exists", "-o"]).arg(&out).arg(&nowhere);
+    c.args(["restore", "-if-replica-exists", "-o"])
+        .arg(&out)
+        .arg(&nowhere);
     run_ok(c);
     assert!(!out.exists());
 }
@@ -125,7 +145,9 @@ fn not_a_database() {
     c.args(["replicate", "-once"]).arg(&bogus).arg(&f.url);
     fails(c, &["notes.db", "not a SQLite database"], None);
     let mut c = ours();
-    c.args(["replicate", "-once"]).arg(f.dir.path().join("absent.db")).arg(&f.url);
+    c.args(["replicate", "-once"])
+        .arg(f.dir.path().join("absent.db"))
+        .arg(&f.url);
     fails(c, &["absent.db", "not found"], None);
 }
 
@@ -157,24 +179,53 @@ fn wal_with_broken_checksum_chain() {
 fn wrong_flags() {
     let f = fixture();
     let out = f.dir.path().join("out.db");
-    fails(restore_cmd(&f, &out, &["-txid", "xyz"]), &["-txid", "16 hex digits"], Some(&out));
     fails(
-        restore_cmd(&f, &out, &["-txid", "0000000000000001", "-timestamp", "2026-01-01T00:00:00Z"]),
+        restore_cmd(&f, &out, &["-txid", "xyz"]),
+        &["-txid", "16 hex digits"],
+        Some(&out),
+    );
+    fails(
+        restore_cmd(
+            &f,
+            &out,
+            &[
+                "-txid",
+                "0000000000000001",
+                "-timestamp",
+                "2026-01-01T00:00:00Z",
+            ],
+        ),
         &["both"],
         Some(&out),
     );
-    fails(restore_cmd(&f, &out, &["-timestamp", "yesterday"]), &["-timestamp", "RFC 3339"], Some(&out));
-    fails(restore_cmd(&f, &out, &["-integrity-check", "bogus"]), &["none, quick or full"], Some(&out));
-    fails(restore_cmd(&f, &out, &["-txid", "00000000000000ff"]), &["not available"], Some(&out));
+    fails(
+        restore_cmd(&f, &out, &["-timestamp", "yesterday"]),
+        &["-timestamp", "RFC 3339"],
+        Some(&out),
+    );
+    fails(
+        restore_cmd(&f, &out, &["-integrity-check", "bogus"]),
+        &["none, quick or full"],
+        Some(&out),
+    );
+    fails(
+        restore_cmd(&f, &out, &["-txid", "00000000000000ff"]),
+        &["not available"],
+        Some(&out),
+    );
     let mut c = ours();
     c.args(["restore"]).arg(&f.url);
     fails(c, &["-o"], None);
     let mut c = ours();
-    c.args(["restore", "-no-such-flag", "-o"]).arg(&out).arg(&f.url);
+    c.args(["restore", "-no-such-flag", "-o"])
+        .arg(&out)
+        .arg(&f.url);
     let (code, _) = run_err(c);
     assert_eq!(code, 2, "usage errors exit 2");
     let mut c = ours();
-    c.args(["replicate", "-once"]).arg(&f.db).arg("s3x://bucket/path");
+    c.args(["replicate", "-once"])
+        .arg(&f.db)
+        .arg("s3x://bucket/path");
     fails(c, &["s3x"], None);
 }
 
@@ -192,7 +243,11 @@ fn existing_output() {
     let mut wal = out.as_os_str().to_os_string();
     wal.push("-wal");
     std::fs::write(&wal, b"stale").expect("write");
-    run_ok(restore_cmd(&f, &out, &["-force", "-integrity-check", "quick"]));
+    run_ok(restore_cmd(
+        &f,
+        &out,
+        &["-force", "-integrity-check", "quick"],
+    ));
     assert!(!Path::new(&wal).exists());
     assert_eq!(verify_restore(&out, &Workload::new(5)), 40);
 }

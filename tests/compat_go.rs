@@ -2,6 +2,7 @@
 //! directions, under a workload that grows and shrinks the database, has
 //! transactions of more than 1,000 pages, checkpoints in the middle and
 //! thousands of small commits.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::Path;
 use std::time::Duration;
@@ -28,7 +29,8 @@ fn run_workload(db: &Path, w: &Workload, from: u64, to: u64, pause_every: u64) {
         w.step(&conn, n, true);
         if n % 300 == 100 {
             // An application checkpoint in the middle.
-            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).expect("checkpoint");
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .expect("checkpoint");
         }
         if pause_every > 0 && n % pause_every == 0 {
             std::thread::sleep(Duration::from_millis(150));
@@ -51,13 +53,23 @@ fn go_replicates_we_restore_byte_identical() {
     let mut c = go();
     c.args(["replicate", "-config"]).arg(&cfg);
     let child = spawn_logged(c, &dir.path().join("go.log"));
-    wait_for("Go's first L0 file", Duration::from_secs(20), || !replica_txids(&replica, 0).is_empty());
+    wait_for("Go's first L0 file", Duration::from_secs(20), || {
+        !replica_txids(&replica, 0).is_empty()
+    });
     run_workload(&db, &w, 1, STEPS, 250);
     std::thread::sleep(Duration::from_secs(9)); // let levels and a snapshot happen
     let code = terminate(child, Duration::from_secs(30));
-    assert_eq!(code, 0, "go replicate exit: {}", std::fs::read_to_string(dir.path().join("go.log")).unwrap_or_default());
+    assert_eq!(
+        code,
+        0,
+        "go replicate exit: {}",
+        std::fs::read_to_string(dir.path().join("go.log")).unwrap_or_default()
+    );
     for level in [1, 2, 9] {
-        assert!(!replica_txids(&replica, level).is_empty(), "Go wrote no level {level} files");
+        assert!(
+            !replica_txids(&replica, level).is_empty(),
+            "Go wrote no level {level} files"
+        );
     }
 
     let url = format!("file://{}", replica.display());
@@ -69,13 +81,23 @@ fn go_replicates_we_restore_byte_identical() {
     let mut c = ours();
     c.args(["restore", "-o"]).arg(&mine).arg(&url);
     run_ok(c);
-    assert!(same_bytes(&theirs, &mine), "latest restore differs from Go's");
-    assert_eq!(verify_restore(&mine, &w), STEPS, "latest restore holds every step");
+    assert!(
+        same_bytes(&theirs, &mine),
+        "latest restore differs from Go's"
+    );
+    assert_eq!(
+        verify_restore(&mine, &w),
+        STEPS,
+        "latest restore holds every step"
+    );
 
     // Point-in-time: every TXID that still has a restore path, sampled.
     let max = replica_txids(&replica, 0).last().map(|t| t.1).unwrap_or(0);
     let mut last_m = 0;
-    for (i, txid) in [max / 5, max / 3, max / 2, (max * 2) / 3, max - 1].into_iter().enumerate() {
+    for (i, txid) in [max / 5, max / 3, max / 2, (max * 2) / 3, max - 1]
+        .into_iter()
+        .enumerate()
+    {
         let t = format!("{txid:016x}");
         let a = dir.path().join(format!("go-{i}.db"));
         let b = dir.path().join(format!("ours-{i}.db"));
@@ -85,7 +107,10 @@ fn go_replicates_we_restore_byte_identical() {
         let mut c = ours();
         c.args(["restore", "-txid", &t, "-o"]).arg(&b).arg(&url);
         let ours_ok = c.output().expect("spawn").status.success();
-        assert_eq!(go_ok, ours_ok, "TXID {t}: Go and we disagree on whether it is restorable");
+        assert_eq!(
+            go_ok, ours_ok,
+            "TXID {t}: Go and we disagree on whether it is restorable"
+        );
         if ours_ok {
             assert!(same_bytes(&a, &b), "TXID {t}: restore differs from Go's");
             let m = verify_restore(&b, &w);
@@ -109,9 +134,13 @@ fn we_replicate_go_restores() {
     w.setup(&open_app(&db, None));
 
     let mut c = ours();
-    c.args(["replicate", "-sync-interval", "50ms"]).arg(&db).arg(&url);
+    c.args(["replicate", "-sync-interval", "50ms"])
+        .arg(&db)
+        .arg(&url);
     let child = spawn_logged(c, &dir.path().join("ours.log"));
-    wait_for("our first L0 file", Duration::from_secs(20), || !replica_txids(&replica, 0).is_empty());
+    wait_for("our first L0 file", Duration::from_secs(20), || {
+        !replica_txids(&replica, 0).is_empty()
+    });
     run_workload(&db, &w, 1, STEPS, 100);
     let code = terminate(child, Duration::from_secs(30));
     let log = std::fs::read_to_string(dir.path().join("ours.log")).unwrap_or_default();
@@ -122,7 +151,11 @@ fn we_replicate_go_restores() {
     let mut c = go();
     c.args(["restore", "-o"]).arg(&theirs).arg(&url);
     run_ok(c);
-    assert_eq!(verify_restore(&theirs, &w), STEPS, "Go's restore holds every commit");
+    assert_eq!(
+        verify_restore(&theirs, &w),
+        STEPS,
+        "Go's restore holds every commit"
+    );
 
     let txids = replica_txids(&replica, 0);
     let max = txids.last().map(|t| t.1).unwrap_or(0);
@@ -133,16 +166,23 @@ fn we_replicate_go_restores() {
         let t = format!("{txid:016x}");
         let mine = dir.path().join(format!("ours-{i}.db"));
         let mut c = ours();
-        c.args(["restore", "-integrity-check", "full", "-txid", &t, "-o"]).arg(&mine).arg(&url);
+        c.args(["restore", "-integrity-check", "full", "-txid", &t, "-o"])
+            .arg(&mine)
+            .arg(&url);
         run_ok(c);
         let m = verify_restore(&mine, &w);
         assert!(m >= last_m, "TXID {t}: step {m} before {last_m}");
         last_m = m;
         let go_out = dir.path().join(format!("go-{i}.db"));
         let mut c = go();
-        c.args(["restore", "-txid", &t, "-o"]).arg(&go_out).arg(&url);
+        c.args(["restore", "-txid", &t, "-o"])
+            .arg(&go_out)
+            .arg(&url);
         run_ok(c);
-        assert!(same_bytes(&mine, &go_out), "TXID {t}: our restore differs from Go's");
+        assert!(
+            same_bytes(&mine, &go_out),
+            "TXID {t}: our restore differs from Go's"
+        );
     }
     assert_eq!(last_m, STEPS);
 }
@@ -163,14 +203,20 @@ fn config_file_and_ltx_listing() {
     let cfg = dir.path().join("litestream.yml");
     std::fs::write(
         &cfg,
-        format!("dbs:\n  - path: {}\n    replica:\n      url: file://{}\n", db.display(), replica.display()),
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      url: file://{}\n",
+            db.display(),
+            replica.display()
+        ),
     )
     .expect("config");
     let mut c = ours();
     c.args(["replicate", "-once", "-config"]).arg(&cfg);
     run_ok(c);
     let mut c = ours();
-    c.args(["ltx", "-json", "-level", "0", "-config"]).arg(&cfg).arg(&db);
+    c.args(["ltx", "-json", "-level", "0", "-config"])
+        .arg(&cfg)
+        .arg(&db);
     let out = run_ok(c);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
     let files = v.as_array().expect("array");
@@ -180,7 +226,11 @@ fn config_file_and_ltx_listing() {
     // which exists, so -o elsewhere.
     let out_db = dir.path().join("restored.db");
     let mut c = ours();
-    c.args(["restore", "-config"]).arg(&cfg).arg("-o").arg(&out_db).arg(&db);
+    c.args(["restore", "-config"])
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out_db)
+        .arg(&db);
     run_ok(c);
     assert_eq!(verify_restore(&out_db, &w), 30);
     let mut c = go();

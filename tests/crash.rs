@@ -3,6 +3,7 @@
 //! SQLite's default auto-checkpoint, so the WAL is checkpointed and
 //! restarted while nobody watches. Every restore taken meanwhile must be
 //! exactly some committed state; after a clean stop, the last one.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -22,12 +23,22 @@ fn sigkill_at_random_moments_loses_nothing() {
     let seed = 7;
     let w = Workload::new(seed);
     w.setup(&open_app(&db, None));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(42));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        std::env::var("CRASH_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(42),
+    );
 
     // The application: its own process, default auto-checkpoint (1000 pages).
     let writer = Command::new(env!("CARGO_BIN_EXE_workload"))
         .arg(&db)
-        .args([seed.to_string(), "100000000".into(), "2".into(), "-1".into()])
+        .args([
+            seed.to_string(),
+            "100000000".into(),
+            "2".into(),
+            "-1".into(),
+        ])
         .arg(&stop)
         .stdout(Stdio::piped())
         .spawn()
@@ -38,7 +49,9 @@ fn sigkill_at_random_moments_loses_nothing() {
     let mut last_m = 0;
     for i in 0..KILLS {
         let mut c = ours();
-        c.args(["replicate", "-sync-interval", "20ms"]).arg(&db).arg(&url);
+        c.args(["replicate", "-sync-interval", "20ms"])
+            .arg(&db)
+            .arg(&url);
         let mut child = spawn_logged(c, &log.with_extension(format!("{i}.log")));
         std::thread::sleep(Duration::from_millis(rng.random_range(80..900)));
         child.kill().expect("SIGKILL");
@@ -51,7 +64,10 @@ fn sigkill_at_random_moments_loses_nothing() {
             c.args(["restore", "-o"]).arg(&out).arg(&url);
             run_ok(c);
             let m = verify_restore(&out, &w);
-            assert!(m >= last_m, "restore after kill {i} went back from step {last_m} to {m}");
+            assert!(
+                m >= last_m,
+                "restore after kill {i} went back from step {last_m} to {m}"
+            );
             last_m = m;
             checked += 1;
             std::fs::remove_file(&out).expect("remove restore");
@@ -60,26 +76,42 @@ fn sigkill_at_random_moments_loses_nothing() {
     std::fs::write(&stop, b"").expect("stop file");
     let out = writer.wait_with_output().expect("writer");
     assert!(out.status.success(), "writer failed");
-    let final_step: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("final step");
+    let final_step: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("final step");
 
     // A clean run to the end: every commit must be in the replica.
     let mut c = ours();
-    c.args(["replicate", "-sync-interval", "20ms"]).arg(&db).arg(&url);
+    c.args(["replicate", "-sync-interval", "20ms"])
+        .arg(&db)
+        .arg(&url);
     let child = spawn_logged(c, &log.with_extension("final.log"));
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(terminate(child, Duration::from_secs(30)), 0);
     let out = dir.path().join("final.db");
     let mut c = ours();
-    c.args(["restore", "-integrity-check", "full", "-o"]).arg(&out).arg(&url);
+    c.args(["restore", "-integrity-check", "full", "-o"])
+        .arg(&out)
+        .arg(&url);
     run_ok(c);
-    assert_eq!(verify_restore(&out, &w), final_step, "after a clean stop the restore holds every commit");
+    assert_eq!(
+        verify_restore(&out, &w),
+        final_step,
+        "after a clean stop the restore holds every commit"
+    );
     assert!(checked >= KILLS / 3 - 1, "restores checked: {checked}");
     // How continuity was kept after each restart, for the record.
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for e in std::fs::read_dir(dir.path()).expect("list").flatten() {
         let text = std::fs::read_to_string(e.path()).unwrap_or_default();
         for line in text.lines().filter(|l| l.contains(" snapshot ")) {
-            let r = line.split("reason=").nth(1).unwrap_or("?").trim_matches('"').to_string();
+            let r = line
+                .split("reason=")
+                .nth(1)
+                .unwrap_or("?")
+                .trim_matches('"')
+                .to_string();
             *reasons.entry(r).or_default() += 1;
         }
     }

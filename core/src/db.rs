@@ -3,8 +3,8 @@
 //!
 //! # Continuity
 //!
-//! Every L0 file records where in which WAL generation it ended (WAL offset
-//! + size, salts). The next sync must prove that nothing was committed
+//! Every L0 file records where in which WAL generation it ended (WAL
+//! offset and size, salts). The next sync must prove that nothing was committed
 //! between that point and what it reads now, or take a snapshot. The rules:
 //!
 //! - A long-running read transaction pins the WAL: while we hold it no other
@@ -159,7 +159,9 @@ enum Plan {
     },
     /// Salts changed after exactly one restart: read the rest of the old
     /// generation, then the new one, under the write lock.
-    OldTailThenNew { header: WalHeader },
+    OldTailThenNew {
+        header: WalHeader,
+    },
 }
 
 /// The wal-index header fields we compare against.
@@ -210,8 +212,14 @@ pub struct Db {
 
 /// The meta directory Litestream uses for `db_path`: `<dir>/.<name>-litestream`.
 pub fn default_meta_dir(db_path: &Path) -> PathBuf {
-    let name = db_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    db_path.parent().unwrap_or(Path::new(".")).join(format!(".{name}-litestream"))
+    let name = db_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    db_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!(".{name}-litestream"))
 }
 
 /// Checks the 16-byte SQLite header of a file (an empty file is an empty
@@ -224,7 +232,10 @@ pub fn check_sqlite_header(path: &Path) -> Result<()> {
         return Ok(());
     }
     if n < 16 || &b != SQLITE_MAGIC {
-        return Err(Error::InvalidInput(format!("{}: not a SQLite database", path.display())));
+        return Err(Error::InvalidInput(format!(
+            "{}: not a SQLite database",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -234,7 +245,10 @@ impl Db {
     /// until the first [`sync`](Self::sync) or [`open`](Self::open).
     pub fn new(path: impl Into<PathBuf>, opts: DbOptions) -> Db {
         let path: PathBuf = path.into();
-        let meta_dir = opts.meta_dir.clone().unwrap_or_else(|| default_meta_dir(&path));
+        let meta_dir = opts
+            .meta_dir
+            .clone()
+            .unwrap_or_else(|| default_meta_dir(&path));
         let mut wal_path = path.clone().into_os_string();
         wal_path.push("-wal");
         Db {
@@ -404,14 +418,22 @@ impl Db {
         salts.copy_from_slice(&b[32..40]);
         Some(WalIndex {
             max_frame: ne(16),
-            salts: (u32::from_be_bytes([salts[0], salts[1], salts[2], salts[3]]), u32::from_be_bytes([salts[4], salts[5], salts[6], salts[7]])),
+            salts: (
+                u32::from_be_bytes([salts[0], salts[1], salts[2], salts[3]]),
+                u32::from_be_bytes([salts[4], salts[5], salts[6], salts[7]]),
+            ),
         })
     }
 
     /// A WAL whose checksum chain breaks before the last frame SQLite
     /// considers committed has been damaged on disk: replicating it would
     /// silently stop short, so it is an error.
-    fn check_chain(&self, index: Option<WalIndex>, header: &WalHeader, seg: &WalSegment) -> Result<()> {
+    fn check_chain(
+        &self,
+        index: Option<WalIndex>,
+        header: &WalHeader,
+        seg: &WalSegment,
+    ) -> Result<()> {
         let Some(ix) = index else { return Ok(()) };
         if seg.stop == StopReason::Limit || ix.salts != header.salts() {
             return Ok(());
@@ -433,18 +455,28 @@ impl Db {
 
     fn open_connection(&self) -> Result<Connection> {
         let name = &self.name;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let conn = Connection::open_with_flags(&self.path, flags).sql_ctx(|| format!("open database {name}"))?;
-        conn.busy_timeout(self.opts.busy_timeout).sql_ctx(|| format!("{name}: set busy timeout"))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .sql_ctx(|| format!("open database {name}"))?;
+        conn.busy_timeout(self.opts.busy_timeout)
+            .sql_ctx(|| format!("{name}: set busy timeout"))?;
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .sql_ctx(|| format!("{name}: disable auto-checkpoint"))?;
         // Our connection closing must never checkpoint or delete the WAL:
         // the frames we have not shipped yet live there.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .sql_ctx(|| format!("{name}: disable checkpoint on close"))?;
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .sql_ctx(|| format!("{name}: disable checkpoint on close"))?;
         let mut persist: std::ffi::c_int = 1;
-        conn.file_control(rusqlite::DEFAULT_NAME, rusqlite::FileControl::PersistWal(&mut persist))
-            .sql_ctx(|| format!("{name}: set PERSIST_WAL"))?;
+        conn.file_control(
+            rusqlite::DEFAULT_NAME,
+            rusqlite::FileControl::PersistWal(&mut persist),
+        )
+        .sql_ctx(|| format!("{name}: set PERSIST_WAL"))?;
         Ok(conn)
     }
 
@@ -471,8 +503,10 @@ impl Db {
         }
         let name = self.name.clone();
         let conn = self.conn()?;
-        conn.execute_batch("BEGIN DEFERRED").sql_ctx(|| format!("{name}: begin read transaction"))?;
-        let r: rusqlite::Result<i64> = conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0));
+        conn.execute_batch("BEGIN DEFERRED")
+            .sql_ctx(|| format!("{name}: begin read transaction"))?;
+        let r: rusqlite::Result<i64> =
+            conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0));
         if let Err(e) = r {
             let _ = conn.execute_batch("ROLLBACK"); // the read error is what we report
             return Err(Error::sqlite(format!("{name}: take read lock"), e));
@@ -513,7 +547,10 @@ impl Db {
                 Ok(true)
             }
             Err(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
             {
                 Ok(false)
             }
@@ -528,7 +565,9 @@ impl Db {
         self.write_locked = false;
         let name = self.name.clone();
         match self.lock_conn.as_ref() {
-            Some(lc) => lc.execute_batch("ROLLBACK").sql_ctx(|| format!("{name}: release write lock")),
+            Some(lc) => lc
+                .execute_batch("ROLLBACK")
+                .sql_ctx(|| format!("{name}: release write lock")),
             None => Ok(()),
         }
     }
@@ -538,7 +577,9 @@ impl Db {
     pub fn sync(&mut self) -> Result<SyncOutcome> {
         self.open()?;
         let mut out = SyncOutcome::default();
-        let r = self.sync_to_end(&mut out).and_then(|()| self.maybe_checkpoint(&mut out));
+        let r = self
+            .sync_to_end(&mut out)
+            .and_then(|()| self.maybe_checkpoint(&mut out));
         if r.is_err() {
             // Leave no write lock behind; the error is what we report.
             let _ = self.release_write_lock();
@@ -577,11 +618,16 @@ impl Db {
                 self.write_snapshot(wal_file.as_ref(), header, &reason, index, out)?;
                 Ok(false)
             }
-            Plan::Incremental { header, offset, seed } => {
+            Plan::Incremental {
+                header,
+                offset,
+                seed,
+            } => {
                 let Some(f) = wal_file.as_ref() else {
                     return Ok(false);
                 };
-                let seg = WalReader::resume(f, &wal_name, header, offset, seed).read_transactions(self.opts.max_sync_wal_bytes)?;
+                let seg = WalReader::resume(f, &wal_name, header, offset, seed)
+                    .read_transactions(self.opts.max_sync_wal_bytes)?;
                 self.check_chain(index, &header, &seg)?;
                 if seg.is_empty() {
                     return Ok(false);
@@ -618,30 +664,45 @@ impl Db {
         let (Some(h), Some(f)) = (header, wal_file) else {
             return Ok(match self.continuity {
                 Some(Continuity::NoWal) => Plan::Nothing,
-                Some(Continuity::Sealed { salts, offset }) if salts == pos.salts() && offset == pos.wal_offset => Plan::Nothing,
+                Some(Continuity::Sealed { salts, offset })
+                    if salts == pos.salts() && offset == pos.wal_offset =>
+                {
+                    Plan::Nothing
+                }
                 _ => Plan::Snapshot("WAL missing or empty and continuity unknown".into()),
             });
         };
         if h.page_size != self.page_size {
-            return Ok(Plan::Snapshot("WAL page size differs from the database".into()));
+            return Ok(Plan::Snapshot(
+                "WAL page size differs from the database".into(),
+            ));
         }
         if h.salts() == pos.salts() {
-            let len = f.metadata().ctx(|| format!("stat {}", self.wal_path.display()))?.len();
+            let len = f
+                .metadata()
+                .ctx(|| format!("stat {}", self.wal_path.display()))?
+                .len();
             if pos.wal_offset > len {
-                return Ok(Plan::Snapshot("WAL shrank below the last synced offset".into()));
+                return Ok(Plan::Snapshot(
+                    "WAL shrank below the last synced offset".into(),
+                ));
             }
-            return Ok(match WalReader::seed_at(f, &self.name, &h, pos.wal_offset)? {
-                Some(seed) => Plan::Incremental {
-                    header: h,
-                    offset: pos.wal_offset,
-                    seed,
+            return Ok(
+                match WalReader::seed_at(f, &self.name, &h, pos.wal_offset)? {
+                    Some(seed) => Plan::Incremental {
+                        header: h,
+                        offset: pos.wal_offset,
+                        seed,
+                    },
+                    None => Plan::Snapshot("the last synced WAL frame was overwritten".into()),
                 },
-                None => Plan::Snapshot("the last synced WAL frame was overwritten".into()),
-            });
+            );
         }
         match self.continuity {
             Some(Continuity::Sealed { salts, offset })
-                if salts == pos.salts() && offset == pos.wal_offset && h.salt1 == salts.0.wrapping_add(1) =>
+                if salts == pos.salts()
+                    && offset == pos.wal_offset
+                    && h.salt1 == salts.0.wrapping_add(1) =>
             {
                 Ok(Plan::Incremental {
                     header: h,
@@ -654,7 +715,10 @@ impl Db {
                 offset: WAL_HEADER_SIZE,
                 seed: h.checksum,
             }),
-            _ if pos.salts() != (0, 0) && h.salt1 == pos.salt1.wrapping_add(1) && pos.wal_offset > WAL_HEADER_SIZE => {
+            _ if pos.salts() != (0, 0)
+                && h.salt1 == pos.salt1.wrapping_add(1)
+                && pos.wal_offset > WAL_HEADER_SIZE =>
+            {
                 Ok(Plan::OldTailThenNew { header: h })
             }
             _ => Ok(Plan::Snapshot(format!(
@@ -668,12 +732,19 @@ impl Db {
     /// the new generation cannot grow over the old frames), read the old
     /// generation onward from our offset, ship what it committed, then the
     /// new generation from its start.
-    fn sync_across_restart(&mut self, f: &File, header: WalHeader, out: &mut SyncOutcome) -> Result<()> {
+    fn sync_across_restart(
+        &mut self,
+        f: &File,
+        header: WalHeader,
+        out: &mut SyncOutcome,
+    ) -> Result<()> {
         let acquired_here = !self.write_locked;
         if !self.acquire_write_lock()? {
             return Err(Error::Backend {
                 context: self.name.clone(),
-                message: "database busy: could not take the write lock to read across a WAL restart".into(),
+                message:
+                    "database busy: could not take the write lock to read across a WAL restart"
+                        .into(),
                 transient: true,
             });
         }
@@ -685,7 +756,12 @@ impl Db {
         r
     }
 
-    fn sync_across_restart_locked(&mut self, f: &File, header: WalHeader, out: &mut SyncOutcome) -> Result<()> {
+    fn sync_across_restart_locked(
+        &mut self,
+        f: &File,
+        header: WalHeader,
+        out: &mut SyncOutcome,
+    ) -> Result<()> {
         let wal_name = self.wal_path.display().to_string();
         let Some(pos) = self.pos else {
             return self.write_snapshot(Some(f), Some(header), "no position", None, out);
@@ -693,7 +769,13 @@ impl Db {
         // The header may have moved on before we got the lock.
         let now = WalHeader::read(f, &wal_name)?;
         if now != Some(header) {
-            return self.write_snapshot(Some(f), now, "WAL restarted again while syncing", None, out);
+            return self.write_snapshot(
+                Some(f),
+                now,
+                "WAL restarted again while syncing",
+                None,
+                out,
+            );
         }
         let old = WalHeader {
             salt1: pos.salt1,
@@ -709,9 +791,16 @@ impl Db {
                 out,
             );
         };
-        let tail = WalReader::resume(f, &wal_name, old, pos.wal_offset, seed).read_transactions(0)?;
+        let tail =
+            WalReader::resume(f, &wal_name, old, pos.wal_offset, seed).read_transactions(0)?;
         if tail.stop == StopReason::PartialFrame {
-            return self.write_snapshot(Some(f), Some(header), "old WAL generation was truncated", None, out);
+            return self.write_snapshot(
+                Some(f),
+                Some(header),
+                "old WAL generation was truncated",
+                None,
+                out,
+            );
         }
         if !tail.is_empty() {
             self.write_incremental(f, &old, &tail, out)?;
@@ -736,10 +825,20 @@ impl Db {
 
     /// Writes an L0 file with the committed pages of `seg` plus any growth
     /// pages not in the WAL (read from the database file).
-    fn write_incremental(&mut self, wal_file: &File, header: &WalHeader, seg: &WalSegment, out: &mut SyncOutcome) -> Result<()> {
+    fn write_incremental(
+        &mut self,
+        wal_file: &File,
+        header: &WalHeader,
+        seg: &WalSegment,
+        out: &mut SyncOutcome,
+    ) -> Result<()> {
         let prev_commit = self.pos.map(|p| p.commit).unwrap_or(0);
         let lock = lock_pgno(self.page_size);
-        let mut pages: BTreeMap<u32, PageSrc> = seg.pages.iter().map(|(p, o)| (*p, PageSrc::Wal(*o))).collect();
+        let mut pages: BTreeMap<u32, PageSrc> = seg
+            .pages
+            .iter()
+            .map(|(p, o)| (*p, PageSrc::Wal(*o)))
+            .collect();
         for pgno in prev_commit.saturating_add(1)..=seg.commit {
             if pgno != lock {
                 pages.entry(pgno).or_insert(PageSrc::Db);
@@ -783,18 +882,25 @@ impl Db {
             _ => None,
         };
         let db_pages = {
-            let f = self.db_file.as_ref().ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
+            let f = self
+                .db_file
+                .as_ref()
+                .ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
             f.metadata().ctx(|| format!("stat {}", self.name))?.len() / u64::from(self.page_size)
         };
         let commit = match &seg {
             Some(s) if s.commit > 0 => s.commit,
-            _ => u32::try_from(db_pages).map_err(|_| Error::corrupt(self.name.clone(), "database too large"))?,
+            _ => u32::try_from(db_pages)
+                .map_err(|_| Error::corrupt(self.name.clone(), "database too large"))?,
         };
         if commit == 0 {
             return Ok(()); // an empty database: nothing to replicate yet
         }
         let lock = lock_pgno(self.page_size);
-        let mut pages: BTreeMap<u32, PageSrc> = (1..=commit).filter(|p| *p != lock).map(|p| (p, PageSrc::Db)).collect();
+        let mut pages: BTreeMap<u32, PageSrc> = (1..=commit)
+            .filter(|p| *p != lock)
+            .map(|p| (p, PageSrc::Db))
+            .collect();
         if let Some(s) = &seg {
             for (p, o) in &s.pages {
                 if let Some(src) = pages.get_mut(p) {
@@ -807,7 +913,11 @@ impl Db {
         let mut h = Header::new(self.page_size, commit, min, txid, Self::now_ms());
         if let (Some(hd), Some(s)) = (header, &seg) {
             let fs = hd.frame_size();
-            let (off, size) = if s.end > WAL_HEADER_SIZE { (s.end - fs, fs) } else { (WAL_HEADER_SIZE, 0) };
+            let (off, size) = if s.end > WAL_HEADER_SIZE {
+                (s.end - fs, fs)
+            } else {
+                (WAL_HEADER_SIZE, 0)
+            };
             h.wal_offset = off as i64;
             h.wal_size = size as i64;
             h.wal_salt1 = hd.salt1;
@@ -819,16 +929,24 @@ impl Db {
         let wf = match wal_file {
             Some(f) => f,
             None => {
-                dummy = self.db_file.as_ref().ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
+                dummy = self
+                    .db_file
+                    .as_ref()
+                    .ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
                 dummy
             }
         };
         let file = self.write_l0(h, wf, &pages, true)?;
         tracing::info!(db = %self.name, txid = %txid, pages = file.pages, reason, "snapshot");
         out.files.push(file);
-        out.snapshot_reason.get_or_insert_with(|| reason.to_string());
+        out.snapshot_reason
+            .get_or_insert_with(|| reason.to_string());
         self.after_write(&h);
-        self.continuity = if header.is_none() { Some(Continuity::NoWal) } else { None };
+        self.continuity = if header.is_none() {
+            Some(Continuity::NoWal)
+        } else {
+            None
+        };
         Ok(())
     }
 
@@ -839,7 +957,13 @@ impl Db {
     }
 
     /// Encodes pages into `<l0>/<txid>-<txid>.ltx` atomically.
-    fn write_l0(&self, h: Header, wal_file: &File, pages: &BTreeMap<u32, PageSrc>, snapshot: bool) -> Result<L0File> {
+    fn write_l0(
+        &self,
+        h: Header,
+        wal_file: &File,
+        pages: &BTreeMap<u32, PageSrc>,
+        snapshot: bool,
+    ) -> Result<L0File> {
         let db_file = self
             .db_file
             .as_ref()
@@ -887,23 +1011,38 @@ impl Db {
     /// Reads the pages of `chunk` into `buf`, coalescing runs of consecutive
     /// database-file pages into one read. Pages past the end of the
     /// database file read as zeros, as SQLite reads them.
-    fn fill_pages(&self, chunk: &[(u32, PageSrc)], buf: &mut [u8], wal_file: &File, db_file: &File) -> Result<()> {
+    fn fill_pages(
+        &self,
+        chunk: &[(u32, PageSrc)],
+        buf: &mut [u8],
+        wal_file: &File,
+        db_file: &File,
+    ) -> Result<()> {
         let ps = self.page_size as usize;
         let mut i = 0;
         while i < chunk.len() {
             match chunk[i].1 {
                 PageSrc::Wal(off) => {
-                    wal::read_page(wal_file, &self.wal_path.display().to_string(), off, &mut buf[i * ps..(i + 1) * ps])?;
+                    wal::read_page(
+                        wal_file,
+                        &self.wal_path.display().to_string(),
+                        off,
+                        &mut buf[i * ps..(i + 1) * ps],
+                    )?;
                     i += 1;
                 }
                 PageSrc::Db => {
                     let mut j = i + 1;
-                    while j < chunk.len() && matches!(chunk[j].1, PageSrc::Db) && chunk[j].0 == chunk[j - 1].0 + 1 {
+                    while j < chunk.len()
+                        && matches!(chunk[j].1, PageSrc::Db)
+                        && chunk[j].0 == chunk[j - 1].0 + 1
+                    {
                         j += 1;
                     }
                     let dst = &mut buf[i * ps..j * ps];
                     let off = u64::from(chunk[i].0 - 1) * ps as u64;
-                    let n = wal::read_full_at(db_file, dst, off).ctx(|| format!("read {}", self.name))?;
+                    let n = wal::read_full_at(db_file, dst, off)
+                        .ctx(|| format!("read {}", self.name))?;
                     dst[n..].fill(0);
                     i = j;
                 }
@@ -916,21 +1055,23 @@ impl Db {
         let Some(pos) = self.pos else {
             return Ok(());
         };
-        if matches!(self.continuity, Some(Continuity::Sealed { salts, offset }) if salts == pos.salts() && offset == pos.wal_offset) {
+        if matches!(self.continuity, Some(Continuity::Sealed { salts, offset }) if salts == pos.salts() && offset == pos.wal_offset)
+        {
             return Ok(()); // already checkpointed to our position; the next write restarts the WAL
         }
         let fs = u64::from(self.page_size) + wal::FRAME_HEADER_SIZE;
         let pages_in_wal = pos.wal_offset.saturating_sub(WAL_HEADER_SIZE) / fs;
         let o = &self.opts;
-        let mode = if o.truncate_page_count > 0 && pages_in_wal >= u64::from(o.truncate_page_count) {
-            Some(CheckpointMode::Truncate)
-        } else if o.min_checkpoint_page_count > 0 && pages_in_wal >= u64::from(o.min_checkpoint_page_count) {
-            Some(CheckpointMode::Passive)
-        } else if !o.checkpoint_interval.is_zero()
+        let by_size = o.min_checkpoint_page_count > 0
+            && pages_in_wal >= u64::from(o.min_checkpoint_page_count);
+        let by_time = !o.checkpoint_interval.is_zero()
             && self.last_checkpoint.elapsed() >= o.checkpoint_interval
             && self.synced_since_checkpoint
-            && pages_in_wal > 1
+            && pages_in_wal > 1;
+        let mode = if o.truncate_page_count > 0 && pages_in_wal >= u64::from(o.truncate_page_count)
         {
+            Some(CheckpointMode::Truncate)
+        } else if by_size || by_time {
             Some(CheckpointMode::Passive)
         } else {
             None
@@ -958,9 +1099,10 @@ impl Db {
             // Try the cheap way first; TRUNCATE only if the WAL is still large.
             self.checkpoint_passive(out)?;
             let fs = u64::from(self.page_size) + wal::FRAME_HEADER_SIZE;
-            let still_large = self
-                .pos
-                .is_some_and(|p| p.wal_offset.saturating_sub(WAL_HEADER_SIZE) / fs >= u64::from(self.opts.truncate_page_count));
+            let still_large = self.pos.is_some_and(|p| {
+                p.wal_offset.saturating_sub(WAL_HEADER_SIZE) / fs
+                    >= u64::from(self.opts.truncate_page_count)
+            });
             if still_large && self.continuity.is_none() {
                 self.checkpoint_truncate(out)?;
             }
@@ -981,7 +1123,10 @@ impl Db {
         let r = (|| {
             self.sync_to_end(out)?;
             self.end_read_tx()?;
-            let ck = self.conn()?.wal_checkpoint_v2(rusqlite::DEFAULT_NAME, rusqlite::wal::CheckpointMode::PASSIVE);
+            let ck = self.conn()?.wal_checkpoint_v2(
+                rusqlite::DEFAULT_NAME,
+                rusqlite::wal::CheckpointMode::PASSIVE,
+            );
             self.begin_read_tx()?;
             let (log, done) = match ck {
                 Ok(v) => v,
@@ -1015,7 +1160,10 @@ impl Db {
     fn checkpoint_truncate(&mut self, out: &mut SyncOutcome) -> Result<()> {
         self.sync_to_end(out)?;
         self.end_read_tx()?;
-        let ck = self.conn()?.wal_checkpoint_v2(rusqlite::DEFAULT_NAME, rusqlite::wal::CheckpointMode::TRUNCATE);
+        let ck = self.conn()?.wal_checkpoint_v2(
+            rusqlite::DEFAULT_NAME,
+            rusqlite::wal::CheckpointMode::TRUNCATE,
+        );
         self.begin_read_tx()?;
         match ck {
             Ok(_) => {
@@ -1026,13 +1174,18 @@ impl Db {
                 self.sync_to_end(out)
             }
             Err(e) if is_busy(&e) => Ok(()),
-            Err(e) => Err(Error::sqlite(format!("{}: TRUNCATE checkpoint", self.name), e)),
+            Err(e) => Err(Error::sqlite(
+                format!("{}: TRUNCATE checkpoint", self.name),
+                e,
+            )),
         }
     }
 
     fn current_wal_salts(&self) -> Result<Option<(u32, u32)>> {
         match File::open(&self.wal_path) {
-            Ok(f) => Ok(WalHeader::read(&f, &self.wal_path.display().to_string())?.map(|h| h.salts())),
+            Ok(f) => {
+                Ok(WalHeader::read(&f, &self.wal_path.display().to_string())?.map(|h| h.salts()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("open {}", self.wal_path.display()), e)),
         }
@@ -1075,9 +1228,16 @@ impl Db {
     /// is left as it is (no checkpoint on close).
     pub fn close(&mut self) -> Result<()> {
         let r1 = self.release_write_lock();
-        let r2 = if self.conn.is_some() { self.end_read_tx() } else { Ok(()) };
+        let r2 = if self.conn.is_some() {
+            self.end_read_tx()
+        } else {
+            Ok(())
+        };
         let mut r3 = Ok(());
-        for c in [self.lock_conn.take(), self.conn.take()].into_iter().flatten() {
+        for c in [self.lock_conn.take(), self.conn.take()]
+            .into_iter()
+            .flatten()
+        {
             if let Err((_, e)) = c.close() {
                 r3 = Err(Error::sqlite(format!("{}: close", self.name), e));
             }

@@ -18,7 +18,8 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// fsyncs a directory so a rename or unlink in it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).ctx(|| format!("open directory {}", dir.display()))?;
-    d.sync_all().ctx(|| format!("fsync directory {}", dir.display()))
+    d.sync_all()
+        .ctx(|| format!("fsync directory {}", dir.display()))
 }
 
 /// Creates a directory and its parents, fsyncing each parent it created.
@@ -45,14 +46,19 @@ pub fn create_dir_all(dir: &Path) -> Result<()> {
 }
 
 /// Writes `path` atomically through `fill`, which gets a buffered writer.
-pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> Result<()> {
     let tmp = tmp_path(path);
     let name = path.display().to_string();
     let result = (|| {
         let f = File::create(&tmp).ctx(|| format!("create {}", tmp.display()))?;
         let mut w = BufWriter::with_capacity(1 << 20, f);
         fill(&mut w).ctx(|| format!("write {}", tmp.display()))?;
-        let f = w.into_inner().map_err(|e| Error::io(format!("write {}", tmp.display()), e.into_error()))?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io(format!("write {}", tmp.display()), e.into_error()))?;
         f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
         drop(f);
         fs::rename(&tmp, path).ctx(|| format!("rename {} to {name}", tmp.display()))?;
@@ -87,10 +93,16 @@ pub fn copy_atomic(src: &Path, dst: &Path) -> Result<u64> {
         Ok(n) => n,
         Err(e) => {
             let _ = fs::remove_file(&tmp); // best effort cleanup of a partial copy
-            return Err(Error::io(format!("copy {} to {}", src.display(), tmp.display()), e));
+            return Err(Error::io(
+                format!("copy {} to {}", src.display(), tmp.display()),
+                e,
+            ));
         }
     };
-    let f = File::options().write(true).open(&tmp).ctx(|| format!("open {}", tmp.display()))?;
+    let f = File::options()
+        .write(true)
+        .open(&tmp)
+        .ctx(|| format!("open {}", tmp.display()))?;
     commit_tmp(&tmp, f, dst)?;
     Ok(n)
 }

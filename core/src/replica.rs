@@ -78,7 +78,10 @@ impl Replica {
             let Some((min, max)) = next else { break };
             let path = db.l0_dir().join(ltx_file_name(min, max));
             check_complete(&path)?;
-            let info = self.client.write_ltx_file(0, min, max, LtxBody::File(path)).await?;
+            let info = self
+                .client
+                .write_ltx_file(0, min, max, LtxBody::File(path))
+                .await?;
             report.bytes += info.size;
             report.files.push(info);
             cur = max;
@@ -88,7 +91,10 @@ impl Replica {
             report.gap = true;
             db.require_snapshot_from(
                 cur.next(),
-                &format!("local L0 files do not continue the replica at TXID {}", cur.next()),
+                &format!(
+                    "local L0 files do not continue the replica at TXID {}",
+                    cur.next()
+                ),
             );
         }
         Ok(report)
@@ -98,6 +104,7 @@ impl Replica {
 /// A cheap structural check before upload: the file's index and trailer
 /// parse, so a truncated file is never shipped.
 fn check_complete(path: &Path) -> Result<()> {
-    let f = std::fs::File::open(path).map_err(|e| crate::Error::io(format!("open {}", path.display()), e))?;
+    let f = std::fs::File::open(path)
+        .map_err(|e| crate::Error::io(format!("open {}", path.display()), e))?;
     PageIndex::read(&f, &path.display().to_string()).map(|_| ())
 }

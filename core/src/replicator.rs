@@ -100,7 +100,10 @@ impl Replicator {
 
     /// The database path.
     pub fn db_path(&self) -> PathBuf {
-        self.db.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_default()
+        self.db
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .unwrap_or_default()
     }
 
     fn with_status(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
@@ -144,7 +147,10 @@ impl Replicator {
             }
             self.positioned = true;
         }
-        let mut db = self.db.take().ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
+        let mut db = self
+            .db
+            .take()
+            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
         let (mut db, sync) = tokio::task::spawn_blocking(move || {
             let r = db.sync();
             (db, r)
@@ -161,7 +167,12 @@ impl Replicator {
         let upload = self.replica.upload(&mut db).await;
         let retention = self.opts.l0_retention;
         let through = self.replica.position().unwrap_or_default();
-        let local_txid = db.position().ok().flatten().map(|p| p.txid).unwrap_or_default();
+        let local_txid = db
+            .position()
+            .ok()
+            .flatten()
+            .map(|p| p.txid)
+            .unwrap_or_default();
         let pruned = db.prune_local_l0(through, retention);
         self.db = Some(db);
         let upload = upload?;
@@ -238,7 +249,11 @@ impl Replicator {
     /// WAL. Returns `None` (polling only) if the watcher cannot start.
     fn watch(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
         let db = self.db_path();
-        let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let dir = db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let name = db.file_name()?.to_os_string();
         let mut wal = name.clone();
         wal.push("-wal");
@@ -250,11 +265,17 @@ impl Replicator {
             if ev.kind.is_access() {
                 return;
             }
-            if ev.paths.iter().any(|p| p.file_name().is_some_and(|n| n == name || n == wal)) {
+            if ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().is_some_and(|n| n == name || n == wal))
+            {
                 changed.notify_one();
             }
         };
-        match notify::recommended_watcher(handler).and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w)) {
+        match notify::recommended_watcher(handler)
+            .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
+        {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; polling only");

@@ -22,7 +22,9 @@ use crate::client::{FileInfo, ReplicaClient, SNAPSHOT_LEVEL, list_all, read_rang
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::ltx::checksum::{RunningCrc, combine, shift_operator};
-use crate::ltx::{HEADER_SIZE, Header, IndexEntry, PAGE_HEADER_SIZE, PageIndex, decode_frame, lock_pgno};
+use crate::ltx::{
+    HEADER_SIZE, Header, IndexEntry, PAGE_HEADER_SIZE, PageIndex, decode_frame, lock_pgno,
+};
 use crate::txid::TxId;
 
 /// What to restore to.
@@ -53,7 +55,9 @@ impl std::str::FromStr for IntegrityCheck {
             "none" => Ok(IntegrityCheck::None),
             "quick" => Ok(IntegrityCheck::Quick),
             "full" => Ok(IntegrityCheck::Full),
-            _ => Err(Error::InvalidInput(format!("integrity check {s:?}: expected none, quick or full"))),
+            _ => Err(Error::InvalidInput(format!(
+                "integrity check {s:?}: expected none, quick or full"
+            ))),
         }
     }
 }
@@ -127,7 +131,10 @@ fn better(cur: &FileInfo, next: &FileInfo) -> bool {
 }
 
 /// Plans the chain of files for `target` (spec §4, steps 1–3).
-pub async fn plan_restore(client: &dyn ReplicaClient, target: RestoreTarget) -> Result<RestorePlan> {
+pub async fn plan_restore(
+    client: &dyn ReplicaClient,
+    target: RestoreTarget,
+) -> Result<RestorePlan> {
     let use_metadata = matches!(target, RestoreTarget::Timestamp(_));
     let fits = |f: &FileInfo| match target {
         RestoreTarget::Latest => true,
@@ -138,7 +145,9 @@ pub async fn plan_restore(client: &dyn ReplicaClient, target: RestoreTarget) -> 
     let snapshots = list_all(client, SNAPSHOT_LEVEL, use_metadata).await?;
     let mut files = Vec::new();
     if let Some(s) = snapshots.iter().filter(|f| fits(f)).max_by(|a, b| {
-        a.max_txid.cmp(&b.max_txid).then(a.created_at.cmp(&b.created_at))
+        a.max_txid
+            .cmp(&b.max_txid)
+            .then(a.created_at.cmp(&b.created_at))
     }) {
         files.push(s.clone());
     }
@@ -157,7 +166,11 @@ pub async fn plan_restore(client: &dyn ReplicaClient, target: RestoreTarget) -> 
     while !done(cur) {
         let mut best: Option<&FileInfo> = None;
         for f in levels.iter().flatten() {
-            if f.min_txid.0 <= cur.0 + 1 && f.max_txid > cur && fits(f) && best.is_none_or(|b| better(b, f)) {
+            if f.min_txid.0 <= cur.0 + 1
+                && f.max_txid > cur
+                && fits(f)
+                && best.is_none_or(|b| better(b, f))
+            {
                 best = Some(f);
             }
         }
@@ -225,10 +238,17 @@ fn key_of(client: &dyn ReplicaClient, f: &FileInfo) -> String {
     format!("{} level {} {}", client.location(), f.level, f.file_name())
 }
 
-async fn load_file(client: &dyn ReplicaClient, info: &FileInfo, keep_bytes: bool) -> Result<PlannedFile> {
+async fn load_file(
+    client: &dyn ReplicaClient,
+    info: &FileInfo,
+    keep_bytes: bool,
+) -> Result<PlannedFile> {
     let key = key_of(client, info);
     if info.size < (HEADER_SIZE + PAGE_HEADER_SIZE + 1 + 8 + 16) as u64 {
-        return Err(Error::corrupt(key, format!("{} bytes is too short for an LTX file", info.size)));
+        return Err(Error::corrupt(
+            key,
+            format!("{} bytes is too short for an LTX file", info.size),
+        ));
     }
     if info.size <= WHOLE_FILE_BYTES {
         let bytes = read_range(client, info, 0, info.size).await?;
@@ -270,7 +290,10 @@ fn check_header(h: &Header, info: &FileInfo, key: &str) -> Result<()> {
     if h.min_txid != info.min_txid || h.max_txid != info.max_txid {
         return Err(Error::corrupt(
             key,
-            format!("header covers TXIDs {}-{}, the file name says {}-{}", h.min_txid, h.max_txid, info.min_txid, info.max_txid),
+            format!(
+                "header covers TXIDs {}-{}, the file name says {}-{}",
+                h.min_txid, h.max_txid, info.min_txid, info.max_txid
+            ),
         ));
     }
     Ok(())
@@ -310,19 +333,33 @@ fn units_of(file: usize, f: &PlannedFile) -> Vec<Unit> {
 /// Decodes one unit's frames from `data` (bytes `unit.start..` of the
 /// file), writes the pages this file wins, and returns the CRC and length of
 /// the bytes the file checksum covers.
-fn decode_unit(unit: &Unit, data: &[u8], key: &str, page_size: u32, winners: &[u32], out: &File, out_name: &str) -> Result<(u64, u64)> {
+fn decode_unit(
+    unit: &Unit,
+    data: &[u8],
+    key: &str,
+    page_size: u32,
+    winners: &[u32],
+    out: &File,
+    out_name: &str,
+) -> Result<(u64, u64)> {
     let mut page = vec![0u8; page_size as usize];
     let mut crc = 0u64;
     let mut len = 0u64;
     let mut op_cache = (0u64, 0u64);
     for e in &unit.entries {
         let rel = (e.offset - unit.start) as usize;
-        let frame = data
-            .get(rel..rel + e.size as usize)
-            .ok_or_else(|| Error::corrupt(key, format!("page frame of page {} is truncated", e.pgno)))?;
+        let frame = data.get(rel..rel + e.size as usize).ok_or_else(|| {
+            Error::corrupt(key, format!("page frame of page {} is truncated", e.pgno))
+        })?;
         let (pgno, seg_crc, seg_len) = decode_frame(frame, &mut page, key)?;
         if pgno != e.pgno {
-            return Err(Error::corrupt(key, format!("page index says page {} at offset {}, the frame holds page {pgno}", e.pgno, e.offset)));
+            return Err(Error::corrupt(
+                key,
+                format!(
+                    "page index says page {} at offset {}, the frame holds page {pgno}",
+                    e.pgno, e.offset
+                ),
+            ));
         }
         if op_cache.0 != seg_len {
             op_cache = (seg_len, shift_operator(seg_len));
@@ -345,7 +382,10 @@ fn decode_unit(unit: &Unit, data: &[u8], key: &str, page_size: u32, winners: &[u
 }
 
 /// Restores `client`'s database to `opts.output`.
-pub async fn restore(client: Arc<dyn ReplicaClient>, opts: &RestoreOptions) -> Result<RestoreSummary> {
+pub async fn restore(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let out_path = opts.output.clone();
     let out_name = out_path.display().to_string();
@@ -385,12 +425,18 @@ pub async fn restore(client: Arc<dyn ReplicaClient>, opts: &RestoreOptions) -> R
         if f.index.header.page_size != page_size {
             return Err(Error::corrupt(
                 f.key.clone(),
-                format!("page size {} differs from the restore's {page_size}", f.index.header.page_size),
+                format!(
+                    "page size {} differs from the restore's {page_size}",
+                    f.index.header.page_size
+                ),
             ));
         }
     }
     if !files[0].index.header.is_snapshot() {
-        return Err(Error::corrupt(files[0].key.clone(), "the restore chain does not start with a snapshot"));
+        return Err(Error::corrupt(
+            files[0].key.clone(),
+            "the restore chain does not start with a snapshot",
+        ));
     }
     // The newest file holding each page wins.
     let mut winners = vec![0u32; commit as usize + 1];
@@ -413,7 +459,18 @@ pub async fn restore(client: Arc<dyn ReplicaClient>, opts: &RestoreOptions) -> R
         fsutil::create_dir_all(parent)?;
     }
     let tmp = fsutil::tmp_path(&out_path);
-    let result = write_database(client.clone(), &files, &winners, page_size, commit, &tmp, par, opts, &out_path).await;
+    let result = write_database(
+        client.clone(),
+        &files,
+        &winners,
+        page_size,
+        commit,
+        &tmp,
+        par,
+        opts,
+        &out_path,
+    )
+    .await;
     if result.is_err() {
         let _ = fs::remove_file(&tmp); // never leave a partial output; the error says why
         remove_sidecars(&tmp);
@@ -460,23 +517,47 @@ async fn write_database(
         .ctx(|| format!("size {tmp_name}"))?;
     let out = Arc::new(out);
     let winners: Arc<Vec<u32>> = Arc::new(winners.to_vec());
-    let units: Vec<Unit> = files.iter().enumerate().flat_map(|(i, f)| units_of(i, f)).collect();
+    let units: Vec<Unit> = files
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| units_of(i, f))
+        .collect();
     let keys: Arc<Vec<String>> = Arc::new(files.iter().map(|f| f.key.clone()).collect());
     let results: Vec<(usize, usize, u64, u64)> = futures::stream::iter(units)
         .map(|u| {
             let client = client.clone();
             let info = files[u.file].info.clone();
             let mem = files[u.file].bytes.clone();
-            let (out, winners, keys, tmp_name) = (out.clone(), winners.clone(), keys.clone(), tmp_name.clone());
+            let (out, winners, keys, tmp_name) =
+                (out.clone(), winners.clone(), keys.clone(), tmp_name.clone());
             async move {
-                let fetch_end = if u.last { u.end + PAGE_HEADER_SIZE as u64 } else { u.end };
+                let fetch_end = if u.last {
+                    u.end + PAGE_HEADER_SIZE as u64
+                } else {
+                    u.end
+                };
                 let (data, base) = match mem {
                     Some(b) => (b, u.start as usize),
-                    None => (Arc::new(read_range(client.as_ref(), &info, u.start, fetch_end - u.start).await?), 0),
+                    None => (
+                        Arc::new(
+                            read_range(client.as_ref(), &info, u.start, fetch_end - u.start)
+                                .await?,
+                        ),
+                        0,
+                    ),
                 };
                 tokio::task::spawn_blocking(move || {
                     let slice = data.get(base..).unwrap_or(&[]);
-                    decode_unit(&u, slice, &keys[u.file], page_size, &winners, &out, &tmp_name).map(|(c, l)| (u.file, u.seq, c, l))
+                    decode_unit(
+                        &u,
+                        slice,
+                        &keys[u.file],
+                        page_size,
+                        &winners,
+                        &out,
+                        &tmp_name,
+                    )
+                    .map(|(c, l)| (u.file, u.seq, c, l))
                 })
                 .await
                 .map_err(|e| Error::io("restore worker", std::io::Error::other(e.to_string())))?
@@ -506,7 +587,12 @@ async fn write_database(
         f.index.check_file_checksum(total, &f.key)?;
     }
 
-    let out = Arc::try_unwrap(out).map_err(|_| Error::io(format!("close {tmp_name}"), std::io::Error::other("still shared")))?;
+    let out = Arc::try_unwrap(out).map_err(|_| {
+        Error::io(
+            format!("close {tmp_name}"),
+            std::io::Error::other("still shared"),
+        )
+    })?;
     out.sync_all().ctx(|| format!("fsync {tmp_name}"))?;
     drop(out);
     if opts.integrity_check != IntegrityCheck::None {
@@ -524,7 +610,12 @@ async fn write_database(
         }
     }
     fs::rename(tmp, out_path).ctx(|| format!("rename {tmp_name} to {}", out_path.display()))?;
-    fsutil::fsync_dir(out_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+    fsutil::fsync_dir(
+        out_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
 }
 
 /// Runs `PRAGMA quick_check` or `integrity_check` on a restored file.
@@ -536,8 +627,11 @@ pub fn check_integrity(path: &Path, mode: IntegrityCheck) -> Result<()> {
     };
     let name = path.display().to_string();
     let r = (|| {
-        let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|e| Error::sqlite(format!("open {name} for {pragma}"), e))?;
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        )
+        .map_err(|e| Error::sqlite(format!("open {name} for {pragma}"), e))?;
         let rows: Vec<String> = {
             let mut st = conn
                 .prepare(&format!("PRAGMA {pragma}"))
@@ -548,7 +642,10 @@ pub fn check_integrity(path: &Path, mode: IntegrityCheck) -> Result<()> {
         };
         drop(conn);
         if rows != ["ok"] {
-            return Err(Error::corrupt(name.clone(), format!("{pragma} failed: {}", rows.join("; "))));
+            return Err(Error::corrupt(
+                name.clone(),
+                format!("{pragma} failed: {}", rows.join("; ")),
+            ));
         }
         Ok(())
     })();

@@ -54,7 +54,10 @@ pub fn parse_ltx_file_name(name: &str) -> Option<(TxId, TxId)> {
     if stem.len() != 33 || stem.as_bytes()[16] != b'-' {
         return None;
     }
-    let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let lower_hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     let (a, b) = (&stem[..16], &stem[17..]);
     if !lower_hex(a) || !lower_hex(b) {
         return None;
@@ -65,6 +68,7 @@ pub fn parse_ltx_file_name(name: &str) -> Option<(TxId, TxId)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

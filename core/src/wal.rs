@@ -100,9 +100,15 @@ pub fn checksum(big_endian: bool, s: Checksum, data: &[u8]) -> Checksum {
     let (mut s1, mut s2) = s;
     for w in data.chunks_exact(8) {
         let (x0, x1) = if big_endian {
-            (u32::from_be_bytes([w[0], w[1], w[2], w[3]]), u32::from_be_bytes([w[4], w[5], w[6], w[7]]))
+            (
+                u32::from_be_bytes([w[0], w[1], w[2], w[3]]),
+                u32::from_be_bytes([w[4], w[5], w[6], w[7]]),
+            )
         } else {
-            (u32::from_le_bytes([w[0], w[1], w[2], w[3]]), u32::from_le_bytes([w[4], w[5], w[6], w[7]]))
+            (
+                u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+                u32::from_le_bytes([w[4], w[5], w[6], w[7]]),
+            )
         };
         s1 = s1.wrapping_add(x0).wrapping_add(s2);
         s2 = s2.wrapping_add(x1).wrapping_add(s1);
@@ -214,7 +220,13 @@ impl<'f> WalReader<'f> {
 
     /// A reader resuming at `offset` (a frame boundary after the header)
     /// with the chain value `seed` of the frame before it.
-    pub fn resume(file: &'f File, name: &str, header: WalHeader, offset: u64, seed: Checksum) -> Self {
+    pub fn resume(
+        file: &'f File,
+        name: &str,
+        header: WalHeader,
+        offset: u64,
+        seed: Checksum,
+    ) -> Self {
         WalReader {
             file,
             name: name.to_string(),
@@ -228,7 +240,12 @@ impl<'f> WalReader<'f> {
     /// frame, otherwise the stored checksum of the frame before `offset`,
     /// which must carry this generation's salts. `None` if that frame is
     /// missing or belongs to another generation.
-    pub fn seed_at(file: &File, name: &str, header: &WalHeader, offset: u64) -> Result<Option<Checksum>> {
+    pub fn seed_at(
+        file: &File,
+        name: &str,
+        header: &WalHeader,
+        offset: u64,
+    ) -> Result<Option<Checksum>> {
         if offset == WAL_HEADER_SIZE {
             return Ok(Some(header.checksum));
         }
@@ -298,7 +315,11 @@ impl<'f> WalReader<'f> {
                 }
             }
             if (n as u64) < buf.len() as u64 {
-                seg.stop = if n as u64 % fs == 0 { StopReason::Eof } else { StopReason::PartialFrame };
+                seg.stop = if n as u64 % fs == 0 {
+                    StopReason::Eof
+                } else {
+                    StopReason::PartialFrame
+                };
                 break;
             }
             off += whole * fs;
@@ -319,9 +340,13 @@ impl<'f> WalReader<'f> {
 
 /// Reads the page stored in the frame at `frame_offset` of a WAL file.
 pub fn read_page(file: &File, name: &str, frame_offset: u64, out: &mut [u8]) -> Result<()> {
-    let n = read_full_at(file, out, frame_offset + FRAME_HEADER_SIZE).ctx(|| format!("read {name}"))?;
+    let n =
+        read_full_at(file, out, frame_offset + FRAME_HEADER_SIZE).ctx(|| format!("read {name}"))?;
     if n != out.len() {
-        return Err(Error::corrupt(name, format!("WAL frame at offset {frame_offset} is truncated")));
+        return Err(Error::corrupt(
+            name,
+            format!("WAL frame at offset {frame_offset} is truncated"),
+        ));
     }
     Ok(())
 }

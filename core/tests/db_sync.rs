@@ -1,17 +1,18 @@
 //! The per-database engine against real SQLite files: every restore equals
 //! the database as it was at that TXID, across checkpoints, WAL restarts
 //! seen and unseen, shrinking and growth.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use litestreampp_core::TxId;
 use litestreampp_core::client::ReplicaClient;
 use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::db::{CheckpointMode, Db, DbOptions};
 use litestreampp_core::replica::Replica;
 use litestreampp_core::restore::{RestoreOptions, RestoreTarget, restore};
-use litestreampp_core::TxId;
 use rusqlite::Connection;
 
 struct Env {
@@ -38,7 +39,9 @@ fn content(conn: &Connection) -> String {
         .collect();
     for t in tables {
         out.push_str(&t);
-        let mut st = conn.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid")).unwrap();
+        let mut st = conn
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+            .unwrap();
         let n = st.column_count();
         let mut rows = st.query([]).unwrap();
         while let Some(r) = rows.next().unwrap() {
@@ -53,14 +56,17 @@ fn content(conn: &Connection) -> String {
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn open_app(path: &Path, autocheckpoint: i64) -> Connection {
     let c = Connection::open(path).unwrap();
     c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
     c.execute_batch("PRAGMA journal_mode=wal;").unwrap();
-    c.pragma_update(None, "wal_autocheckpoint", autocheckpoint).unwrap();
+    c.pragma_update(None, "wal_autocheckpoint", autocheckpoint)
+        .unwrap();
     c
 }
 
@@ -70,7 +76,10 @@ impl Env {
         let root = dir.path().to_path_buf();
         let db_path = root.join("app.db");
         let app = open_app(&db_path, autocheckpoint);
-        app.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); CREATE INDEX ti ON t(v);").unwrap();
+        app.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); CREATE INDEX ti ON t(v);",
+        )
+        .unwrap();
         let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(root.join("replica")));
         Env {
             _dir: dir,
@@ -88,14 +97,19 @@ impl Env {
     fn insert(&self, n: usize, size: usize) {
         let tx = self.app.unchecked_transaction().unwrap();
         for _ in 0..n {
-            tx.execute("INSERT INTO t(v) VALUES (randomblob(?1))", [size as i64]).unwrap();
+            tx.execute("INSERT INTO t(v) VALUES (randomblob(?1))", [size as i64])
+                .unwrap();
         }
         tx.commit().unwrap();
     }
 
     async fn sync(&mut self) {
         let out = self.db.sync().unwrap();
-        self.snapshots += out.files.iter().filter(|f| f.snapshot && f.txid != TxId(1)).count();
+        self.snapshots += out
+            .files
+            .iter()
+            .filter(|f| f.snapshot && f.txid != TxId(1))
+            .count();
         self.replica.upload(&mut self.db).await.unwrap();
         if let Some(p) = self.db.position().unwrap() {
             self.states.insert(p.txid, content(&self.app));
@@ -114,7 +128,9 @@ impl Env {
     /// Every recorded TXID restores to the recorded content.
     async fn check_all(&self) {
         for (i, (txid, want)) in self.states.iter().enumerate() {
-            let p = self.restore_at(RestoreTarget::TxId(*txid), &format!("r-{i}.db")).await;
+            let p = self
+                .restore_at(RestoreTarget::TxId(*txid), &format!("r-{i}.db"))
+                .await;
             let got = content(&Connection::open(&p).unwrap());
             assert_eq!(&got, want, "restore at TXID {txid}");
         }
@@ -140,8 +156,13 @@ async fn incremental_syncs_restore_at_every_txid() {
     // The restored file is byte-identical to the source after a checkpoint.
     let latest = e.restore_at(RestoreTarget::Latest, "bytes.db").await;
     e.db.close().unwrap();
-    e.app.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
-    assert_eq!(std::fs::read(&latest).unwrap(), std::fs::read(&e.db_path).unwrap());
+    e.app
+        .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&latest).unwrap(),
+        std::fs::read(&e.db_path).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,13 +178,20 @@ async fn our_checkpoints_keep_continuity() {
         e.insert(20, 1000);
         let out = e.db.sync().unwrap();
         checkpoints += usize::from(out.checkpoint.is_some());
-        e.snapshots += out.files.iter().filter(|f| f.snapshot && f.txid != TxId(1)).count();
+        e.snapshots += out
+            .files
+            .iter()
+            .filter(|f| f.snapshot && f.txid != TxId(1))
+            .count();
         e.replica.upload(&mut e.db).await.unwrap();
         let p = e.db.position().unwrap().unwrap();
         e.states.insert(p.txid, content(&e.app));
     }
     assert!(checkpoints >= 5, "checkpoints ran: {checkpoints}");
-    assert_eq!(e.snapshots, 0, "WAL restarts after our own checkpoints need no snapshot");
+    assert_eq!(
+        e.snapshots, 0,
+        "WAL restarts after our own checkpoints need no snapshot"
+    );
     e.check_all().await;
 }
 
@@ -182,10 +210,16 @@ async fn unseen_checkpoint_and_restart_ships_old_tail() {
     e.insert(3, 700);
     e.insert(2, 700);
     let want_before_restart = content(&e.app);
-    e.app.pragma_update(None, "wal_checkpoint", "PASSIVE").unwrap();
+    e.app
+        .pragma_update(None, "wal_checkpoint", "PASSIVE")
+        .unwrap();
     e.insert(1, 100); // restarts the WAL (salt1 + 1)
     let out = e.db.sync().unwrap();
-    assert!(out.snapshot_reason.is_none(), "snapshot taken: {:?}", out.snapshot_reason);
+    assert!(
+        out.snapshot_reason.is_none(),
+        "snapshot taken: {:?}",
+        out.snapshot_reason
+    );
     assert_eq!(out.files.len(), 2, "old tail, then the new generation");
     e.replica.upload(&mut e.db).await.unwrap();
     let p = e.db.position().unwrap().unwrap();
@@ -206,13 +240,17 @@ async fn unprovable_continuity_takes_a_snapshot() {
         match case {
             "truncate" => {
                 e.insert(4, 400);
-                e.app.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+                e.app
+                    .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                    .unwrap();
                 e.insert(1, 10);
             }
             "two-restarts" => {
                 for _ in 0..2 {
                     e.insert(4, 400);
-                    e.app.pragma_update(None, "wal_checkpoint", "PASSIVE").unwrap();
+                    e.app
+                        .pragma_update(None, "wal_checkpoint", "PASSIVE")
+                        .unwrap();
                 }
                 e.insert(1, 10);
             }
@@ -256,7 +294,11 @@ async fn explicit_truncate_checkpoint() {
     e.sync().await;
     let out = e.db.checkpoint(CheckpointMode::Truncate).unwrap();
     e.replica.upload(&mut e.db).await.unwrap();
-    assert_eq!(out.checkpoint, Some(CheckpointMode::Passive), "PASSIVE was enough");
+    assert_eq!(
+        out.checkpoint,
+        Some(CheckpointMode::Passive),
+        "PASSIVE was enough"
+    );
     e.insert(10, 1000);
     e.sync().await;
     assert_eq!(e.snapshots, 0);

@@ -1,5 +1,6 @@
 //! LTX codec: round trips, spec vectors, legacy frames, and every kind of
 //! damage a file can carry.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::io::Cursor;
 
@@ -9,7 +10,9 @@ use litestreampp_core::{Error, TxId};
 use proptest::prelude::*;
 
 fn page(ps: u32, pgno: u32, seed: u8) -> Vec<u8> {
-    (0..ps).map(|i| ((i / 7) as u8).wrapping_mul(seed).wrapping_add(pgno as u8)).collect()
+    (0..ps)
+        .map(|i| ((i / 7) as u8).wrapping_mul(seed).wrapping_add(pgno as u8))
+        .collect()
 }
 
 fn encode(h: Header, pages: &[(u32, Vec<u8>)], parallel: bool) -> Vec<u8> {
@@ -25,7 +28,9 @@ fn encode(h: Header, pages: &[(u32, Vec<u8>)], parallel: bool) -> Vec<u8> {
     enc.finish().unwrap().writer
 }
 
-fn decode_all(bytes: &[u8]) -> Result<(Header, Vec<(u32, Vec<u8>)>), Error> {
+type Pages = Vec<(u32, Vec<u8>)>;
+
+fn decode_all(bytes: &[u8]) -> Result<(Header, Pages), Error> {
     let mut dec = Decoder::new(Cursor::new(bytes), "test.ltx")?;
     let h = *dec.header();
     let mut buf = vec![0u8; h.page_size as usize];
@@ -124,14 +129,20 @@ fn tail(bytes: &[u8]) -> usize {
 
 #[test]
 fn random_access_through_page_index() {
-    let pages: Vec<(u32, Vec<u8>)> = [3u32, 10, 11, 400].iter().map(|&p| (p, page(1024, p, 5))).collect();
+    let pages: Vec<(u32, Vec<u8>)> = [3u32, 10, 11, 400]
+        .iter()
+        .map(|&p| (p, page(1024, p, 5)))
+        .collect();
     let bytes = encode(Header::new(1024, 400, TxId(2), TxId(2), 0), &pages, true);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.ltx");
     std::fs::write(&path, &bytes).unwrap();
     let f = std::fs::File::open(&path).unwrap();
     let idx = PageIndex::read(&f, "f.ltx").unwrap();
-    assert_eq!(idx.entries.iter().map(|e| e.pgno).collect::<Vec<_>>(), vec![3, 10, 11, 400]);
+    assert_eq!(
+        idx.entries.iter().map(|e| e.pgno).collect::<Vec<_>>(),
+        vec![3, 10, 11, 400]
+    );
     let mut buf = vec![0u8; 1024];
     for (e, (_, want)) in idx.entries.iter().zip(&pages).rev() {
         read_page_at(&f, e, &mut buf, "f.ltx").unwrap();
@@ -207,8 +218,22 @@ fn corrupt_files_name_the_problem() {
         ("salt without offset", |b| b[64] = 1, "salt"),
         ("pgno 0 frame", |b| b[100..104].fill(0), "page"),
         ("page flags", |b| b[105] = 4, "page flags"),
-        ("trailer checksum", |b| { let n = b.len(); b[n - 1] ^= 1 }, "checksum mismatch"),
-        ("post-apply set", |b| { let n = b.len(); b[n - 16] = 0x80 }, "post-apply"),
+        (
+            "trailer checksum",
+            |b| {
+                let n = b.len();
+                b[n - 1] ^= 1
+            },
+            "checksum mismatch",
+        ),
+        (
+            "post-apply set",
+            |b| {
+                let n = b.len();
+                b[n - 16] = 0x80
+            },
+            "post-apply",
+        ),
         ("trailing bytes", |b| b.push(0), "after the trailer"),
         ("truncated", |b| b.truncate(b.len() - 3), "truncated"),
         ("empty", |b| b.clear(), "truncated"),
@@ -217,7 +242,10 @@ fn corrupt_files_name_the_problem() {
         let mut b = good.clone();
         mutate(&mut b);
         let err = decode_all(&b).expect_err(what).to_string();
-        assert!(err.contains("test.ltx") && err.contains(want), "{what}: {err}");
+        assert!(
+            err.contains("test.ltx") && err.contains(want),
+            "{what}: {err}"
+        );
     }
 }
 
@@ -229,10 +257,15 @@ fn encoder_refuses_bad_pages() {
     assert!(enc.encode_page(11, &vec![0; 4096]).is_err());
     enc.encode_page(5, &vec![0; 4096]).unwrap();
     assert!(enc.encode_page(5, &vec![0; 4096]).is_err());
-    assert!(enc.encode_page(6, &vec![0; 100]).is_err());
+    assert!(enc.encode_page(6, &[0; 100]).is_err());
     // Lock page.
     let lock = lock_pgno(ps);
-    let mut enc = Encoder::new(Vec::new(), Header::new(ps, lock + 1, TxId(2), TxId(2), 0), "x").unwrap();
+    let mut enc = Encoder::new(
+        Vec::new(),
+        Header::new(ps, lock + 1, TxId(2), TxId(2), 0),
+        "x",
+    )
+    .unwrap();
     assert!(enc.encode_page(lock, &vec![0; 4096]).is_err());
     // Snapshots: contiguous from 1, complete.
     let mut enc = Encoder::new(Vec::new(), snapshot_header(ps, 3), "x").unwrap();

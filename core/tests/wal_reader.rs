@@ -1,5 +1,6 @@
 //! WAL reader: against WALs written by real SQLite and against synthetic
 //! WALs (both checksum byte orders) built frame by frame.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,7 +29,13 @@ impl WalBuilder {
         let chk = checksum(be, (0, 0), &h);
         h.extend_from_slice(&chk.0.to_be_bytes());
         h.extend_from_slice(&chk.1.to_be_bytes());
-        WalBuilder { bytes: h, be, ps, salts, chk }
+        WalBuilder {
+            bytes: h,
+            be,
+            ps,
+            salts,
+            chk,
+        }
     }
 
     fn frame(&mut self, pgno: u32, commit: u32, fill: u8) {
@@ -60,8 +67,14 @@ fn write_tmp(bytes: &[u8]) -> (tempfile::TempDir, File) {
 type Tx = (Vec<(u32, u8)>, u32);
 
 fn arb_txs() -> impl Strategy<Value = (Vec<Tx>, Vec<(u32, u8)>)> {
-    let tx = (prop::collection::vec((1u32..30, any::<u8>()), 1..6), 1u32..30);
-    (prop::collection::vec(tx, 0..12), prop::collection::vec((1u32..30, any::<u8>()), 0..4))
+    let tx = (
+        prop::collection::vec((1u32..30, any::<u8>()), 1..6),
+        1u32..30,
+    );
+    (
+        prop::collection::vec(tx, 0..12),
+        prop::collection::vec((1u32..30, any::<u8>()), 0..4),
+    )
 }
 
 proptest! {
@@ -166,7 +179,11 @@ fn limit_stops_at_commit_boundary() {
     let fs = 24 + 512u64;
     let a = r.read_transactions(3 * fs).unwrap();
     assert_eq!(a.stop, StopReason::Limit);
-    assert_eq!(a.end, 32 + 4 * fs, "first commit boundary at or past the limit");
+    assert_eq!(
+        a.end,
+        32 + 4 * fs,
+        "first commit boundary at or past the limit"
+    );
     let b = r.read_transactions(0).unwrap();
     assert_eq!(b.start, a.end);
     assert_eq!(b.end, 32 + 20 * fs);
@@ -177,10 +194,20 @@ fn bad_headers() {
     let w = WalBuilder::new(false, 4096, (1, 2));
     let mut b = w.bytes.clone();
     b[0] = 0;
-    assert!(WalHeader::parse(&b, "x.db-wal").unwrap_err().to_string().contains("x.db-wal: corrupt: not a WAL"));
+    assert!(
+        WalHeader::parse(&b, "x.db-wal")
+            .unwrap_err()
+            .to_string()
+            .contains("x.db-wal: corrupt: not a WAL")
+    );
     let mut b = w.bytes.clone();
     b[19] ^= 1;
-    assert!(WalHeader::parse(&b, "x").unwrap_err().to_string().contains("checksum"));
+    assert!(
+        WalHeader::parse(&b, "x")
+            .unwrap_err()
+            .to_string()
+            .contains("checksum")
+    );
     let (_d, f) = write_tmp(&w.bytes[..20]);
     assert!(WalHeader::read(&f, "x").unwrap().is_none());
 }
@@ -192,10 +219,15 @@ fn real_sqlite_wal_matches_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("a.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x, y);").unwrap();
-    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x, y);",
+    )
+    .unwrap();
+    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        .unwrap();
     for i in 0..200 {
-        conn.execute("INSERT INTO t VALUES (?1, randomblob(300))", [i]).unwrap();
+        conn.execute("INSERT INTO t VALUES (?1, randomblob(300))", [i])
+            .unwrap();
     }
     conn.execute("DELETE FROM t WHERE x % 3 = 0", []).unwrap();
     // Copy the database and WAL while the connection keeps the WAL alive.
@@ -213,7 +245,8 @@ fn real_sqlite_wal_matches_checkpoint() {
         read_page(&f, "x", *off, &mut page).unwrap();
         out[(*p as usize - 1) * ps..*p as usize * ps].copy_from_slice(&page);
     }
-    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+    conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        .unwrap();
     drop(conn);
     assert_eq!(out, std::fs::read(&db).unwrap());
 }

@@ -176,13 +176,17 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
         Command::Ltx(a) => cmd::ltx::run(a),
         Command::Databases(a) => cmd::databases::run(a),
         Command::Version => {
-            println!("litestreampp {} (replicas compatible with Litestream 0.5.17)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "litestreampp {} (replicas compatible with Litestream 0.5.17)",
+                env!("CARGO_PKG_VERSION")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -196,11 +200,35 @@ mod tests {
     #[test]
     fn go_style_flags() {
         assert_eq!(
-            norm(&["x", "restore", "-o", "out.db", "-txid", "0000000000000005", "-if-db-not-exists", "file:///r"]),
-            ["x", "restore", "-o", "out.db", "--txid", "0000000000000005", "--if-db-not-exists", "file:///r"]
+            norm(&[
+                "x",
+                "restore",
+                "-o",
+                "out.db",
+                "-txid",
+                "0000000000000005",
+                "-if-db-not-exists",
+                "file:///r"
+            ]),
+            [
+                "x",
+                "restore",
+                "-o",
+                "out.db",
+                "--txid",
+                "0000000000000005",
+                "--if-db-not-exists",
+                "file:///r"
+            ]
         );
-        assert_eq!(norm(&["x", "replicate", "-config=/a.yml", "-once"]), ["x", "replicate", "--config=/a.yml", "--once"]);
+        assert_eq!(
+            norm(&["x", "replicate", "-config=/a.yml", "-once"]),
+            ["x", "replicate", "--config=/a.yml", "--once"]
+        );
         // Unknown names and positionals after -- are left alone.
-        assert_eq!(norm(&["x", "ltx", "-bogus", "--", "-json"]), ["x", "ltx", "-bogus", "--", "-json"]);
+        assert_eq!(
+            norm(&["x", "ltx", "-bogus", "--", "-json"]),
+            ["x", "ltx", "-bogus", "--", "-json"]
+        );
     }
 }

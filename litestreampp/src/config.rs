@@ -12,27 +12,92 @@ use serde_json::Value;
 
 /// Keys a replica section (or the top level, as defaults) may hold.
 const REPLICA_SETTING_KEYS: &[&str] = &[
-    "sync-interval", "validation-interval", "max-sync-ltx-files", "auto-recover",
-    "access-key-id", "secret-access-key", "region", "bucket", "endpoint", "force-path-style",
-    "sign-payload", "require-content-md5", "skip-verify", "storage-class", "part-size", "concurrency",
-    "sse-customer-algorithm", "sse-customer-key", "sse-customer-key-path", "sse-kms-key-id",
-    "account-name", "account-key", "sas-token",
-    "host", "user", "password", "key-path", "concurrent-writes", "host-key",
-    "webdav-url", "webdav-username", "webdav-password",
-    "jwt", "seed", "creds", "nkey", "username", "token", "tls", "root-cas", "client-cert", "client-key",
-    "max-reconnects", "reconnect-wait", "timeout", "age",
+    "sync-interval",
+    "validation-interval",
+    "max-sync-ltx-files",
+    "auto-recover",
+    "access-key-id",
+    "secret-access-key",
+    "region",
+    "bucket",
+    "endpoint",
+    "force-path-style",
+    "sign-payload",
+    "require-content-md5",
+    "skip-verify",
+    "storage-class",
+    "part-size",
+    "concurrency",
+    "sse-customer-algorithm",
+    "sse-customer-key",
+    "sse-customer-key-path",
+    "sse-kms-key-id",
+    "account-name",
+    "account-key",
+    "sas-token",
+    "host",
+    "user",
+    "password",
+    "key-path",
+    "concurrent-writes",
+    "host-key",
+    "webdav-url",
+    "webdav-username",
+    "webdav-password",
+    "jwt",
+    "seed",
+    "creds",
+    "nkey",
+    "username",
+    "token",
+    "tls",
+    "root-cas",
+    "client-cert",
+    "client-key",
+    "max-reconnects",
+    "reconnect-wait",
+    "timeout",
+    "age",
 ];
 const REPLICA_KEYS: &[&str] = &["type", "name", "path", "url"];
 const DB_KEYS: &[&str] = &[
-    "path", "dir", "pattern", "recursive", "watch", "snapshot", "meta-path", "meta-dir",
-    "monitor-interval", "checkpoint-interval", "busy-timeout", "min-checkpoint-page-count",
-    "truncate-page-n", "max-sync-wal-bytes", "restore-if-db-not-exists", "replica", "replicas",
+    "path",
+    "dir",
+    "pattern",
+    "recursive",
+    "watch",
+    "snapshot",
+    "meta-path",
+    "meta-dir",
+    "monitor-interval",
+    "checkpoint-interval",
+    "busy-timeout",
+    "min-checkpoint-page-count",
+    "truncate-page-n",
+    "max-sync-wal-bytes",
+    "restore-if-db-not-exists",
+    "replica",
+    "replicas",
 ];
 const TOP_KEYS: &[&str] = &[
-    "dbs", "addr", "socket", "levels", "snapshot", "validation", "l0-retention",
-    "l0-retention-check-interval", "verify-compaction", "retention", "heartbeat-url",
-    "heartbeat-interval", "exec", "logging", "mcp-addr", "shutdown-sync-timeout",
-    "shutdown-sync-interval", "fleet",
+    "dbs",
+    "addr",
+    "socket",
+    "levels",
+    "snapshot",
+    "validation",
+    "l0-retention",
+    "l0-retention-check-interval",
+    "verify-compaction",
+    "retention",
+    "heartbeat-url",
+    "heartbeat-interval",
+    "exec",
+    "logging",
+    "mcp-addr",
+    "shutdown-sync-timeout",
+    "shutdown-sync-interval",
+    "fleet",
 ];
 
 /// A replica definition after defaults are applied.
@@ -58,7 +123,10 @@ impl ReplicaConfig {
 
     /// A duration setting such as `sync-interval`.
     pub fn duration(&self, key: &str) -> Result<Option<Duration>> {
-        self.settings.get(key).map(|v| parse_duration_value(v).with_context(|| format!("replica {key}"))).transpose()
+        self.settings
+            .get(key)
+            .map(|v| parse_duration_value(v).with_context(|| format!("replica {key}")))
+            .transpose()
     }
 
     /// Where the replica lives, for messages (never includes credentials).
@@ -129,20 +197,27 @@ pub fn default_config_path() -> PathBuf {
 
 /// Reads and validates a config file.
 pub fn read_config(path: &Path, expand_env: bool) -> Result<Config> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
     parse_config(&text, path, expand_env)
 }
 
 /// Parses config text; `path` is used in messages.
 pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     let where_ = path.display().to_string();
-    let text = if expand_env { expand_env_vars(text) } else { text.to_string() };
+    let text = if expand_env {
+        expand_env_vars(text)
+    } else {
+        text.to_string()
+    };
     let root: Value = if text.trim().is_empty() {
         Value::Object(Default::default())
     } else {
         serde_saphyr::from_str(&text).map_err(|e| anyhow!("config {where_}: {e}"))?
     };
-    let top = root.as_object().ok_or_else(|| anyhow!("config {where_}: expected a mapping at the top level"))?;
+    let top = root
+        .as_object()
+        .ok_or_else(|| anyhow!("config {where_}: expected a mapping at the top level"))?;
     check_keys(top, &[TOP_KEYS, REPLICA_SETTING_KEYS], &where_)?;
     let defaults: BTreeMap<String, Value> = top
         .iter()
@@ -152,15 +227,22 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
 
     let mut dbs = Vec::new();
     if let Some(list) = top.get("dbs") {
-        let list = list.as_array().ok_or_else(|| anyhow!("config {where_}: dbs: expected a list"))?;
+        let list = list
+            .as_array()
+            .ok_or_else(|| anyhow!("config {where_}: dbs: expected a list"))?;
         for (i, d) in list.iter().enumerate() {
             let at = format!("{where_}: dbs[{i}]");
-            let m = d.as_object().ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
+            let m = d
+                .as_object()
+                .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
             check_keys(m, &[DB_KEYS], &at)?;
             dbs.push(parse_db(m, &defaults, &at)?);
         }
     }
-    let l0_retention = top.get("l0-retention").map(|v| parse_duration_value(v).context("l0-retention")).transpose()?;
+    let l0_retention = top
+        .get("l0-retention")
+        .map(|v| parse_duration_value(v).context("l0-retention"))
+        .transpose()?;
     let log_level = top
         .get("logging")
         .and_then(|l| l.get("level"))
@@ -183,9 +265,15 @@ fn check_keys(m: &serde_json::Map<String, Value>, allowed: &[&[&str]], at: &str)
     Ok(())
 }
 
-fn parse_db(m: &serde_json::Map<String, Value>, defaults: &BTreeMap<String, Value>, at: &str) -> Result<DbConfig> {
+fn parse_db(
+    m: &serde_json::Map<String, Value>,
+    defaults: &BTreeMap<String, Value>,
+    at: &str,
+) -> Result<DbConfig> {
     if m.contains_key("dir") || m.contains_key("pattern") {
-        bail!("config {at}: directory entries (dir/pattern) are replicated by `litestreampp run`, not `replicate`");
+        bail!(
+            "config {at}: directory entries (dir/pattern) are replicated by `litestreampp run`, not `replicate`"
+        );
     }
     let path = str_key(m, "path", at)?.ok_or_else(|| anyhow!("config {at}: path required"))?;
     let path = expand_path(&path).with_context(|| format!("config {at}: path"))?;
@@ -193,27 +281,44 @@ fn parse_db(m: &serde_json::Map<String, Value>, defaults: &BTreeMap<String, Valu
         (Some(_), Some(_)) => bail!("config {at}: use replica or replicas, not both"),
         (Some(r), None) => Some(parse_replica(r, defaults, &format!("{at}.replica"))?),
         (None, Some(list)) => {
-            let list = list.as_array().ok_or_else(|| anyhow!("config {at}: replicas: expected a list"))?;
+            let list = list
+                .as_array()
+                .ok_or_else(|| anyhow!("config {at}: replicas: expected a list"))?;
             match list.len() {
                 0 => None,
-                1 => Some(parse_replica(&list[0], defaults, &format!("{at}.replicas[0]"))?),
-                n => bail!("config {at}: replicas: at most one replica per database is supported (found {n})"),
+                1 => Some(parse_replica(
+                    &list[0],
+                    defaults,
+                    &format!("{at}.replicas[0]"),
+                )?),
+                n => bail!(
+                    "config {at}: replicas: at most one replica per database is supported (found {n})"
+                ),
             }
         }
         (None, None) => None,
     };
     let dur = |k: &str| -> Result<Option<Duration>> {
-        m.get(k).map(|v| parse_duration_value(v).with_context(|| format!("config {at}: {k}"))).transpose()
+        m.get(k)
+            .map(|v| parse_duration_value(v).with_context(|| format!("config {at}: {k}")))
+            .transpose()
     };
     let num = |k: &str| -> Result<Option<u64>> {
         m.get(k)
-            .map(|v| v.as_u64().ok_or_else(|| anyhow!("config {at}: {k}: expected a non-negative integer")))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| anyhow!("config {at}: {k}: expected a non-negative integer"))
+            })
             .transpose()
     };
     let u32_of = |k: &str| -> Result<Option<u32>> {
-        num(k)?.map(|v| u32::try_from(v).map_err(|_| anyhow!("config {at}: {k}: too large"))).transpose()
+        num(k)?
+            .map(|v| u32::try_from(v).map_err(|_| anyhow!("config {at}: {k}: too large")))
+            .transpose()
     };
-    let meta_path = str_key(m, "meta-path", at)?.map(|p| expand_path(&p)).transpose()?;
+    let meta_path = str_key(m, "meta-path", at)?
+        .map(|p| expand_path(&p))
+        .transpose()?;
     Ok(DbConfig {
         path,
         replica,
@@ -228,7 +333,9 @@ fn parse_db(m: &serde_json::Map<String, Value>, defaults: &BTreeMap<String, Valu
 }
 
 fn parse_replica(v: &Value, defaults: &BTreeMap<String, Value>, at: &str) -> Result<ReplicaConfig> {
-    let m = v.as_object().ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
+    let m = v
+        .as_object()
+        .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
     check_keys(m, &[REPLICA_KEYS, REPLICA_SETTING_KEYS], at)?;
     let url = str_key(m, "url", at)?;
     let path = str_key(m, "path", at)?;
@@ -249,7 +356,12 @@ fn parse_replica(v: &Value, defaults: &BTreeMap<String, Value>, at: &str) -> Res
             settings.insert(k.clone(), v.clone());
         }
     }
-    Ok(ReplicaConfig { kind, url, path, settings })
+    Ok(ReplicaConfig {
+        kind,
+        url,
+        path,
+        settings,
+    })
 }
 
 fn str_key(m: &serde_json::Map<String, Value>, k: &str, at: &str) -> Result<Option<String>> {
@@ -274,8 +386,16 @@ pub fn redact_url(url: &str) -> String {
                 let kept: Vec<(String, String)> = u
                     .query_pairs()
                     .map(|(k, v)| {
-                        let secret = k.to_ascii_lowercase().contains("secret") || k.to_ascii_lowercase().contains("key");
-                        (k.into_owned(), if secret { "REDACTED".to_string() } else { v.into_owned() })
+                        let secret = k.to_ascii_lowercase().contains("secret")
+                            || k.to_ascii_lowercase().contains("key");
+                        (
+                            k.into_owned(),
+                            if secret {
+                                "REDACTED".to_string()
+                            } else {
+                                v.into_owned()
+                            },
+                        )
                     })
                     .collect();
                 u.query_pairs_mut().clear().extend_pairs(kept);
@@ -321,9 +441,13 @@ pub fn expand_env_vars(s: &str) -> String {
 /// An absolute path: `~` expanded, relative paths joined to the current
 /// directory, `sqlite://` prefixes removed (as Litestream does).
 pub fn expand_path(s: &str) -> Result<PathBuf> {
-    let s = s.strip_prefix("sqlite3://").or_else(|| s.strip_prefix("sqlite://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("sqlite3://")
+        .or_else(|| s.strip_prefix("sqlite://"))
+        .unwrap_or(s);
     let p = if s == "~" || s.starts_with("~/") {
-        let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("cannot expand ~: HOME is not set"))?;
+        let home =
+            std::env::var_os("HOME").ok_or_else(|| anyhow!("cannot expand ~: HOME is not set"))?;
         PathBuf::from(home).join(s.trim_start_matches('~').trim_start_matches('/'))
     } else {
         PathBuf::from(s)
@@ -331,7 +455,9 @@ pub fn expand_path(s: &str) -> Result<PathBuf> {
     if p.is_absolute() {
         Ok(p)
     } else {
-        Ok(std::env::current_dir().context("current directory")?.join(p))
+        Ok(std::env::current_dir()
+            .context("current directory")?
+            .join(p))
     }
 }
 
@@ -355,13 +481,19 @@ pub fn parse_go_duration(s: &str) -> Result<Duration> {
         bail!("empty duration");
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             bail!("invalid duration {s:?}");
         }
-        let n: f64 = rest[..num_end].parse().map_err(|_| anyhow!("invalid duration {s:?}"))?;
+        let n: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| anyhow!("invalid duration {s:?}"))?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let secs = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -378,15 +510,25 @@ pub fn parse_go_duration(s: &str) -> Result<Duration> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn durations() {
         assert_eq!(parse_go_duration("1s").unwrap(), Duration::from_secs(1));
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("250ms").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert!(parse_go_duration("5 minutes").is_err());
         assert!(parse_go_duration("").is_err());
     }
@@ -394,7 +536,10 @@ mod tests {
     #[test]
     fn env_expansion() {
         let home = std::env::var("HOME").unwrap_or_default();
-        assert_eq!(expand_env_vars("x: $HOME/${HOME}"), format!("x: {home}/{home}"));
+        assert_eq!(
+            expand_env_vars("x: $HOME/${HOME}"),
+            format!("x: {home}/{home}")
+        );
         assert_eq!(expand_env_vars("cost: $5 and $"), "cost: $5 and $");
         assert_eq!(expand_env_vars("v: $LSPP_TEST_UNSET_VAR."), "v: .");
     }
@@ -412,22 +557,40 @@ mod tests {
         assert_eq!(a.monitor_interval, Some(Duration::from_millis(100)));
         let r = a.replica.as_ref().unwrap();
         assert_eq!(r.kind, "file");
-        assert_eq!(r.duration("sync-interval").unwrap(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            r.duration("sync-interval").unwrap(),
+            Some(Duration::from_secs(2))
+        );
         let rb = c.dbs[1].replica.as_ref().unwrap();
-        assert_eq!(rb.duration("sync-interval").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            rb.duration("sync-interval").unwrap(),
+            Some(Duration::from_secs(5))
+        );
     }
 
     #[test]
     fn config_errors_name_the_key() {
         for (text, want) in [
-            ("dbs:\n  - path: /a.db\n    replica:\n      bukcet: x\n", "unknown key \"bukcet\""),
+            (
+                "dbs:\n  - path: /a.db\n    replica:\n      bukcet: x\n",
+                "unknown key \"bukcet\"",
+            ),
             ("dbz: []\n", "unknown key \"dbz\""),
             ("dbs:\n  - replica: {url: 'file:///x'}\n", "path required"),
-            ("dbs:\n  - path: /a\n    replica: {url: 'file:///x', path: /y}\n", "mutually exclusive"),
-            ("dbs:\n  - path: /a\n    monitor-interval: soon\n", "monitor-interval"),
+            (
+                "dbs:\n  - path: /a\n    replica: {url: 'file:///x', path: /y}\n",
+                "mutually exclusive",
+            ),
+            (
+                "dbs:\n  - path: /a\n    monitor-interval: soon\n",
+                "monitor-interval",
+            ),
             ("dbs: [", "config t.yml"),
         ] {
-            let err = format!("{:#}", parse_config(text, Path::new("t.yml"), false).unwrap_err());
+            let err = format!(
+                "{:#}",
+                parse_config(text, Path::new("t.yml"), false).unwrap_err()
+            );
             assert!(err.contains(want), "{text:?}: {err}");
         }
     }

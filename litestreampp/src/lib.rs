@@ -2,7 +2,7 @@
 //! `litestreampp-core`.
 //!
 //! - [`cli`]: argument parsing (Go-style `-flag` accepted) and dispatch.
-//! - [`config`]: `litestream.yml`.
+//! - [`config`]: the `litestream.yml` file.
 //! - [`cmd`]: one module per subcommand.
 
 pub mod cli;

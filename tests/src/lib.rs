@@ -1,6 +1,7 @@
 //! Harness for the end-to-end tests: where the binaries are, a
 //! deterministic workload whose state after any committed step can be
 //! recomputed, and checks that a restored file is exactly such a state.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -77,14 +78,24 @@ pub fn run_ok(mut c: Command) -> String {
 /// Runs a command that must fail; returns (exit code, stderr).
 pub fn run_err(mut c: Command) -> (i32, String) {
     let out = c.output().expect("spawn");
-    assert!(!out.status.success(), "{c:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    assert!(
+        !out.status.success(),
+        "{c:?} unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Sends a signal to a child.
 pub fn signal(child: &Child, sig: i32) {
     // The kill(1) command keeps this crate free of unsafe code.
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
 }
 
 /// Stops a child with SIGTERM and waits; returns its exit status code.
@@ -107,7 +118,10 @@ pub fn terminate(mut child: Child, timeout: Duration) -> i32 {
 pub fn spawn_logged(mut c: Command, log: &Path) -> Child {
     let f = std::fs::File::create(log).expect("log file");
     let f2 = f.try_clone().expect("log file");
-    c.stdout(Stdio::from(f)).stderr(Stdio::from(f2)).spawn().expect("spawn")
+    c.stdout(Stdio::from(f))
+        .stderr(Stdio::from(f2))
+        .spawn()
+        .expect("spawn")
 }
 
 /// Waits until `cond` holds or panics after `timeout`.
@@ -164,36 +178,51 @@ impl Workload {
         let shrink = self.shrink_every > 0 && n % self.shrink_every == self.shrink_every - 1;
         if self.big_every > 0 && n % self.big_every == self.big_every / 2 {
             // More than 1,000 pages in one transaction.
-            let mut st = tx.prepare_cached("INSERT INTO t(k, v) VALUES (?1, ?2)").expect("prepare");
+            let mut st = tx
+                .prepare_cached("INSERT INTO t(k, v) VALUES (?1, ?2)")
+                .expect("prepare");
             for i in 0..1_300u64 {
                 let blob: Vec<u8> = (0..3_000).map(|_| rng.random::<u8>() & 0x3f).collect();
-                st.execute(rusqlite::params![(n * 10_000 + i) as i64, blob]).expect("insert");
+                st.execute(rusqlite::params![(n * 10_000 + i) as i64, blob])
+                    .expect("insert");
             }
         } else if shrink {
-            tx.execute("DELETE FROM t WHERE id % 10 != 0", []).expect("delete");
+            tx.execute("DELETE FROM t WHERE id % 10 != 0", [])
+                .expect("delete");
         } else {
             match rng.random_range(0..100) {
                 0..=69 => {
                     for _ in 0..rng.random_range(1..4) {
                         let len = rng.random_range(20..600);
                         let blob: Vec<u8> = (0..len).map(|_| rng.random()).collect();
-                        tx.execute("INSERT INTO t(k, v) VALUES (?1, ?2)", rusqlite::params![rng.random::<i32>(), blob])
-                            .expect("insert");
+                        tx.execute(
+                            "INSERT INTO t(k, v) VALUES (?1, ?2)",
+                            rusqlite::params![rng.random::<i32>(), blob],
+                        )
+                        .expect("insert");
                     }
                 }
                 70..=89 => {
                     let m = rng.random_range(2..20i64);
                     let r = rng.random_range(0..m);
-                    tx.execute("UPDATE t SET k = k + 1, v = substr(v, 2) WHERE id % ?1 = ?2", [m, r]).expect("update");
+                    tx.execute(
+                        "UPDATE t SET k = k + 1, v = substr(v, 2) WHERE id % ?1 = ?2",
+                        [m, r],
+                    )
+                    .expect("update");
                 }
                 _ => {
                     let lo = rng.random_range(0..(n as i64 * 2 + 10));
-                    tx.execute("DELETE FROM t WHERE id BETWEEN ?1 AND ?2", [lo, lo + rng.random_range(1..30)])
-                        .expect("delete");
+                    tx.execute(
+                        "DELETE FROM t WHERE id BETWEEN ?1 AND ?2",
+                        [lo, lo + rng.random_range(1..30)],
+                    )
+                    .expect("delete");
                 }
             }
         }
-        tx.execute("UPDATE meta SET n = ?1 WHERE id = 1", [n as i64]).expect("meta");
+        tx.execute("UPDATE meta SET n = ?1 WHERE id = 1", [n as i64])
+            .expect("meta");
         tx.commit().expect("commit");
         if shrink && maintenance {
             conn.execute_batch("VACUUM").expect("vacuum");
@@ -222,7 +251,9 @@ pub fn content_hash(conn: &Connection) -> String {
         len += b.len() as u64;
     };
     for table in ["meta", "t"] {
-        let mut st = conn.prepare(&format!("SELECT * FROM {table} ORDER BY id")).expect("select");
+        let mut st = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY id"))
+            .expect("select");
         let cols = st.column_count();
         let mut rows = st.query([]).expect("query");
         while let Some(r) = rows.next().expect("row") {
@@ -245,14 +276,19 @@ pub fn content_hash(conn: &Connection) -> String {
 
 /// The last committed workload step recorded in a database.
 pub fn committed_step(conn: &Connection) -> u64 {
-    conn.query_row("SELECT n FROM meta WHERE id = 1", [], |r| r.get::<_, i64>(0)).expect("meta") as u64
+    conn.query_row("SELECT n FROM meta WHERE id = 1", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .expect("meta") as u64
 }
 
 /// Checks that a restored database passes `integrity_check` and equals the
 /// workload's state after the step it records. Returns that step.
 pub fn verify_restore(path: &Path, w: &Workload) -> u64 {
     let conn = Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let ic: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
+    let ic: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
     assert_eq!(ic, "ok", "{}: integrity_check", path.display());
     let m = committed_step(&conn);
     let got = content_hash(&conn);
@@ -262,17 +298,25 @@ pub fn verify_restore(path: &Path, w: &Workload) -> u64 {
         p.push(suffix);
         let _ = std::fs::remove_file(p); // opening may have created them
     }
-    assert_eq!(got, w.replay(m), "{}: content differs from the workload state after step {m}", path.display());
+    assert_eq!(
+        got,
+        w.replay(m),
+        "{}: content differs from the workload state after step {m}",
+        path.display()
+    );
     m
 }
 
 /// Opens an application connection as a typical WAL application does.
 pub fn open_app(path: &Path, autocheckpoint: Option<i64>) -> Connection {
     let c = Connection::open(path).expect("open app db");
-    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
-    c.execute_batch("PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL;").expect("wal");
+    c.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    c.execute_batch("PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL;")
+        .expect("wal");
     if let Some(a) = autocheckpoint {
-        c.pragma_update(None, "wal_autocheckpoint", a).expect("autocheckpoint");
+        c.pragma_update(None, "wal_autocheckpoint", a)
+            .expect("autocheckpoint");
     }
     c
 }
@@ -288,7 +332,9 @@ pub fn replica_txids(root: &Path, level: u32) -> Vec<(u64, u64)> {
     let mut v: Vec<(u64, u64)> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .filter_map(|e| litestreampp_core::txid::parse_ltx_file_name(e.file_name().to_str()?))
+                .filter_map(|e| {
+                    litestreampp_core::txid::parse_ltx_file_name(e.file_name().to_str()?)
+                })
                 .map(|(a, b)| (a.0, b.0))
                 .collect()
         })

@@ -20,7 +20,9 @@ pub fn sample_ltx(min: u64, max: u64, timestamp_ms: i64, pages: u32) -> Bytes {
     };
     let first = if min == 1 { 1 } else { commit };
     for p in first..=commit {
-        let page: Vec<u8> = (0..512u32).map(|i| (i as u8) ^ (p as u8) ^ (max as u8)).collect();
+        let page: Vec<u8> = (0..512u32)
+            .map(|i| (i as u8) ^ (p as u8) ^ (max as u8))
+            .collect();
         if let Err(e) = enc.encode_page(p, &page) {
             panic!("sample page: {e}");
         }
@@ -31,8 +33,18 @@ pub fn sample_ltx(min: u64, max: u64, timestamp_ms: i64, pages: u32) -> Bytes {
     }
 }
 
-async fn read_all(c: &dyn ReplicaClient, level: u32, min: u64, max: u64, off: u64, size: u64) -> Vec<u8> {
-    let mut r = match c.open_ltx_file(level, TxId(min), TxId(max), off, size).await {
+async fn read_all(
+    c: &dyn ReplicaClient,
+    level: u32,
+    min: u64,
+    max: u64,
+    off: u64,
+    size: u64,
+) -> Vec<u8> {
+    let mut r = match c
+        .open_ltx_file(level, TxId(min), TxId(max), off, size)
+        .await
+    {
         Ok(r) => r,
         Err(e) => panic!("{}: open level {level} {min}-{max}: {e}", c.location()),
     };
@@ -57,79 +69,181 @@ pub async fn run(client: &dyn ReplicaClient) {
 
     // An empty replica lists nothing and opens nothing.
     for level in [0, 1, SNAPSHOT_LEVEL] {
-        assert!(ok(list_all(c, level, false).await, "list empty").is_empty(), "{loc}: empty level {level} listed files");
+        assert!(
+            ok(list_all(c, level, false).await, "list empty").is_empty(),
+            "{loc}: empty level {level} listed files"
+        );
     }
     let err = c.open_ltx_file(0, TxId(1), TxId(1), 0, 0).await.err();
-    assert!(matches!(err, Some(ref e) if e.is_not_found()), "{loc}: open of a missing file gave {err:?}");
+    assert!(
+        matches!(err, Some(ref e) if e.is_not_found()),
+        "{loc}: open of a missing file gave {err:?}"
+    );
 
     // Writes return the header timestamp as creation time.
     let ts = 1_700_000_000_123i64;
     let snap = sample_ltx(1, 5, ts, 4);
-    let info = ok(c.write_ltx_file(SNAPSHOT_LEVEL, TxId(1), TxId(5), LtxBody::Bytes(snap.clone())).await, "write snapshot");
-    assert_eq!((info.level, info.min_txid, info.max_txid, info.size), (SNAPSHOT_LEVEL, TxId(1), TxId(5), snap.len() as u64), "{loc}: write info");
-    assert_eq!(info.created_at.as_millisecond(), ts, "{loc}: created_at must be the LTX header timestamp");
+    let info = ok(
+        c.write_ltx_file(
+            SNAPSHOT_LEVEL,
+            TxId(1),
+            TxId(5),
+            LtxBody::Bytes(snap.clone()),
+        )
+        .await,
+        "write snapshot",
+    );
+    assert_eq!(
+        (info.level, info.min_txid, info.max_txid, info.size),
+        (SNAPSHOT_LEVEL, TxId(1), TxId(5), snap.len() as u64),
+        "{loc}: write info"
+    );
+    assert_eq!(
+        info.created_at.as_millisecond(),
+        ts,
+        "{loc}: created_at must be the LTX header timestamp"
+    );
 
     // A header that does not match the name is refused.
     let wrong = sample_ltx(2, 2, ts, 1);
-    assert!(c.write_ltx_file(0, TxId(3), TxId(3), LtxBody::Bytes(wrong)).await.is_err(), "{loc}: mismatched header accepted");
+    assert!(
+        c.write_ltx_file(0, TxId(3), TxId(3), LtxBody::Bytes(wrong))
+            .await
+            .is_err(),
+        "{loc}: mismatched header accepted"
+    );
 
     // Level 0: many files, listed in TXID order, seek filters by min TXID.
     let n = 1_050u64; // more than one S3 page of 1,000 keys
     let mut written = Vec::new();
     for t in (6..6 + n).rev() {
         let body = sample_ltx(t, t, ts + t as i64, 1);
-        written.push(ok(c.write_ltx_file(0, TxId(t), TxId(t), LtxBody::Bytes(body)).await, "write L0"));
+        written.push(ok(
+            c.write_ltx_file(0, TxId(t), TxId(t), LtxBody::Bytes(body))
+                .await,
+            "write L0",
+        ));
     }
     let listed = ok(list_all(c, 0, false).await, "list L0");
     assert_eq!(listed.len() as u64, n, "{loc}: L0 count");
-    assert!(listed.windows(2).all(|w| w[0].min_txid < w[1].min_txid), "{loc}: listing not ordered by TXID");
-    let seeked: Vec<FileInfo> = ok(ok(c.ltx_files(0, TxId(1000), false).await, "seek").try_collect().await, "seek list");
-    assert_eq!(seeked.first().map(|f| f.min_txid), Some(TxId(1000)), "{loc}: seek start");
+    assert!(
+        listed.windows(2).all(|w| w[0].min_txid < w[1].min_txid),
+        "{loc}: listing not ordered by TXID"
+    );
+    let seeked: Vec<FileInfo> = ok(
+        ok(c.ltx_files(0, TxId(1000), false).await, "seek")
+            .try_collect()
+            .await,
+        "seek list",
+    );
+    assert_eq!(
+        seeked.first().map(|f| f.min_txid),
+        Some(TxId(1000)),
+        "{loc}: seek start"
+    );
     assert_eq!(seeked.len() as u64, 6 + n - 1000, "{loc}: seek count");
     let with_meta = ok(list_all(c, 0, true).await, "list with metadata");
     assert!(
-        with_meta.iter().all(|f| f.created_at.as_millisecond() == ts + f.min_txid.0 as i64),
+        with_meta
+            .iter()
+            .all(|f| f.created_at.as_millisecond() == ts + f.min_txid.0 as i64),
         "{loc}: exact timestamps with use_metadata"
     );
 
     // Reads: whole file and ranges.
-    assert_eq!(read_all(c, SNAPSHOT_LEVEL, 1, 5, 0, 0).await, snap.to_vec(), "{loc}: full read");
-    assert_eq!(read_all(c, SNAPSHOT_LEVEL, 1, 5, 10, 50).await, snap[10..60].to_vec(), "{loc}: range read");
+    assert_eq!(
+        read_all(c, SNAPSHOT_LEVEL, 1, 5, 0, 0).await,
+        snap.to_vec(),
+        "{loc}: full read"
+    );
+    assert_eq!(
+        read_all(c, SNAPSHOT_LEVEL, 1, 5, 10, 50).await,
+        snap[10..60].to_vec(),
+        "{loc}: range read"
+    );
     let tail = read_all(c, SNAPSHOT_LEVEL, 1, 5, snap.len() as u64 - 16, 0).await;
-    assert_eq!(tail, snap[snap.len() - 16..].to_vec(), "{loc}: read from offset to end");
-    assert_eq!(ok(read_range(c, &info, 100, 6).await, "read_range"), snap[100..106].to_vec());
+    assert_eq!(
+        tail,
+        snap[snap.len() - 16..].to_vec(),
+        "{loc}: read from offset to end"
+    );
+    assert_eq!(
+        ok(read_range(c, &info, 100, 6).await, "read_range"),
+        snap[100..106].to_vec()
+    );
 
     // Rewriting a file replaces it.
     let snap2 = sample_ltx(1, 5, ts + 1, 3);
-    ok(c.write_ltx_file(SNAPSHOT_LEVEL, TxId(1), TxId(5), LtxBody::Bytes(snap2.clone())).await, "rewrite");
-    assert_eq!(read_all(c, SNAPSHOT_LEVEL, 1, 5, 0, 0).await, snap2.to_vec(), "{loc}: rewrite content");
+    ok(
+        c.write_ltx_file(
+            SNAPSHOT_LEVEL,
+            TxId(1),
+            TxId(5),
+            LtxBody::Bytes(snap2.clone()),
+        )
+        .await,
+        "rewrite",
+    );
+    assert_eq!(
+        read_all(c, SNAPSHOT_LEVEL, 1, 5, 0, 0).await,
+        snap2.to_vec(),
+        "{loc}: rewrite content"
+    );
 
     // Uploads from a local file.
     let dir = ok(tempfile_dir(), "tempdir");
     let p = dir.join("f.ltx");
     let body = sample_ltx(2, 7, ts, 2);
-    ok(std::fs::write(&p, &body).map_err(|e| crate::Error::io("write", e)), "write local");
-    ok(c.write_ltx_file(1, TxId(2), TxId(7), LtxBody::File(p)).await, "write from file");
-    assert_eq!(read_all(c, 1, 2, 7, 0, 0).await, body.to_vec(), "{loc}: file upload content");
+    ok(
+        std::fs::write(&p, &body).map_err(|e| crate::Error::io("write", e)),
+        "write local",
+    );
+    ok(
+        c.write_ltx_file(1, TxId(2), TxId(7), LtxBody::File(p))
+            .await,
+        "write from file",
+    );
+    assert_eq!(
+        read_all(c, 1, 2, 7, 0, 0).await,
+        body.to_vec(),
+        "{loc}: file upload content"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 
     // Deletes: present and missing files, in one batch larger than 1,000.
     let mut batch = written.clone();
-    batch.push(FileInfo { min_txid: TxId(99_999), max_txid: TxId(99_999), ..written[0].clone() });
+    batch.push(FileInfo {
+        min_txid: TxId(99_999),
+        max_txid: TxId(99_999),
+        ..written[0].clone()
+    });
     ok(c.delete_ltx_files(&batch).await, "delete");
-    assert!(ok(list_all(c, 0, false).await, "list after delete").is_empty(), "{loc}: files left after delete");
+    assert!(
+        ok(list_all(c, 0, false).await, "list after delete").is_empty(),
+        "{loc}: files left after delete"
+    );
     let err = c.open_ltx_file(0, TxId(6), TxId(6), 0, 0).await.err();
-    assert!(matches!(err, Some(ref e) if e.is_not_found()), "{loc}: deleted file still opens");
+    assert!(
+        matches!(err, Some(ref e) if e.is_not_found()),
+        "{loc}: deleted file still opens"
+    );
 
     // Delete all.
     ok(c.delete_all().await, "delete all");
     for level in [0, 1, SNAPSHOT_LEVEL] {
-        assert!(ok(list_all(c, level, false).await, "list").is_empty(), "{loc}: level {level} not empty after delete_all");
+        assert!(
+            ok(list_all(c, level, false).await, "list").is_empty(),
+            "{loc}: level {level} not empty after delete_all"
+        );
     }
 }
 
 fn tempfile_dir() -> crate::Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("lspp-conformance-{}-{}", std::process::id(), rand::random::<u64>()));
+    let d = std::env::temp_dir().join(format!(
+        "lspp-conformance-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&d).map_err(|e| crate::Error::io("create temp dir", e))?;
     Ok(d)
 }

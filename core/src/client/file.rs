@@ -80,7 +80,10 @@ fn list_level(dir: &Path, level: u32, seek: TxId) -> Result<Vec<FileInfo>> {
             min_txid: min,
             max_txid: max,
             size: md.len(),
-            created_at: to_timestamp(md.modified().ctx(|| format!("stat {}", entry.path().display()))?),
+            created_at: to_timestamp(
+                md.modified()
+                    .ctx(|| format!("stat {}", entry.path().display()))?,
+            ),
         });
     }
     out.sort_by_key(|f| (f.min_txid, f.max_txid));
@@ -110,7 +113,10 @@ fn write_file(path: &Path, level: u32, min: TxId, max: TxId, body: &LtxBody) -> 
         LtxBody::File(src) => fsutil::copy_atomic(src, path)?,
     };
     let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(header.timestamp_ms.max(0) as u64);
-    let f = fs::File::options().write(true).open(path).ctx(|| format!("open {name}"))?;
+    let f = fs::File::options()
+        .write(true)
+        .open(path)
+        .ctx(|| format!("open {name}"))?;
     f.set_modified(ts).ctx(|| format!("set mtime of {name}"))?;
     Ok(FileInfo {
         level,
@@ -146,10 +152,19 @@ impl ReplicaClient for FileReplicaClient {
         Ok(Box::pin(stream::iter(files.into_iter().map(Ok))))
     }
 
-    async fn open_ltx_file(&self, level: u32, min: TxId, max: TxId, offset: u64, size: u64) -> Result<ByteReader> {
+    async fn open_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<ByteReader> {
         let path = self.file_path(level, min, max);
         let name = path.display().to_string();
-        let mut f = tokio::fs::File::open(&path).await.map_err(|e| Error::io(format!("open {name}"), e))?;
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::io(format!("open {name}"), e))?;
         if offset > 0 {
             f.seek(std::io::SeekFrom::Start(offset))
                 .await
@@ -162,13 +177,22 @@ impl ReplicaClient for FileReplicaClient {
         }
     }
 
-    async fn write_ltx_file(&self, level: u32, min: TxId, max: TxId, body: LtxBody) -> Result<FileInfo> {
+    async fn write_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        body: LtxBody,
+    ) -> Result<FileInfo> {
         let path = self.file_path(level, min, max);
         blocking(move || write_file(&path, level, min, max, &body)).await
     }
 
     async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {
-        let paths: Vec<PathBuf> = files.iter().map(|f| self.file_path(f.level, f.min_txid, f.max_txid)).collect();
+        let paths: Vec<PathBuf> = files
+            .iter()
+            .map(|f| self.file_path(f.level, f.min_txid, f.max_txid))
+            .collect();
         blocking(move || {
             let mut dirs = std::collections::BTreeSet::new();
             for p in &paths {

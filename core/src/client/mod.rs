@@ -63,7 +63,8 @@ impl LtxBody {
             LtxBody::Bytes(b) => Ok(b.slice(..b.len().min(100)).to_vec()),
             LtxBody::File(p) => {
                 use std::io::Read;
-                let mut f = std::fs::File::open(p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+                let mut f = std::fs::File::open(p)
+                    .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
                 let mut buf = vec![0u8; 100];
                 let mut n = 0;
                 while n < 100 {
@@ -99,11 +100,24 @@ pub trait ReplicaClient: Send + Sync + Debug {
 
     /// Opens a file for reading from `offset`; `size` 0 reads to the end.
     /// Missing files give [`Error::NotFound`].
-    async fn open_ltx_file(&self, level: u32, min: TxId, max: TxId, offset: u64, size: u64) -> Result<ByteReader>;
+    async fn open_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<ByteReader>;
 
     /// Stores a complete LTX file atomically and returns its info, with the
     /// creation time taken from the LTX header timestamp.
-    async fn write_ltx_file(&self, level: u32, min: TxId, max: TxId, body: LtxBody) -> Result<FileInfo>;
+    async fn write_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        body: LtxBody,
+    ) -> Result<FileInfo>;
 
     /// Deletes files; missing files are not an error.
     async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()>;
@@ -113,28 +127,57 @@ pub trait ReplicaClient: Send + Sync + Debug {
 }
 
 /// Reads a whole range of a replica file into memory.
-pub async fn read_range(client: &dyn ReplicaClient, info: &FileInfo, offset: u64, size: u64) -> Result<Vec<u8>> {
+pub async fn read_range(
+    client: &dyn ReplicaClient,
+    info: &FileInfo,
+    offset: u64,
+    size: u64,
+) -> Result<Vec<u8>> {
     use tokio::io::AsyncReadExt;
     let mut r = client
         .open_ltx_file(info.level, info.min_txid, info.max_txid, offset, size)
         .await?;
     let mut buf = Vec::with_capacity(size as usize);
-    r.read_to_end(&mut buf)
-        .await
-        .map_err(|e| Error::io(format!("read {} level {} {}", client.location(), info.level, info.file_name()), e))?;
+    r.read_to_end(&mut buf).await.map_err(|e| {
+        Error::io(
+            format!(
+                "read {} level {} {}",
+                client.location(),
+                info.level,
+                info.file_name()
+            ),
+            e,
+        )
+    })?;
     if size > 0 && buf.len() as u64 != size {
         return Err(Error::corrupt(
-            format!("{} level {} {}", client.location(), info.level, info.file_name()),
-            format!("range read at {offset} returned {} of {size} bytes", buf.len()),
+            format!(
+                "{} level {} {}",
+                client.location(),
+                info.level,
+                info.file_name()
+            ),
+            format!(
+                "range read at {offset} returned {} of {size} bytes",
+                buf.len()
+            ),
         ));
     }
     Ok(buf)
 }
 
 /// Collects a listing.
-pub async fn list_all(client: &dyn ReplicaClient, level: u32, use_metadata: bool) -> Result<Vec<FileInfo>> {
+pub async fn list_all(
+    client: &dyn ReplicaClient,
+    level: u32,
+    use_metadata: bool,
+) -> Result<Vec<FileInfo>> {
     use futures::TryStreamExt;
-    client.ltx_files(level, TxId(0), use_metadata).await?.try_collect().await
+    client
+        .ltx_files(level, TxId(0), use_metadata)
+        .await?
+        .try_collect()
+        .await
 }
 
 /// The newest file of a level (highest max TXID), if any.
@@ -153,10 +196,13 @@ pub async fn max_file(client: &dyn ReplicaClient, level: u32) -> Result<Option<F
 /// Opens a replica client from a URL: `file:///path` or a plain path.
 pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("file:") {
-        let parsed = url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("replica URL {url:?}: {e}")))?;
-        let path = parsed
-            .to_file_path()
-            .map_err(|_| Error::InvalidInput(format!("replica URL {url:?}: expected file:///absolute/path")))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("replica URL {url:?}: {e}")))?;
+        let path = parsed.to_file_path().map_err(|_| {
+            Error::InvalidInput(format!(
+                "replica URL {url:?}: expected file:///absolute/path"
+            ))
+        })?;
         return Ok(Arc::new(file::FileReplicaClient::new(path)));
     }
     if let Some((scheme, _)) = url.split_once("://") {

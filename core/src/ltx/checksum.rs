@@ -35,7 +35,11 @@ fn mult_mod_p(a: u64, mut b: u64) -> u64 {
             }
         }
         m >>= 1;
-        b = if b & 1 != 0 { (b >> 1) ^ POLY_REFLECTED } else { b >> 1 };
+        b = if b & 1 != 0 {
+            (b >> 1) ^ POLY_REFLECTED
+        } else {
+            b >> 1
+        };
     }
     p
 }
@@ -133,6 +137,7 @@ impl DatabaseChecksum {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -156,7 +161,11 @@ mod tests {
         let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
         for split in [0usize, 1, 7, 100, 4096, 9_999, 10_000] {
             let (a, b) = data.split_at(split);
-            assert_eq!(combine(crc64(a), crc64(b), b.len() as u64), crc64(&data), "split {split}");
+            assert_eq!(
+                combine(crc64(a), crc64(b), b.len() as u64),
+                crc64(&data),
+                "split {split}"
+            );
         }
         let mut r = RunningCrc::default();
         for chunk in data.chunks(333) {

@@ -6,7 +6,10 @@ use std::io::{ErrorKind, Read};
 
 use super::checksum::{CHECKSUM_FLAG, DatabaseChecksum, RunningCrc, page_checksum, shift_operator};
 use super::index::{IndexEntry, decompress_page};
-use super::{HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, get_uvarint, lock_pgno, lz4frame};
+use super::{
+    HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, get_uvarint, lock_pgno,
+    lz4frame,
+};
 use crate::error::{Error, Result};
 
 /// What [`Decoder::next_page`] yields besides the page bytes.
@@ -45,7 +48,8 @@ impl<R: Read> Decoder<R> {
         Ok(Decoder {
             r,
             lock: lock_pgno(header.page_size),
-            db_checksum: (header.is_snapshot() && !header.no_checksum()).then(DatabaseChecksum::default),
+            db_checksum: (header.is_snapshot() && !header.no_checksum())
+                .then(DatabaseChecksum::default),
             header,
             name,
             crc,
@@ -78,7 +82,11 @@ impl<R: Read> Decoder<R> {
             return Ok(None);
         }
         if buf.len() != self.header.page_size as usize {
-            return Err(Error::InvalidInput(format!("{}: page buffer of {} bytes", self.name, buf.len())));
+            return Err(Error::InvalidInput(format!(
+                "{}: page buffer of {} bytes",
+                self.name,
+                buf.len()
+            )));
         }
         let offset = self.n;
         let mut ph = [0u8; PAGE_HEADER_SIZE];
@@ -100,7 +108,9 @@ impl<R: Read> Decoder<R> {
             let len = u32::from_be_bytes(sz) as usize;
             let bound = lz4_flex::block::get_maximum_output_size(buf.len());
             if len > bound {
-                return Err(self.corrupt(format!("page {pgno}: compressed length {len} exceeds the LZ4 bound {bound}")));
+                return Err(self.corrupt(format!(
+                    "page {pgno}: compressed length {len} exceeds the LZ4 bound {bound}"
+                )));
             }
             self.cbuf.resize(len, 0);
             read_exact(&mut self.r, &mut self.cbuf, &self.name, "page data")?;
@@ -109,7 +119,10 @@ impl<R: Read> Decoder<R> {
             seg.update(&ph);
             seg.update(&sz);
         } else if flags == 0 {
-            let mut counting = CountingReader { r: &mut self.r, n: 0 };
+            let mut counting = CountingReader {
+                r: &mut self.r,
+                n: 0,
+            };
             lz4frame::read_frame(&mut counting, buf)
                 .map_err(|e| Error::corrupt(self.name.clone(), format!("page {pgno}: {e}")))?;
             self.n += counting.n;
@@ -141,9 +154,15 @@ impl<R: Read> Decoder<R> {
             return Err(self.corrupt(format!("page {pgno} above commit {}", self.header.commit)));
         }
         if self.header.is_snapshot() {
-            let expect = if prev + 1 == self.lock { prev + 2 } else { prev + 1 };
+            let expect = if prev + 1 == self.lock {
+                prev + 2
+            } else {
+                prev + 1
+            };
             if pgno != expect {
-                return Err(self.corrupt(format!("snapshot page {pgno} after {prev}: pages must be contiguous from 1")));
+                return Err(self.corrupt(format!(
+                    "snapshot page {pgno} after {prev}: pages must be contiguous from 1"
+                )));
             }
         } else if pgno <= prev {
             return Err(self.corrupt(format!("page {pgno} after {prev}: pages must ascend")));
@@ -153,7 +172,11 @@ impl<R: Read> Decoder<R> {
 
     fn check_snapshot_complete(&self) -> Result<()> {
         if self.header.is_snapshot() && self.header.commit > 0 {
-            let last = if self.header.commit == self.lock { self.lock - 1 } else { self.header.commit };
+            let last = if self.header.commit == self.lock {
+                self.lock - 1
+            } else {
+                self.header.commit
+            };
             if self.prev_pgno != last {
                 return Err(self.corrupt(format!(
                     "snapshot ends at page {} but commit is {}",
@@ -261,7 +284,8 @@ impl<R: Read> Decoder<R> {
             raw.push(b[0]);
             if b[0] < 0x80 {
                 let mut pos = start;
-                return get_uvarint(raw, &mut pos).ok_or_else(|| self.corrupt("malformed page index varint"));
+                return get_uvarint(raw, &mut pos)
+                    .ok_or_else(|| self.corrupt("malformed page index varint"));
             }
         }
         Err(self.corrupt("malformed page index varint"))

@@ -9,7 +9,9 @@ use rayon::prelude::*;
 
 use super::checksum::{CHECKSUM_FLAG, RunningCrc, crc64, shift_operator};
 use super::index::IndexEntry;
-use super::{HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, lock_pgno, put_uvarint};
+use super::{
+    HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, lock_pgno, put_uvarint,
+};
 use crate::error::{Error, IoContext, Result};
 
 /// The result of a finished encoding.
@@ -103,7 +105,10 @@ impl<W: Write> Encoder<W> {
     fn check_next(&self, prev: u32, pgno: u32, len: usize) -> Result<()> {
         let bad = |r: String| Err(Error::InvalidInput(format!("{}: {r}", self.name)));
         if len != self.header.page_size as usize {
-            return bad(format!("page {pgno} is {len} bytes, page size is {}", self.header.page_size));
+            return bad(format!(
+                "page {pgno} is {len} bytes, page size is {}",
+                self.header.page_size
+            ));
         }
         if pgno == 0 || pgno > self.header.commit {
             return bad(format!("page {pgno} outside 1..={}", self.header.commit));
@@ -112,9 +117,15 @@ impl<W: Write> Encoder<W> {
             return bad(format!("page {pgno} is the lock page"));
         }
         if self.header.is_snapshot() {
-            let expect = if prev + 1 == self.lock { prev + 2 } else { prev + 1 };
+            let expect = if prev + 1 == self.lock {
+                prev + 2
+            } else {
+                prev + 1
+            };
             if pgno != expect {
-                return bad(format!("snapshot pages must be contiguous: page {pgno} after {prev}"));
+                return bad(format!(
+                    "snapshot pages must be contiguous: page {pgno} after {prev}"
+                ));
             }
         } else if pgno <= prev {
             return bad(format!("pages out of order: {pgno} after {prev}"));
@@ -131,7 +142,11 @@ impl<W: Write> Encoder<W> {
         self.w.write_all(&head).ctx(|| format!("write {name}"))?;
         self.w.write_all(block).ctx(|| format!("write {name}"))?;
         let size = 10 + block.len() as u64;
-        self.index.push(IndexEntry { pgno, offset: self.n, size });
+        self.index.push(IndexEntry {
+            pgno,
+            offset: self.n,
+            size,
+        });
         self.n += size;
         self.crc.append(segment_crc, self.page_op);
         self.prev_pgno = pgno;
@@ -184,7 +199,11 @@ impl<W: Write> Encoder<W> {
     pub fn finish_with_post_apply(mut self, post_apply_checksum: u64) -> Result<EncodedFile<W>> {
         let name = self.name.clone();
         if self.header.is_snapshot() && self.header.commit > 0 {
-            let last = if self.header.commit == self.lock { self.lock - 1 } else { self.header.commit };
+            let last = if self.header.commit == self.lock {
+                self.lock - 1
+            } else {
+                self.header.commit
+            };
             if self.prev_pgno != last {
                 return Err(Error::InvalidInput(format!(
                     "{name}: snapshot ends at page {} but commit is {}",

@@ -4,7 +4,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::checksum::{CHECKSUM_FLAG, RunningCrc};
-use super::{HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE, Trailer, get_uvarint, lz4frame};
+use super::{
+    HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, TRAILER_SIZE, Trailer, get_uvarint,
+    lz4frame,
+};
 use crate::error::{Error, IoContext, Result};
 
 /// One page index entry: where a page frame sits in the file.
@@ -36,7 +39,10 @@ impl PageIndex {
     /// index, given the last 24 bytes (index length field + trailer).
     pub fn tail_len(last24: &[u8], file_size: u64, name: &str) -> Result<u64> {
         if last24.len() != 24 {
-            return Err(Error::corrupt(name, "file too short for an index length and trailer"));
+            return Err(Error::corrupt(
+                name,
+                "file too short for an index length and trailer",
+            ));
         }
         let mut a = [0u8; 8];
         a.copy_from_slice(&last24[0..8]);
@@ -44,7 +50,14 @@ impl PageIndex {
         let need = index_len
             .checked_add(8 + TRAILER_SIZE as u64)
             .filter(|n| *n + HEADER_SIZE as u64 + 6 <= file_size)
-            .ok_or_else(|| Error::corrupt(name, format!("page index length {index_len} does not fit in a {file_size}-byte file")))?;
+            .ok_or_else(|| {
+                Error::corrupt(
+                    name,
+                    format!(
+                        "page index length {index_len} does not fit in a {file_size}-byte file"
+                    ),
+                )
+            })?;
         Ok(need)
     }
 
@@ -62,45 +75,75 @@ impl PageIndex {
         let frames_end = file_size
             .checked_sub(tail.len() as u64 + PAGE_HEADER_SIZE as u64)
             .filter(|e| *e >= HEADER_SIZE as u64)
-            .ok_or_else(|| corrupt(format!("page index of {} bytes does not fit in a {file_size}-byte file", tail.len())))?;
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "page index of {} bytes does not fit in a {file_size}-byte file",
+                    tail.len()
+                ))
+            })?;
         let lock = super::lock_pgno(header.page_size);
         let mut prev_pgno = 0u32;
         let mut next_offset = HEADER_SIZE as u64;
         loop {
-            let pgno = get_uvarint(entries_bytes, &mut pos).ok_or_else(|| corrupt("truncated page index entry".into()))?;
+            let pgno = get_uvarint(entries_bytes, &mut pos)
+                .ok_or_else(|| corrupt("truncated page index entry".into()))?;
             if pgno == 0 {
                 break;
             }
-            let offset = get_uvarint(entries_bytes, &mut pos).ok_or_else(|| corrupt("truncated page index entry".into()))?;
-            let size = get_uvarint(entries_bytes, &mut pos).ok_or_else(|| corrupt("truncated page index entry".into()))?;
-            let pgno = u32::try_from(pgno).map_err(|_| corrupt(format!("page index entry with page number {pgno}")))?;
+            let offset = get_uvarint(entries_bytes, &mut pos)
+                .ok_or_else(|| corrupt("truncated page index entry".into()))?;
+            let size = get_uvarint(entries_bytes, &mut pos)
+                .ok_or_else(|| corrupt("truncated page index entry".into()))?;
+            let pgno = u32::try_from(pgno)
+                .map_err(|_| corrupt(format!("page index entry with page number {pgno}")))?;
             if pgno <= prev_pgno || pgno > header.commit {
-                return Err(corrupt(format!("page index entry for page {pgno} out of order or above commit {}", header.commit)));
+                return Err(corrupt(format!(
+                    "page index entry for page {pgno} out of order or above commit {}",
+                    header.commit
+                )));
             }
             if pgno == lock {
                 return Err(corrupt(format!("page index lists the lock page {pgno}")));
             }
             if header.is_snapshot() {
-                let expect = if prev_pgno + 1 == lock { prev_pgno + 2 } else { prev_pgno + 1 };
+                let expect = if prev_pgno + 1 == lock {
+                    prev_pgno + 2
+                } else {
+                    prev_pgno + 1
+                };
                 if pgno != expect {
-                    return Err(corrupt(format!("snapshot page {pgno} after {prev_pgno}: pages must be contiguous from 1")));
+                    return Err(corrupt(format!(
+                        "snapshot page {pgno} after {prev_pgno}: pages must be contiguous from 1"
+                    )));
                 }
             }
-            if offset != next_offset || size < PAGE_HEADER_SIZE as u64 || offset + size > frames_end {
-                return Err(corrupt(format!("page index entry for page {pgno} at offset {offset} size {size} does not match the page frames")));
+            if offset != next_offset || size < PAGE_HEADER_SIZE as u64 || offset + size > frames_end
+            {
+                return Err(corrupt(format!(
+                    "page index entry for page {pgno} at offset {offset} size {size} does not match the page frames"
+                )));
             }
             next_offset = offset + size;
             prev_pgno = pgno;
             entries.push(IndexEntry { pgno, offset, size });
         }
         if header.is_snapshot() && header.commit > 0 {
-            let last = if header.commit == lock { lock - 1 } else { header.commit };
+            let last = if header.commit == lock {
+                lock - 1
+            } else {
+                header.commit
+            };
             if prev_pgno != last {
-                return Err(corrupt(format!("snapshot ends at page {prev_pgno} but commit is {}", header.commit)));
+                return Err(corrupt(format!(
+                    "snapshot ends at page {prev_pgno} but commit is {}",
+                    header.commit
+                )));
             }
         }
         if pos != index_len {
-            return Err(corrupt(format!("page index length field says {index_len} bytes but entries end at {pos}")));
+            return Err(corrupt(format!(
+                "page index length field says {index_len} bytes but entries end at {pos}"
+            )));
         }
         if next_offset != frames_end {
             return Err(corrupt("page index does not cover every page frame".into()));
@@ -114,7 +157,9 @@ impl PageIndex {
             post_apply_checksum: post,
             file_checksum: u64::from_be_bytes(a),
         };
-        trailer.validate(&header).map_err(|r| corrupt(format!("invalid trailer: {r}")))?;
+        trailer
+            .validate(&header)
+            .map_err(|r| corrupt(format!("invalid trailer: {r}")))?;
         Ok(PageIndex {
             header,
             entries,
@@ -128,16 +173,22 @@ impl PageIndex {
     pub fn read(file: &File, name: &str) -> Result<PageIndex> {
         let size = file.metadata().ctx(|| format!("stat {name}"))?.len();
         if size < (HEADER_SIZE + 6 + 1 + 8 + TRAILER_SIZE) as u64 {
-            return Err(Error::corrupt(name, format!("file of {size} bytes is too short for an LTX file")));
+            return Err(Error::corrupt(
+                name,
+                format!("file of {size} bytes is too short for an LTX file"),
+            ));
         }
         let mut hb = [0u8; HEADER_SIZE];
-        file.read_exact_at(&mut hb, 0).ctx(|| format!("read {name}"))?;
+        file.read_exact_at(&mut hb, 0)
+            .ctx(|| format!("read {name}"))?;
         let header = Header::decode(&hb, name)?;
         let mut last = [0u8; 24];
-        file.read_exact_at(&mut last, size - 24).ctx(|| format!("read {name}"))?;
+        file.read_exact_at(&mut last, size - 24)
+            .ctx(|| format!("read {name}"))?;
         let need = Self::tail_len(&last, size, name)?;
         let mut tail = vec![0u8; need as usize];
-        file.read_exact_at(&mut tail, size - need).ctx(|| format!("read {name}"))?;
+        file.read_exact_at(&mut tail, size - need)
+            .ctx(|| format!("read {name}"))?;
         Self::parse(header, &tail, size, name)
     }
 
@@ -201,13 +252,18 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
         let mut r = &frame[PAGE_HEADER_SIZE..];
         lz4frame::read_frame(&mut r, out).map_err(|e| corrupt(format!("page {pgno}: {e}")))?;
         if !r.is_empty() {
-            return Err(corrupt(format!("page {pgno}: {} stray bytes after its LZ4 frame", r.len())));
+            return Err(corrupt(format!(
+                "page {pgno}: {} stray bytes after its LZ4 frame",
+                r.len()
+            )));
         }
         crc.update(&frame[..PAGE_HEADER_SIZE]);
         crc.update(out);
         Ok((pgno, crc.value(), (PAGE_HEADER_SIZE + out.len()) as u64))
     } else {
-        Err(corrupt(format!("page {pgno} has invalid page flags 0x{flags:04x}")))
+        Err(corrupt(format!(
+            "page {pgno} has invalid page flags 0x{flags:04x}"
+        )))
     }
 }
 
@@ -215,7 +271,13 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
 pub(crate) fn decompress_page(data: &[u8], out: &mut [u8], pgno: u32, name: &str) -> Result<()> {
     match lz4_flex::block::decompress_into(data, out) {
         Ok(n) if n == out.len() => Ok(()),
-        Ok(n) => Err(Error::corrupt(name, format!("page {pgno} decompresses to {n} bytes, expected {}", out.len()))),
+        Ok(n) => Err(Error::corrupt(
+            name,
+            format!(
+                "page {pgno} decompresses to {n} bytes, expected {}",
+                out.len()
+            ),
+        )),
         Err(e) => Err(Error::corrupt(name, format!("page {pgno}: LZ4 block: {e}"))),
     }
 }
@@ -223,10 +285,17 @@ pub(crate) fn decompress_page(data: &[u8], out: &mut [u8], pgno: u32, name: &str
 /// Reads and decodes the page described by `entry` from a local file.
 pub fn read_page_at(file: &File, entry: &IndexEntry, out: &mut [u8], name: &str) -> Result<()> {
     let mut frame = vec![0u8; entry.size as usize];
-    file.read_exact_at(&mut frame, entry.offset).ctx(|| format!("read {name}"))?;
+    file.read_exact_at(&mut frame, entry.offset)
+        .ctx(|| format!("read {name}"))?;
     let (pgno, _, _) = decode_frame(&frame, out, name)?;
     if pgno != entry.pgno {
-        return Err(Error::corrupt(name, format!("page index says page {} at offset {} but the frame holds page {pgno}", entry.pgno, entry.offset)));
+        return Err(Error::corrupt(
+            name,
+            format!(
+                "page index says page {} at offset {} but the frame holds page {pgno}",
+                entry.pgno, entry.offset
+            ),
+        ));
     }
     Ok(())
 }

@@ -66,7 +66,9 @@ pub(crate) fn read_frame<R: Read>(r: &mut R, out: &mut [u8]) -> Result<(), Strin
         let uncompressed = raw & 0x8000_0000 != 0;
         let size = (raw & 0x7FFF_FFFF) as usize;
         if size > block_max {
-            return Err(format!("LZ4 block of {size} bytes exceeds the frame's maximum {block_max}"));
+            return Err(format!(
+                "LZ4 block of {size} bytes exceeds the frame's maximum {block_max}"
+            ));
         }
         block.resize(size, 0);
         read_exact(r, &mut block, "block data")?;
@@ -95,7 +97,10 @@ pub(crate) fn read_frame<R: Read>(r: &mut R, out: &mut [u8]) -> Result<(), Strin
         }
     }
     if filled != out.len() {
-        return Err(format!("LZ4 frame decompressed to {filled} bytes, expected a {}-byte page", out.len()));
+        return Err(format!(
+            "LZ4 frame decompressed to {filled} bytes, expected a {}-byte page",
+            out.len()
+        ));
     }
     if content_checksum {
         read_exact(r, &mut b4, "content checksum")?;

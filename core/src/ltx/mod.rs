@@ -69,7 +69,13 @@ pub struct Header {
 impl Header {
     /// A header as Litestream writes it: NoChecksum, zero checksums and
     /// node ID, no WAL range.
-    pub fn new(page_size: u32, commit: u32, min_txid: TxId, max_txid: TxId, timestamp_ms: i64) -> Header {
+    pub fn new(
+        page_size: u32,
+        commit: u32,
+        min_txid: TxId,
+        max_txid: TxId,
+        timestamp_ms: i64,
+    ) -> Header {
         Header {
             flags: FLAG_NO_CHECKSUM,
             page_size,
@@ -118,7 +124,10 @@ impl Header {
     /// Parses and validates 100 header bytes; `file` names the file in errors.
     pub fn decode(b: &[u8], file: &str) -> Result<Header> {
         if b.len() < HEADER_SIZE {
-            return Err(Error::corrupt(file, format!("header is {} bytes, expected {HEADER_SIZE}", b.len())));
+            return Err(Error::corrupt(
+                file,
+                format!("header is {} bytes, expected {HEADER_SIZE}", b.len()),
+            ));
         }
         if &b[0..4] != MAGIC {
             return Err(Error::corrupt(file, "not an LTX file (bad magic)"));
@@ -143,7 +152,8 @@ impl Header {
             wal_salt2: u32_at(68),
             node_id: u64_at(72),
         };
-        h.validate().map_err(|reason| Error::corrupt(file, format!("invalid header: {reason}")))?;
+        h.validate()
+            .map_err(|reason| Error::corrupt(file, format!("invalid header: {reason}")))?;
         Ok(h)
     }
 
@@ -159,7 +169,10 @@ impl Header {
             return Err("min and max TXID must be at least 1".into());
         }
         if self.min_txid > self.max_txid {
-            return Err(format!("min TXID {} above max TXID {}", self.min_txid, self.max_txid));
+            return Err(format!(
+                "min TXID {} above max TXID {}",
+                self.min_txid, self.max_txid
+            ));
         }
         if self.wal_offset < 0 || self.wal_size < 0 {
             return Err("negative WAL offset or size".into());
@@ -172,7 +185,9 @@ impl Header {
         }
         if self.is_snapshot() || self.no_checksum() {
             if self.pre_apply_checksum != 0 {
-                return Err("pre-apply checksum must be zero on a snapshot or NoChecksum file".into());
+                return Err(
+                    "pre-apply checksum must be zero on a snapshot or NoChecksum file".into(),
+                );
             }
         } else if self.pre_apply_checksum & checksum::CHECKSUM_FLAG == 0 {
             return Err("pre-apply checksum required and must have bit 63 set".into());
@@ -233,6 +248,7 @@ pub(crate) fn get_uvarint(b: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -253,15 +269,60 @@ mod tests {
         let ok = Header::new(4096, 1, TxId(1), TxId(1), 0);
         let cases: Vec<(Header, &str)> = vec![
             (Header { flags: 1, ..ok }, "flags"),
-            (Header { page_size: 1000, ..ok }, "page size"),
-            (Header { page_size: 256, ..ok }, "page size"),
-            (Header { min_txid: TxId(0), ..ok }, "at least 1"),
-            (Header { min_txid: TxId(3), max_txid: TxId(2), ..ok }, "above"),
-            (Header { wal_offset: -1, ..ok }, "negative"),
+            (
+                Header {
+                    page_size: 1000,
+                    ..ok
+                },
+                "page size",
+            ),
+            (
+                Header {
+                    page_size: 256,
+                    ..ok
+                },
+                "page size",
+            ),
+            (
+                Header {
+                    min_txid: TxId(0),
+                    ..ok
+                },
+                "at least 1",
+            ),
+            (
+                Header {
+                    min_txid: TxId(3),
+                    max_txid: TxId(2),
+                    ..ok
+                },
+                "above",
+            ),
+            (
+                Header {
+                    wal_offset: -1,
+                    ..ok
+                },
+                "negative",
+            ),
             (Header { wal_salt1: 1, ..ok }, "salt"),
             (Header { wal_size: 1, ..ok }, "WAL size"),
-            (Header { pre_apply_checksum: 5, ..ok }, "pre-apply"),
-            (Header { flags: 0, min_txid: TxId(2), max_txid: TxId(2), ..ok }, "pre-apply"),
+            (
+                Header {
+                    pre_apply_checksum: 5,
+                    ..ok
+                },
+                "pre-apply",
+            ),
+            (
+                Header {
+                    flags: 0,
+                    min_txid: TxId(2),
+                    max_txid: TxId(2),
+                    ..ok
+                },
+                "pre-apply",
+            ),
         ];
         for (h, want) in cases {
             let err = h.validate().expect_err(want);

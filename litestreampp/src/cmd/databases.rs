@@ -11,7 +11,11 @@ pub fn run(args: ConfigArgs) -> Result<ExitCode> {
     let cfg = load_config(&args)?;
     println!("path\treplica");
     for db in &cfg.dbs {
-        let r = db.replica.as_ref().map(|r| r.describe()).unwrap_or_else(|| "-".into());
+        let r = db
+            .replica
+            .as_ref()
+            .map(|r| r.describe())
+            .unwrap_or_else(|| "-".into());
         println!("{}\t{r}", db.path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -30,7 +30,9 @@ pub fn run(args: LtxArgs) -> Result<ExitCode> {
         }
         Ok::<_, litestreampp_core::Error>(all)
     })?;
-    let ts = |f: &litestreampp_core::client::FileInfo| f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ts = |f: &litestreampp_core::client::FileInfo| {
+        f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    };
     if args.json {
         let v: Vec<serde_json::Value> = files
             .iter()
@@ -49,7 +51,14 @@ pub fn run(args: LtxArgs) -> Result<ExitCode> {
     }
     println!("level  min_txid          max_txid          size        created");
     for f in &files {
-        println!("{:<6} {} {} {:<11} {}", f.level, f.min_txid, f.max_txid, f.size, ts(f));
+        println!(
+            "{:<6} {} {} {:<11} {}",
+            f.level,
+            f.min_txid,
+            f.max_txid,
+            f.size,
+            ts(f)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -41,7 +41,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Reads the config named by the flags (or the default path).
 pub fn load_config(args: &ConfigArgs) -> Result<Config> {
-    let path = args.config.clone().unwrap_or_else(config::default_config_path);
+    let path = args
+        .config
+        .clone()
+        .unwrap_or_else(config::default_config_path);
     config::read_config(&path, !args.no_expand_env)
 }
 
@@ -52,7 +55,10 @@ pub fn is_url(s: &str) -> bool {
 
 /// Resolves a `DB_PATH | REPLICA_URL` argument to a replica client and,
 /// for a database path, that path.
-pub fn resolve_target(target: &str, args: &ConfigArgs) -> Result<(Arc<dyn ReplicaClient>, Option<PathBuf>)> {
+pub fn resolve_target(
+    target: &str,
+    args: &ConfigArgs,
+) -> Result<(Arc<dyn ReplicaClient>, Option<PathBuf>)> {
     if is_url(target) {
         if args.config.is_some() {
             bail!("cannot use a replica URL together with -config");
@@ -61,13 +67,20 @@ pub fn resolve_target(target: &str, args: &ConfigArgs) -> Result<(Arc<dyn Replic
     }
     let cfg = load_config(args)?;
     let path = config::expand_path(target)?;
-    let db = cfg
-        .db(&path)
-        .ok_or_else(|| anyhow!("database not found in config {}: {}", cfg.path.display(), path.display()))?;
-    let replica = db
-        .replica
-        .as_ref()
-        .ok_or_else(|| anyhow!("database {} has no replica in {}", path.display(), cfg.path.display()))?;
+    let db = cfg.db(&path).ok_or_else(|| {
+        anyhow!(
+            "database not found in config {}: {}",
+            cfg.path.display(),
+            path.display()
+        )
+    })?;
+    let replica = db.replica.as_ref().ok_or_else(|| {
+        anyhow!(
+            "database {} has no replica in {}",
+            path.display(),
+            cfg.path.display()
+        )
+    })?;
     Ok((replica.client()?, Some(db.path.clone())))
 }
 

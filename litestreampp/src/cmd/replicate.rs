@@ -13,7 +13,12 @@ use super::{init_logging, load_config, runtime, shutdown_signal};
 use crate::cli::ReplicateArgs;
 use crate::config::{self, DbConfig, ReplicaConfig, parse_go_duration};
 
-fn options(db: &DbConfig, replica: &ReplicaConfig, l0_retention: Option<Duration>, sync_interval: Option<Duration>) -> Result<ReplicatorOptions> {
+fn options(
+    db: &DbConfig,
+    replica: &ReplicaConfig,
+    l0_retention: Option<Duration>,
+    sync_interval: Option<Duration>,
+) -> Result<ReplicatorOptions> {
     let mut o = ReplicatorOptions {
         db: DbOptions {
             meta_dir: db.meta_path.clone(),
@@ -76,7 +81,9 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             };
             (vec![db], None, None)
         }
-        (Some(_), None) => bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL"),
+        (Some(_), None) => {
+            bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
+        }
         _ => {
             let cfg = load_config(&args.config)?;
             (cfg.dbs, cfg.l0_retention, cfg.log_level)
@@ -92,7 +99,9 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             .replica
             .as_ref()
             .ok_or_else(|| anyhow!("database {}: no replica configured", db.path.display()))?;
-        let client = replica.client().with_context(|| format!("database {}", db.path.display()))?;
+        let client = replica
+            .client()
+            .with_context(|| format!("database {}", db.path.display()))?;
         let opts = options(db, replica, l0_retention, sync_interval)?;
         tracing::info!(db = %db.path.display(), replica = %replica.describe(), "replicating");
         replicators.push(Replicator::new(&db.path, Replica::new(client), opts));
@@ -115,9 +124,14 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                         failed += 1;
                     }
                 }
-                r.close().with_context(|| format!("close {}", path.display()))?;
+                r.close()
+                    .with_context(|| format!("close {}", path.display()))?;
             }
-            return Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+            return Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
         let tasks: Vec<_> = replicators
@@ -149,6 +163,10 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 }
             }
         }
-        Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        Ok(if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::TxId;
-use litestreampp_core::restore::{IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore};
+use litestreampp_core::restore::{
+    IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore,
+};
 
 use super::{init_logging, resolve_target, runtime};
 use crate::cli::RestoreArgs;
@@ -19,11 +21,14 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
     };
     let target = match (&args.txid, &args.timestamp) {
         (Some(_), Some(_)) => bail!("cannot specify both -txid and -timestamp"),
-        (Some(t), None) => RestoreTarget::TxId(t.parse::<TxId>().map_err(|e| anyhow!("-txid: {e}"))?),
-        (None, Some(ts)) => RestoreTarget::Timestamp(
-            ts.parse::<jiff::Timestamp>()
-                .map_err(|e| anyhow!("-timestamp {ts:?}: expected RFC 3339, e.g. 2026-01-02T15:04:05Z: {e}"))?,
-        ),
+        (Some(t), None) => {
+            RestoreTarget::TxId(t.parse::<TxId>().map_err(|e| anyhow!("-txid: {e}"))?)
+        }
+        (None, Some(ts)) => {
+            RestoreTarget::Timestamp(ts.parse::<jiff::Timestamp>().map_err(|e| {
+                anyhow!("-timestamp {ts:?}: expected RFC 3339, e.g. 2026-01-02T15:04:05Z: {e}")
+            })?)
+        }
         (None, None) => RestoreTarget::Latest,
     };
     let integrity_check: IntegrityCheck = args.integrity_check.parse()?;
@@ -67,12 +72,20 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
                 eprintln!("no backups found, skipping: {}", client.location());
                 Ok(ExitCode::SUCCESS)
             }
-            Err(e) => Err(anyhow!(e).context(format!("restore {} from {}", output.display(), client.location()))),
+            Err(e) => Err(anyhow!(e).context(format!(
+                "restore {} from {}",
+                output.display(),
+                client.location()
+            ))),
         }
     })
 }
 
-fn print_plan(plan: &litestreampp_core::restore::RestorePlan, output: &std::path::Path, json: bool) {
+fn print_plan(
+    plan: &litestreampp_core::restore::RestorePlan,
+    output: &std::path::Path,
+    json: bool,
+) {
     if json {
         let files: Vec<serde_json::Value> = plan
             .files
@@ -96,7 +109,13 @@ fn print_plan(plan: &litestreampp_core::restore::RestorePlan, output: &std::path
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
-    println!("restore to {} at TXID {}: {} files, {} bytes", output.display(), plan.txid, plan.files.len(), plan.total_bytes());
+    println!(
+        "restore to {} at TXID {}: {} files, {} bytes",
+        output.display(),
+        plan.txid,
+        plan.files.len(),
+        plan.total_bytes()
+    );
     println!("level  min_txid          max_txid          size");
     for f in &plan.files {
         println!("{:<6} {} {} {}", f.level, f.min_txid, f.max_txid, f.size);

@@ -3,6 +3,7 @@
 //!
 //! `workload DB SEED LAST_STEP SLEEP_MS AUTOCHECKPOINT [STOP_FILE]`
 //! (AUTOCHECKPOINT -1 keeps SQLite's default of 1000 pages.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::Path;
 use std::time::Duration;
