@@ -1,1 +1,503 @@
-fn main() {}
+//! `lsbench`: litestreampp side by side with Go Litestream 0.5.17 on the
+//! same machine, the same data and the same run. Benchmarks, not tests:
+//! they print figures (medians of several runs, and ratios) as Markdown for
+//! `docs/benchmarks.md` and never fail on timing.
+//!
+//! `lsbench all` runs everything; see `lsbench --help`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark harness: a panic is the report
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use nix::sys::resource::{UsageWho, getrusage};
+use rand::Rng;
+use rusqlite::Connection;
+
+#[derive(Parser)]
+#[command(name = "lsbench", about = "litestreampp vs Go Litestream benchmarks")]
+struct Cli {
+    /// Working directory for databases and replicas (needs ~6x the database size free).
+    #[arg(long, default_value = "target/bench")]
+    work: PathBuf,
+    /// Go Litestream binary.
+    #[arg(long, default_value = ".venv/bin/litestream")]
+    go: PathBuf,
+    /// litestreampp binary.
+    #[arg(long, default_value = "target/release/litestreampp")]
+    ours: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replication (snapshot of a large database) and restore throughput.
+    Throughput {
+        #[arg(long, default_value_t = 1024)]
+        size_mb: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Write-to-replica lag for single commits.
+    Lag {
+        /// Milliseconds between writes.
+        #[arg(long, default_value_t = 1200)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        samples: usize,
+        /// sync-interval for both tools (and Go's monitor-interval); default: each tool's default.
+        #[arg(long)]
+        sync_interval: Option<String>,
+    },
+    /// Everything, as recorded in docs/benchmarks.md.
+    All {
+        #[arg(long, default_value_t = 1024)]
+        size_mb: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+/// Wall and CPU time of a finished child.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    wall: f64,
+    cpu: f64,
+}
+
+fn children_cpu() -> f64 {
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+/// Runs a command to completion, measuring wall and CPU seconds (children's
+/// rusage before and after: commands run one at a time).
+fn measure(mut c: Command) -> Result<Measured> {
+    // Start from a quiet disk: earlier runs' dirty pages must not be
+    // written back on this run's time.
+    nix::unistd::sync();
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu0 = children_cpu();
+    let t0 = Instant::now();
+    let out = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .context("spawn")?;
+    let wall = t0.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(Measured {
+        wall,
+        cpu: children_cpu() - cpu0,
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (v.len() as f64 - 1.0)).round() as usize;
+    v[idx.min(v.len() - 1)]
+}
+
+/// A database of about `size_mb` MiB with 4 KiB pages and content that
+/// compresses about 2:1 (text from a small vocabulary next to random bytes).
+fn generate_db(path: &Path, size_mb: u64) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("gen");
+    let _ = std::fs::remove_file(&tmp);
+    let c = Connection::open(&tmp)?;
+    c.execute_batch(
+        "PRAGMA page_size=4096; PRAGMA journal_mode=wal; PRAGMA synchronous=OFF;
+         CREATE TABLE events(id INTEGER PRIMARY KEY, kind TEXT, body TEXT, payload BLOB);",
+    )?;
+    let words = [
+        "order",
+        "created",
+        "shipped",
+        "customer",
+        "invoice",
+        "paid",
+        "refund",
+        "item",
+        "warehouse",
+        "delivered",
+    ];
+    let mut rng = rand::rng();
+    let target = size_mb << 20;
+    loop {
+        let tx = c.unchecked_transaction()?;
+        {
+            let mut st =
+                tx.prepare_cached("INSERT INTO events(kind, body, payload) VALUES (?1, ?2, ?3)")?;
+            for _ in 0..20_000 {
+                let body: String = (0..60)
+                    .map(|_| words[rng.random_range(0..words.len())])
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let payload: Vec<u8> = (0..300).map(|_| rng.random()).collect();
+                st.execute(rusqlite::params![
+                    words[rng.random_range(0..words.len())],
+                    body,
+                    payload
+                ])?;
+            }
+        }
+        tx.commit()?;
+        c.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        if std::fs::metadata(&tmp)?.len() >= target {
+            break;
+        }
+    }
+    drop(c);
+    std::fs::rename(&tmp, path)?;
+    for s in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{s}", tmp.display()));
+    }
+    Ok(())
+}
+
+fn fresh_dir(p: &Path) -> Result<()> {
+    let _ = std::fs::remove_dir_all(p);
+    std::fs::create_dir_all(p)?;
+    Ok(())
+}
+
+fn go_config(dir: &Path, db: &Path, replica: &Path, interval: Option<&str>) -> Result<PathBuf> {
+    let cfg = dir.join("litestream.yml");
+    let mut y = format!("dbs:\n  - path: {}\n", db.display());
+    if let Some(i) = interval {
+        y.push_str(&format!("    monitor-interval: {i}\n"));
+    }
+    y.push_str(&format!(
+        "    replica:\n      type: file\n      path: {}\n",
+        replica.display()
+    ));
+    if let Some(i) = interval {
+        y.push_str(&format!("      sync-interval: {i}\n"));
+    }
+    std::fs::write(&cfg, y)?;
+    Ok(cfg)
+}
+
+struct Bench {
+    work: PathBuf,
+    go: PathBuf,
+    ours: PathBuf,
+}
+
+impl Bench {
+    fn go(&self) -> Command {
+        let mut c = Command::new(&self.go);
+        c.env_remove("AWS_CA_BUNDLE");
+        c
+    }
+
+    fn ours(&self) -> Command {
+        Command::new(&self.ours)
+    }
+
+    /// Replication of a large database from scratch (`replicate -once`:
+    /// snapshot into an L0 file and upload it), then restore of it.
+    fn throughput(&self, size_mb: u64, runs: usize) -> Result<String> {
+        let src = self.work.join(format!("source-{size_mb}m.db"));
+        eprintln!("generating {} ({size_mb} MiB)...", src.display());
+        generate_db(&src, size_mb)?;
+        let db_bytes = std::fs::metadata(&src)?.len();
+        let mb = db_bytes as f64 / 1e6;
+        let mut rep = (Vec::new(), Vec::new(), Vec::new(), Vec::new()); // ours wall, ours cpu, go wall, go cpu
+        let mut res = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs {
+            let mut replicas = Vec::new();
+            for tool in ["go", "ours"] {
+                let dir = self.work.join(format!("tp-{tool}"));
+                fresh_dir(&dir)?;
+                let db = dir.join("db.sqlite");
+                std::fs::copy(&src, &db)?;
+                let replica = dir.join("replica");
+                let m = if tool == "go" {
+                    let cfg = go_config(&dir, &db, &replica, None)?;
+                    let mut c = self.go();
+                    c.args(["replicate", "-once", "-config"]).arg(&cfg);
+                    measure(c)?
+                } else {
+                    let mut c = self.ours();
+                    c.args(["replicate", "-once"]).arg(&db).arg(format!("file://{}", replica.display()));
+                    measure(c)?
+                };
+                eprintln!("run {run} replicate {tool}: {:.2}s wall {:.2}s cpu", m.wall, m.cpu);
+                if tool == "go" {
+                    rep.2.push(m.wall);
+                    rep.3.push(m.cpu);
+                } else {
+                    rep.0.push(m.wall);
+                    rep.1.push(m.cpu);
+                }
+                std::fs::remove_file(&db)?;
+                replicas.push(format!("file://{}", replica.display()));
+            }
+            // Both tools restore the same replica: the one Go wrote.
+            let mut outs = Vec::new();
+            for tool in ["go", "ours"] {
+                let out = self.work.join(format!("restored-{tool}.db"));
+                let _ = std::fs::remove_file(&out);
+                let mut c = if tool == "go" { self.go() } else { self.ours() };
+                c.args(["restore", "-o"]).arg(&out).arg(&replicas[0]);
+                let r = measure(c)?;
+                eprintln!("run {run} restore {tool}: {:.2}s wall ({:.0} MB/s) {:.2}s cpu", r.wall, mb / r.wall, r.cpu);
+                if tool == "go" {
+                    res.2.push(r.wall);
+                    res.3.push(r.cpu);
+                } else {
+                    res.0.push(r.wall);
+                    res.1.push(r.cpu);
+                }
+                outs.push(out);
+            }
+            if std::fs::read(&outs[0])? != std::fs::read(&outs[1])? {
+                bail!("our restore of Go's replica differs from Go's");
+            }
+            if run == 0 {
+                // And Go restores our replica to the same bytes.
+                let cross = self.work.join("restored-cross.db");
+                let _ = std::fs::remove_file(&cross);
+                let mut c = self.go();
+                c.args(["restore", "-o"]).arg(&cross).arg(&replicas[1]);
+                measure(c)?;
+                if std::fs::read(&cross)? != std::fs::read(&outs[1])? {
+                    bail!("Go's restore of our replica differs");
+                }
+                std::fs::remove_file(&cross)?;
+            }
+            for o in outs {
+                std::fs::remove_file(o)?;
+            }
+        }
+        let (ow, oc, gw, gc) = (median(rep.0), median(rep.1), median(rep.2), median(rep.3));
+        let (rw, rc, grw, grc) = (median(res.0), median(res.1), median(res.2), median(res.3));
+        Ok(format!(
+            "Database: {mb:.0} MB ({size_mb} MiB target), 4 KiB pages, content compressing about 2:1. \
+             Replicate: `replicate -once` from scratch (snapshot to a local L0 file, upload to a file replica), each tool on its own copy. \
+             Restore: both tools restore the same replica (written by Go), outputs compared byte for byte. Medians of {runs} runs.\n\n\
+             | | Go Litestream 0.5.17 | litestreampp | ratio |\n|---|---|---|---|\n\
+             | replicate from scratch, wall | {gw:.2} s ({:.0} MB/s) | {ow:.2} s ({:.0} MB/s) | **{:.1}×** |\n\
+             | replicate from scratch, CPU | {gc:.2} s | {oc:.2} s | {:.1}× less |\n\
+             | restore, wall | {grw:.2} s ({:.0} MB/s) | {rw:.2} s ({:.0} MB/s) | **{:.1}×** |\n\
+             | restore, CPU | {grc:.2} s | {rc:.2} s | {:.1}× less |\n",
+            mb / gw,
+            mb / ow,
+            gw / ow,
+            gc / oc,
+            mb / grw,
+            mb / rw,
+            grw / rw,
+            grc / rc,
+        ))
+    }
+
+    /// Lag from commit to the replica holding it. Each write grows the
+    /// database by a page, so the replica file whose header `commit` (database
+    /// size in pages) reaches the size after a write holds that write.
+    fn lag(
+        &self,
+        tool: &str,
+        interval: Duration,
+        samples: usize,
+        sync_interval: Option<&str>,
+    ) -> Result<Vec<f64>> {
+        let dir = self.work.join(format!("lag-{tool}"));
+        fresh_dir(&dir)?;
+        let db = dir.join("lag.db");
+        let replica = dir.join("replica");
+        let app = Connection::open(&db)?;
+        app.execute_batch("PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL; CREATE TABLE w(id INTEGER PRIMARY KEY, t INTEGER, pad BLOB);")?;
+        let mut child: Child = if tool == "go" {
+            let cfg = go_config(&dir, &db, &replica, sync_interval)?;
+            let mut c = self.go();
+            c.args(["replicate", "-config"]).arg(&cfg);
+            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
+        } else {
+            let mut c = self.ours();
+            c.arg("replicate");
+            if let Some(i) = sync_interval {
+                c.args(["-sync-interval", i]);
+            }
+            c.arg(&db).arg(format!("file://{}", replica.display()));
+            c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
+        };
+        // Observer: the highest commit size seen in the replica, with time.
+        let seen: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let l0 = replica.join("ltx/0");
+        let obs = {
+            let (seen, stop) = (seen.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut known = std::collections::HashSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(rd) = std::fs::read_dir(&l0) {
+                        for e in rd.flatten() {
+                            let name = e.file_name();
+                            if !name.to_string_lossy().ends_with(".ltx") || known.contains(&name) {
+                                continue;
+                            }
+                            let now = Instant::now();
+                            if let Ok(b) = std::fs::read(e.path())
+                                && b.len() >= 100
+                            {
+                                let commit = u32::from_be_bytes([b[12], b[13], b[14], b[15]]);
+                                seen.lock().unwrap().push((commit, now));
+                                known.insert(name);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        // Wait for the first snapshot.
+        let t0 = Instant::now();
+        while seen.lock().unwrap().is_empty() {
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                bail!("{tool}: no replica file within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let mut writes: Vec<(u32, Instant)> = Vec::new();
+        let mut next = Instant::now();
+        for _ in 0..samples {
+            next += interval;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            app.execute("INSERT INTO w(t, pad) VALUES (0, zeroblob(4000))", [])?;
+            let t = Instant::now();
+            let pages: u32 = app.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            writes.push((pages, t));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        obs.join().ok();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let _ = child.wait();
+        let seen = seen.lock().unwrap().clone();
+        let mut lags = Vec::new();
+        for (pages, t) in writes {
+            let hit = seen
+                .iter()
+                .filter(|(c, when)| *c >= pages && *when >= t)
+                .map(|(_, when)| *when)
+                .min();
+            match hit {
+                Some(when) => lags.push(when.duration_since(t).as_secs_f64() * 1000.0),
+                None => bail!("{tool}: a write of {pages} pages never reached the replica"),
+            }
+        }
+        Ok(lags)
+    }
+
+    fn lag_report(
+        &self,
+        interval_ms: u64,
+        samples: usize,
+        sync_interval: Option<&str>,
+    ) -> Result<String> {
+        let iv = Duration::from_millis(interval_ms);
+        let go = self.lag("go", iv, samples, sync_interval)?;
+        let ours = self.lag("ours", iv, samples, sync_interval)?;
+        let row = |name: &str, v: &Vec<f64>| {
+            format!(
+                "| {name} | {:.0} ms | {:.0} ms | {:.0} ms |\n",
+                percentile(v.clone(), 50.0),
+                percentile(v.clone(), 99.0),
+                v.iter().cloned().fold(0.0, f64::max)
+            )
+        };
+        let settings = sync_interval.map_or(
+            "each tool's defaults (sync-interval 1s; Go monitor-interval 1s)".to_string(),
+            |s| format!("sync-interval {s} for both (and Go monitor-interval {s})"),
+        );
+        Ok(format!(
+            "One commit every {interval_ms} ms, {samples} samples, {settings}.\n\n| | p50 | p99 | max |\n|---|---|---|---|\n{}{}\
+             p99 ratio: **{:.1}×** lower.\n",
+            row("Go Litestream 0.5.17", &go),
+            row("litestreampp", &ours),
+            percentile(go.clone(), 99.0) / percentile(ours.clone(), 99.0)
+        ))
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    std::fs::create_dir_all(&cli.work)?;
+    let b = Bench {
+        work: std::fs::canonicalize(&cli.work)?,
+        go: cli.go.clone(),
+        ours: cli.ours.clone(),
+    };
+    for p in [&b.go, &b.ours] {
+        if !p.exists() {
+            bail!(
+                "{} not found (run tests/setup.sh and cargo build --release first)",
+                p.display()
+            );
+        }
+    }
+    match cli.cmd {
+        Cmd::Throughput { size_mb, runs } => println!("{}", b.throughput(size_mb, runs)?),
+        Cmd::Lag {
+            interval_ms,
+            samples,
+            sync_interval,
+        } => println!(
+            "{}",
+            b.lag_report(interval_ms, samples, sync_interval.as_deref())?
+        ),
+        Cmd::All { size_mb, runs } => {
+            println!(
+                "### Replication and restore of a {size_mb} MiB database\n\n{}",
+                b.throughput(size_mb, runs)?
+            );
+            println!(
+                "### Lag, sparse writes, defaults\n\n{}",
+                b.lag_report(1200, 50, None)?
+            );
+            println!(
+                "### Lag, a write every 100 ms, sync-interval 100ms\n\n{}",
+                b.lag_report(100, 300, Some("100ms"))?
+            );
+            println!(
+                "### Lag, a write every 100 ms, defaults\n\n{}",
+                b.lag_report(100, 100, None)?
+            );
+        }
+    }
+    Ok(())
+}

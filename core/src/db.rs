@@ -29,7 +29,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::BufWriter;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -208,6 +207,44 @@ pub struct Db {
     txid_floor: TxId,
     synced_since_checkpoint: bool,
     last_checkpoint: Instant,
+}
+
+/// Reads the pages of `chunk` into `buf`, coalescing runs of consecutive
+/// database-file pages into one read. Pages past the end of the database
+/// file read as zeros, as SQLite reads them.
+fn fill_pages(
+    ps: usize,
+    names: (&str, &str),
+    chunk: &[(u32, PageSrc)],
+    buf: &mut [u8],
+    wal_file: &File,
+    db_file: &File,
+) -> Result<()> {
+    let (db_name, wal_name) = names;
+    let mut i = 0;
+    while i < chunk.len() {
+        match chunk[i].1 {
+            PageSrc::Wal(off) => {
+                wal::read_page(wal_file, wal_name, off, &mut buf[i * ps..(i + 1) * ps])?;
+                i += 1;
+            }
+            PageSrc::Db => {
+                let mut j = i + 1;
+                while j < chunk.len()
+                    && matches!(chunk[j].1, PageSrc::Db)
+                    && chunk[j].0 == chunk[j - 1].0 + 1
+                {
+                    j += 1;
+                }
+                let dst = &mut buf[i * ps..j * ps];
+                let off = u64::from(chunk[i].0 - 1) * ps as u64;
+                let n = wal::read_full_at(db_file, dst, off).ctx(|| format!("read {db_name}"))?;
+                dst[n..].fill(0);
+                i = j;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The meta directory Litestream uses for `db_path`: `<dir>/.<name>-litestream`.
@@ -971,26 +1008,13 @@ impl Db {
         let path = self.l0_path(h.min_txid, h.max_txid);
         let tmp = fsutil::tmp_path(&path);
         let tmp_name = tmp.display().to_string();
-        let ps = self.page_size as usize;
         let result = (|| {
-            let f = File::create(&tmp).ctx(|| format!("create {tmp_name}"))?;
-            let mut enc = Encoder::new(BufWriter::with_capacity(1 << 20, f), h, tmp_name.clone())?;
+            let big = pages.len() as u64 * u64::from(self.page_size) >= fsutil::DIRECT_MIN_BYTES;
+            let enc = Encoder::new(fsutil::SeqWriter::create(&tmp, big)?, h, tmp_name.clone())?;
             let entries: Vec<(u32, PageSrc)> = pages.iter().map(|(p, s)| (*p, *s)).collect();
-            let mut buf = vec![0u8; BATCH_PAGES * ps];
-            for chunk in entries.chunks(BATCH_PAGES) {
-                self.fill_pages(chunk, &mut buf[..chunk.len() * ps], wal_file, db_file)?;
-                let batch: Vec<(u32, &[u8])> = chunk
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (p, _))| (*p, &buf[i * ps..(i + 1) * ps]))
-                    .collect();
-                enc.encode_pages(&batch)?;
-            }
+            let enc = self.encode_pipelined(enc, &entries, wal_file, db_file)?;
             let done = enc.finish()?;
-            let f = done
-                .writer
-                .into_inner()
-                .map_err(|e| Error::io(format!("write {tmp_name}"), e.into_error()))?;
+            let f = done.writer.finish()?;
             fsutil::commit_tmp(&tmp, f, &path)?;
             Ok(L0File {
                 min_txid: h.min_txid,
@@ -1008,47 +1032,82 @@ impl Db {
         result
     }
 
-    /// Reads the pages of `chunk` into `buf`, coalescing runs of consecutive
-    /// database-file pages into one read. Pages past the end of the
-    /// database file read as zeros, as SQLite reads them.
-    fn fill_pages(
+    /// Three stages on their own threads, so reading pages, compressing them
+    /// (on all cores) and writing the file overlap: a reader fills batches,
+    /// this thread compresses them, a writer appends them in order.
+    fn encode_pipelined<W: std::io::Write + Send>(
         &self,
-        chunk: &[(u32, PageSrc)],
-        buf: &mut [u8],
+        mut enc: Encoder<W>,
+        entries: &[(u32, PageSrc)],
         wal_file: &File,
         db_file: &File,
-    ) -> Result<()> {
+    ) -> Result<Encoder<W>> {
+        use std::sync::mpsc::sync_channel;
         let ps = self.page_size as usize;
-        let mut i = 0;
-        while i < chunk.len() {
-            match chunk[i].1 {
-                PageSrc::Wal(off) => {
-                    wal::read_page(
+        let wal_name = self.wal_path.display().to_string();
+        let names = (self.name.as_str(), wal_name.as_str());
+        std::thread::scope(|s| {
+            let (read_tx, read_rx) = sync_channel::<Result<(usize, Vec<u8>)>>(2);
+            let (free_tx, free_rx) = sync_channel::<Vec<u8>>(4);
+            let (write_tx, write_rx) = sync_channel::<Vec<crate::ltx::CompressedPage>>(2);
+            for _ in 0..3 {
+                let _ = free_tx.send(vec![0u8; BATCH_PAGES * ps]); // capacity 4: cannot block
+            }
+            s.spawn(move || {
+                for (i, chunk) in entries.chunks(BATCH_PAGES).enumerate() {
+                    let Ok(mut buf) = free_rx.recv() else { return };
+                    let r = fill_pages(
+                        ps,
+                        names,
+                        chunk,
+                        &mut buf[..chunk.len() * ps],
                         wal_file,
-                        &self.wal_path.display().to_string(),
-                        off,
-                        &mut buf[i * ps..(i + 1) * ps],
-                    )?;
-                    i += 1;
-                }
-                PageSrc::Db => {
-                    let mut j = i + 1;
-                    while j < chunk.len()
-                        && matches!(chunk[j].1, PageSrc::Db)
-                        && chunk[j].0 == chunk[j - 1].0 + 1
-                    {
-                        j += 1;
+                        db_file,
+                    );
+                    let failed = r.is_err();
+                    if read_tx.send(r.map(|()| (i, buf))).is_err() || failed {
+                        return;
                     }
-                    let dst = &mut buf[i * ps..j * ps];
-                    let off = u64::from(chunk[i].0 - 1) * ps as u64;
-                    let n = wal::read_full_at(db_file, dst, off)
-                        .ctx(|| format!("read {}", self.name))?;
-                    dst[n..].fill(0);
-                    i = j;
+                }
+            });
+            let writer = s.spawn(move || -> Result<Encoder<W>> {
+                for batch in write_rx {
+                    enc.write_compressed_pages(batch)?;
+                }
+                Ok(enc)
+            });
+            let mut result = Ok(());
+            for msg in read_rx {
+                let (i, buf) = match msg {
+                    Ok(v) => v,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                let chunk =
+                    &entries[i * BATCH_PAGES..(i * BATCH_PAGES + BATCH_PAGES).min(entries.len())];
+                let batch: Vec<(u32, &[u8])> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (p, _))| (*p, &buf[j * ps..(j + 1) * ps]))
+                    .collect();
+                let compressed = Encoder::<W>::compress_pages(&batch);
+                drop(batch);
+                let _ = free_tx.send(buf); // the reader may have finished
+                if write_tx.send(compressed).is_err() {
+                    break; // the writer failed; its error is reported below
                 }
             }
-        }
-        Ok(())
+            drop(write_tx);
+            let enc = writer.join().map_err(|_| {
+                Error::io(
+                    format!("encode {}", names.0),
+                    std::io::Error::other("writer thread panicked"),
+                )
+            })??;
+            result.map(|()| enc)
+        })
     }
 
     fn maybe_checkpoint(&mut self, out: &mut SyncOutcome) -> Result<()> {

@@ -192,11 +192,14 @@ impl Replicator {
         let _watcher = self.watch(changed.clone());
         tokio::pin!(shutdown);
         let window = self.opts.sync_interval;
-        let mut last_sync: Option<Instant> = None;
+        // The window counts from the last sync that shipped something: polls
+        // that found nothing new must not delay the next write.
+        let mut last_shipped: Option<Instant> = None;
+        let mut started = false;
         let mut backoff = Duration::ZERO;
         let mut stopping = false;
         loop {
-            if last_sync.is_some() {
+            if started {
                 let wait = self.opts.monitor_interval.max(backoff);
                 tokio::select! {
                     _ = &mut shutdown => stopping = true,
@@ -204,8 +207,9 @@ impl Replicator {
                     _ = tokio::time::sleep(wait) => {},
                 }
             }
-            // Coalesce: at most one sync per window while writes keep coming.
-            if !stopping && let Some(t) = last_sync {
+            started = true;
+            // Coalesce: at most one shipping sync per window while writes keep coming.
+            if !stopping && let Some(t) = last_shipped {
                 let due = t + window;
                 if due > Instant::now() {
                     tokio::select! {
@@ -214,10 +218,13 @@ impl Replicator {
                     }
                 }
             }
-            last_sync = Some(Instant::now());
+            let began = Instant::now();
             match self.sync_once().await {
                 Ok(rep) => {
                     backoff = Duration::ZERO;
+                    if !rep.sync.files.is_empty() {
+                        last_shipped = Some(began);
+                    }
                     log_report(&self.db_path(), &rep);
                 }
                 Err(e) => {

@@ -35,7 +35,11 @@ enum Cmd {
 fn summary(path: &PathBuf) -> Result<(i64, i64, String)> {
     let c = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
     let (n, total): (i64, i64) = c
-        .query_row("SELECT count(*), coalesce(sum(amount_cents), 0) FROM orders", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT count(*), coalesce(sum(amount_cents), 0) FROM orders",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .with_context(|| format!("read {}", path.display()))?;
     let check: String = c.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
     Ok((n, total, check))
@@ -43,7 +47,11 @@ fn summary(path: &PathBuf) -> Result<(i64, i64, String)> {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Write { db, txs, interval_ms } => {
+        Cmd::Write {
+            db,
+            txs,
+            interval_ms,
+        } => {
             let c = Connection::open(&db).with_context(|| format!("open {}", db.display()))?;
             c.busy_timeout(Duration::from_secs(5))?;
             c.execute_batch(
@@ -54,10 +62,16 @@ fn main() -> Result<()> {
             for i in 0..txs {
                 let tx = c.unchecked_transaction()?;
                 for _ in 0..rng.random_range(1..10) {
-                    let note: Vec<u8> = (0..rng.random_range(50..400)).map(|_| rng.random()).collect();
+                    let note: Vec<u8> = (0..rng.random_range(50..400))
+                        .map(|_| rng.random())
+                        .collect();
                     tx.execute(
                         "INSERT INTO orders(customer, amount_cents, note) VALUES (?1, ?2, ?3)",
-                        rusqlite::params![format!("customer-{}", rng.random_range(0..500)), rng.random_range(100..100_000), note],
+                        rusqlite::params![
+                            format!("customer-{}", rng.random_range(0..500)),
+                            rng.random_range(100..100_000),
+                            note
+                        ],
                     )?;
                 }
                 if i % 17 == 0 {
@@ -75,9 +89,20 @@ fn main() -> Result<()> {
                 bail!("{}: integrity_check: {}", b.display(), sb.2);
             }
             if sa.0 != sb.0 || sa.1 != sb.1 {
-                bail!("{} has {} orders / {} cents but {} has {} / {}", a.display(), sa.0, sa.1, b.display(), sb.0, sb.1);
+                bail!(
+                    "{} has {} orders / {} cents but {} has {} / {}",
+                    a.display(),
+                    sa.0,
+                    sa.1,
+                    b.display(),
+                    sb.0,
+                    sb.1
+                );
             }
-            println!("restore matches the source: {} orders, {} cents, integrity ok", sb.0, sb.1);
+            println!(
+                "restore matches the source: {} orders, {} cents, integrity ok",
+                sb.0, sb.1
+            );
         }
     }
     Ok(())

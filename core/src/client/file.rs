@@ -110,7 +110,7 @@ fn write_file(path: &Path, level: u32, min: TxId, max: TxId, body: &LtxBody) -> 
             })?;
             b.len() as u64
         }
-        LtxBody::File(src) => fsutil::copy_atomic(src, path)?,
+        LtxBody::File(src) => fsutil::copy_atomic_direct(src, path)?,
     };
     let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(header.timestamp_ms.max(0) as u64);
     let f = fs::File::options()

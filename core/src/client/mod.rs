@@ -119,6 +119,33 @@ pub trait ReplicaClient: Send + Sync + Debug {
         body: LtxBody,
     ) -> Result<FileInfo>;
 
+    /// Reads `size` bytes at `offset` of a file into memory (`size` 0: to
+    /// the end). Backends override this when they can do better than
+    /// streaming through [`open_ltx_file`](Self::open_ltx_file).
+    async fn read_ltx_range(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut r = self.open_ltx_file(level, min, max, offset, size).await?;
+        let mut buf = Vec::with_capacity(size as usize);
+        r.read_to_end(&mut buf).await.map_err(|e| {
+            Error::io(
+                format!(
+                    "read {} level {level} {}",
+                    self.location(),
+                    crate::txid::ltx_file_name(min, max)
+                ),
+                e,
+            )
+        })?;
+        Ok(buf)
+    }
+
     /// Deletes files; missing files are not an error.
     async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()>;
 

@@ -4,7 +4,7 @@
 
 use std::io::{ErrorKind, Read};
 
-use super::checksum::{CHECKSUM_FLAG, DatabaseChecksum, RunningCrc, page_checksum, shift_operator};
+use super::checksum::{CHECKSUM_FLAG, Crc64Digest, DatabaseChecksum, page_checksum};
 use super::index::{IndexEntry, decompress_page};
 use super::{
     HEADER_SIZE, Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, get_uvarint, lock_pgno,
@@ -24,7 +24,7 @@ pub struct Decoder<R: Read> {
     r: R,
     name: String,
     header: Header,
-    crc: RunningCrc,
+    crc: Crc64Digest,
     n: u64,
     seen: Vec<IndexEntry>,
     prev_pgno: u32,
@@ -43,7 +43,7 @@ impl<R: Read> Decoder<R> {
         let mut hb = [0u8; HEADER_SIZE];
         read_exact(&mut r, &mut hb, &name, "header")?;
         let header = Header::decode(&hb, &name)?;
-        let mut crc = RunningCrc::default();
+        let mut crc = Crc64Digest::default();
         crc.update(&hb);
         Ok(Decoder {
             r,
@@ -101,7 +101,6 @@ impl<R: Read> Decoder<R> {
             return Ok(None);
         }
         self.check_pgno(pgno)?;
-        let mut seg = RunningCrc::default();
         if flags == PAGE_FLAG_SIZE {
             let mut sz = [0u8; 4];
             read_exact(&mut self.r, &mut sz, &self.name, "page size field")?;
@@ -116,8 +115,8 @@ impl<R: Read> Decoder<R> {
             read_exact(&mut self.r, &mut self.cbuf, &self.name, "page data")?;
             decompress_page(&self.cbuf, buf, pgno, &self.name)?;
             self.n += 4 + len as u64;
-            seg.update(&ph);
-            seg.update(&sz);
+            self.crc.update(&ph);
+            self.crc.update(&sz);
         } else if flags == 0 {
             let mut counting = CountingReader {
                 r: &mut self.r,
@@ -126,13 +125,11 @@ impl<R: Read> Decoder<R> {
             lz4frame::read_frame(&mut counting, buf)
                 .map_err(|e| Error::corrupt(self.name.clone(), format!("page {pgno}: {e}")))?;
             self.n += counting.n;
-            seg.update(&ph);
+            self.crc.update(&ph);
         } else {
             return Err(self.corrupt(format!("page {pgno} has invalid page flags 0x{flags:04x}")));
         }
-        seg.update(buf);
-        let seg_len = if flags == PAGE_FLAG_SIZE { 10 } else { 6 } + buf.len() as u64;
-        self.crc.append(seg.value(), shift_operator(seg_len));
+        self.crc.update(buf);
         if let Some(c) = self.db_checksum.as_mut() {
             c.toggle(page_checksum(pgno, buf));
         }
@@ -258,7 +255,7 @@ impl<R: Read> Decoder<R> {
                 Err(e) => return Err(Error::io(format!("read {}", self.name), e)),
             }
         }
-        let computed = CHECKSUM_FLAG | self.crc.value();
+        let computed = CHECKSUM_FLAG | self.crc.finalize();
         if computed != trailer.file_checksum {
             return Err(self.corrupt(format!(
                 "file checksum mismatch: trailer says {:016x}, content gives {computed:016x}",

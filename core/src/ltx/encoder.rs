@@ -43,9 +43,12 @@ pub struct Encoder<W: Write> {
     cbuf: Vec<u8>,
 }
 
-/// A compressed page ready to be written.
-struct Compressed {
+/// A page compressed (and checksummed) ahead of writing, possibly on
+/// another thread: see [`Encoder::compress_pages`].
+#[derive(Debug)]
+pub struct CompressedPage {
     pgno: u32,
+    len: usize,
     block: Vec<u8>,
     segment_crc: u64,
 }
@@ -60,7 +63,7 @@ fn compress(pgno: u32, data: &[u8], out: &mut Vec<u8>) -> u64 {
     head[0..4].copy_from_slice(&pgno.to_be_bytes());
     head[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
     head[6..10].copy_from_slice(&(n as u32).to_be_bytes());
-    let mut d = super::checksum::CRC64.digest();
+    let mut d = super::checksum::Crc64Digest::default();
     d.update(&head);
     d.update(data);
     d.finalize()
@@ -171,18 +174,31 @@ impl<W: Write> Encoder<W> {
             self.check_next(prev, *pgno, data.len())?;
             prev = *pgno;
         }
-        let compressed: Vec<Compressed> = pages
+        self.write_compressed_pages(Self::compress_pages(pages))
+    }
+
+    /// Compresses and checksums pages on all cores, without an encoder, so
+    /// compression can overlap writing ([`write_compressed_pages`](Self::write_compressed_pages)).
+    pub fn compress_pages(pages: &[(u32, &[u8])]) -> Vec<CompressedPage> {
+        pages
             .par_iter()
             .map_init(Vec::new, |buf, (pgno, data)| {
                 let segment_crc = compress(*pgno, data, buf);
-                Compressed {
+                CompressedPage {
                     pgno: *pgno,
+                    len: data.len(),
                     block: buf.clone(),
                     segment_crc,
                 }
             })
-            .collect();
-        for c in compressed {
+            .collect()
+    }
+
+    /// Writes pages compressed by [`compress_pages`](Self::compress_pages),
+    /// with the same checks as [`encode_page`](Self::encode_page).
+    pub fn write_compressed_pages(&mut self, pages: Vec<CompressedPage>) -> Result<()> {
+        for c in pages {
+            self.check_next(self.prev_pgno, c.pgno, c.len)?;
             self.write_compressed(c.pgno, &c.block, c.segment_crc)?;
         }
         Ok(())

@@ -231,7 +231,7 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
     if pgno == 0 {
         return Err(corrupt("page frame with page number 0".into()));
     }
-    let mut crc = RunningCrc::default();
+    let mut crc = super::checksum::Crc64Digest::default();
     if flags == PAGE_FLAG_SIZE {
         if frame.len() < PAGE_HEADER_SIZE + 4 {
             return Err(corrupt(format!("truncated page frame for page {pgno}")));
@@ -247,7 +247,7 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
         decompress_page(data, out, pgno, name)?;
         crc.update(&frame[..10]);
         crc.update(out);
-        Ok((pgno, crc.value(), 10 + out.len() as u64))
+        Ok((pgno, crc.finalize(), 10 + out.len() as u64))
     } else if flags == 0 {
         let mut r = &frame[PAGE_HEADER_SIZE..];
         lz4frame::read_frame(&mut r, out).map_err(|e| corrupt(format!("page {pgno}: {e}")))?;
@@ -259,7 +259,7 @@ pub fn decode_frame(frame: &[u8], out: &mut [u8], name: &str) -> Result<(u32, u6
         }
         crc.update(&frame[..PAGE_HEADER_SIZE]);
         crc.update(out);
-        Ok((pgno, crc.value(), (PAGE_HEADER_SIZE + out.len()) as u64))
+        Ok((pgno, crc.finalize(), (PAGE_HEADER_SIZE + out.len()) as u64))
     } else {
         Err(corrupt(format!(
             "page {pgno} has invalid page flags 0x{flags:04x}"

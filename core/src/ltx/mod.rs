@@ -13,7 +13,7 @@ mod index;
 mod lz4frame;
 
 pub use decoder::{Decoder, PageFrame};
-pub use encoder::{EncodedFile, Encoder};
+pub use encoder::{CompressedPage, EncodedFile, Encoder};
 pub use index::{IndexEntry, PageIndex, decode_frame, read_page_at};
 
 use crate::error::{Error, Result};
