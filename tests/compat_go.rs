@@ -237,3 +237,60 @@ fn config_file_and_ltx_listing() {
     c.args(["databases", "-config"]).arg(&cfg);
     run_ok(c);
 }
+
+/// A replica written by Litestream 0.5.15 stores each page as a standalone
+/// LZ4 frame (page flags 0): we decode it and restore the same bytes as Go
+/// 0.5.17 does.
+#[test]
+fn legacy_replica_from_litestream_0_5_15() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("old.db");
+    let replica = dir.path().join("replica");
+    let w = Workload::new(15);
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      type: file\n      path: {}\n      sync-interval: 100ms\n",
+            db.display(),
+            replica.display()
+        ),
+    )
+    .expect("config");
+    let mut c = go_0_5_15();
+    c.args(["replicate", "-config"]).arg(&cfg);
+    let child = spawn_logged(c, &dir.path().join("go.log"));
+    wait_for("0.5.15's first L0 file", Duration::from_secs(20), || {
+        !replica_txids(&replica, 0).is_empty()
+    });
+    for n in 1..=400 {
+        w.step(&conn, n, true);
+        if n % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+
+    // The files really are in the legacy form.
+    let first = replica.join("ltx/0/0000000000000001-0000000000000001.ltx");
+    let bytes = std::fs::read(&first).expect("read first L0");
+    assert_eq!(&bytes[104..106], &[0, 0], "page flags of the legacy form");
+
+    let url = format!("file://{}", replica.display());
+    let theirs = dir.path().join("go.db");
+    let mine = dir.path().join("ours.db");
+    let mut c = go();
+    c.args(["restore", "-o"]).arg(&theirs).arg(&url);
+    run_ok(c);
+    let mut c = ours();
+    c.args(["restore", "-o"]).arg(&mine).arg(&url);
+    run_ok(c);
+    assert!(
+        same_bytes(&theirs, &mine),
+        "restore of a 0.5.15 replica differs from Go's"
+    );
+    assert_eq!(verify_restore(&mine, &w), 400);
+}

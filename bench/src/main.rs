@@ -247,10 +247,15 @@ impl Bench {
                     measure(c)?
                 } else {
                     let mut c = self.ours();
-                    c.args(["replicate", "-once"]).arg(&db).arg(format!("file://{}", replica.display()));
+                    c.args(["replicate", "-once"])
+                        .arg(&db)
+                        .arg(format!("file://{}", replica.display()));
                     measure(c)?
                 };
-                eprintln!("run {run} replicate {tool}: {:.2}s wall {:.2}s cpu", m.wall, m.cpu);
+                eprintln!(
+                    "run {run} replicate {tool}: {:.2}s wall {:.2}s cpu",
+                    m.wall, m.cpu
+                );
                 if tool == "go" {
                     rep.2.push(m.wall);
                     rep.3.push(m.cpu);
@@ -269,7 +274,12 @@ impl Bench {
                 let mut c = if tool == "go" { self.go() } else { self.ours() };
                 c.args(["restore", "-o"]).arg(&out).arg(&replicas[0]);
                 let r = measure(c)?;
-                eprintln!("run {run} restore {tool}: {:.2}s wall ({:.0} MB/s) {:.2}s cpu", r.wall, mb / r.wall, r.cpu);
+                eprintln!(
+                    "run {run} restore {tool}: {:.2}s wall ({:.0} MB/s) {:.2}s cpu",
+                    r.wall,
+                    mb / r.wall,
+                    r.cpu
+                );
                 if tool == "go" {
                     res.2.push(r.wall);
                     res.3.push(r.cpu);
@@ -289,8 +299,10 @@ impl Bench {
                 let mut c = self.go();
                 c.args(["restore", "-o"]).arg(&cross).arg(&replicas[1]);
                 measure(c)?;
-                if std::fs::read(&cross)? != std::fs::read(&outs[1])? {
-                    bail!("Go's restore of our replica differs");
+                // Our replica is of an untouched copy (Go adds its tables to the
+                // database it replicates), so it must restore to the source.
+                if std::fs::read(&cross)? != std::fs::read(&src)? {
+                    bail!("Go's restore of our replica differs from the source");
                 }
                 std::fs::remove_file(&cross)?;
             }
@@ -445,7 +457,7 @@ impl Bench {
             |s| format!("sync-interval {s} for both (and Go monitor-interval {s})"),
         );
         Ok(format!(
-            "One commit every {interval_ms} ms, {samples} samples, {settings}.\n\n| | p50 | p99 | max |\n|---|---|---|---|\n{}{}\
+            "One commit every {interval_ms} ms, {samples} samples, {settings}.\n\n| | p50 | p99 | max |\n|---|---|---|---|\n{}{}\n\
              p99 ratio: **{:.1}×** lower.\n",
             row("Go Litestream 0.5.17", &go),
             row("litestreampp", &ours),

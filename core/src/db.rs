@@ -406,7 +406,9 @@ impl Db {
     /// the read transaction. Idempotent.
     pub fn open(&mut self) -> Result<()> {
         if self.conn.is_some() {
-            return Ok(());
+            // A failed attempt may have left the read transaction released:
+            // never sync without the WAL pinned.
+            return self.begin_read_tx();
         }
         let name = self.name.clone();
         check_sqlite_header(&self.path)?;

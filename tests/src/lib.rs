@@ -47,6 +47,20 @@ pub fn go_bin() -> PathBuf {
     p
 }
 
+/// A command running Go Litestream 0.5.15, the last version writing the
+/// legacy page form (one LZ4 frame per page), installed by `tests/setup.sh`.
+pub fn go_0_5_15() -> Command {
+    let p = repo_root().join(".venv/litestream-0.5.15");
+    assert!(
+        p.exists(),
+        "Go Litestream 0.5.15 not found at {}: run the tests with tests/run.sh",
+        p.display()
+    );
+    let mut c = Command::new(p);
+    c.env_remove("AWS_CA_BUNDLE");
+    c
+}
+
 /// A command running our binary.
 pub fn ours() -> Command {
     let mut c = Command::new(litestreampp_bin());

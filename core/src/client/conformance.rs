@@ -171,6 +171,24 @@ pub async fn run(client: &dyn ReplicaClient) {
         ok(read_range(c, &info, 100, 6).await, "read_range"),
         snap[100..106].to_vec()
     );
+    let rest = ok(
+        c.read_ltx_range(SNAPSHOT_LEVEL, TxId(1), TxId(5), 10, 0)
+            .await,
+        "read_ltx_range to the end",
+    );
+    assert_eq!(
+        rest,
+        snap[10..].to_vec(),
+        "{loc}: read_ltx_range to the end"
+    );
+    let err = c
+        .read_ltx_range(0, TxId(5_000_000), TxId(5_000_000), 0, 10)
+        .await
+        .err();
+    assert!(
+        matches!(err, Some(ref e) if e.is_not_found()),
+        "{loc}: read_ltx_range of a missing file gave {err:?}"
+    );
 
     // Rewriting a file replaces it.
     let snap2 = sample_ltx(1, 5, ts + 1, 3);
