@@ -22,6 +22,24 @@ fn write_go_config(path: &Path, db: &Path, replica: &Path) {
     std::fs::write(path, yml).expect("write config");
 }
 
+/// Restores the latest state of `url` with Go and with us, asserts the two
+/// files are byte-identical, and returns ours.
+fn restore_with_both(url: &str, dir: &Path, tag: &str) -> std::path::PathBuf {
+    let theirs = dir.join(format!("go-{tag}.db"));
+    let mine = dir.join(format!("ours-{tag}.db"));
+    let mut c = go();
+    c.args(["restore", "-o"]).arg(&theirs).arg(url);
+    run_ok(c);
+    let mut c = ours();
+    c.args(["restore", "-o"]).arg(&mine).arg(url);
+    run_ok(c);
+    assert!(
+        same_bytes(&theirs, &mine),
+        "{tag}: our restore of {url} differs from Go's"
+    );
+    mine
+}
+
 fn run_workload(db: &Path, w: &Workload, from: u64, to: u64, pause_every: u64) {
     let conn = open_app(db, None);
     w.setup(&conn);
@@ -73,18 +91,7 @@ fn go_replicates_we_restore_byte_identical() {
     }
 
     let url = format!("file://{}", replica.display());
-    let theirs = dir.path().join("go-restore.db");
-    let mine = dir.path().join("our-restore.db");
-    let mut c = go();
-    c.args(["restore", "-o"]).arg(&theirs).arg(&url);
-    run_ok(c);
-    let mut c = ours();
-    c.args(["restore", "-o"]).arg(&mine).arg(&url);
-    run_ok(c);
-    assert!(
-        same_bytes(&theirs, &mine),
-        "latest restore differs from Go's"
-    );
+    let mine = restore_with_both(&url, dir.path(), "latest");
     assert_eq!(
         verify_restore(&mine, &w),
         STEPS,
@@ -280,17 +287,6 @@ fn legacy_replica_from_litestream_0_5_15() {
     assert_eq!(&bytes[104..106], &[0, 0], "page flags of the legacy form");
 
     let url = format!("file://{}", replica.display());
-    let theirs = dir.path().join("go.db");
-    let mine = dir.path().join("ours.db");
-    let mut c = go();
-    c.args(["restore", "-o"]).arg(&theirs).arg(&url);
-    run_ok(c);
-    let mut c = ours();
-    c.args(["restore", "-o"]).arg(&mine).arg(&url);
-    run_ok(c);
-    assert!(
-        same_bytes(&theirs, &mine),
-        "restore of a 0.5.15 replica differs from Go's"
-    );
+    let mine = restore_with_both(&url, dir.path(), "legacy");
     assert_eq!(verify_restore(&mine, &w), 400);
 }

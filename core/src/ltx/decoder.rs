@@ -151,11 +151,7 @@ impl<R: Read> Decoder<R> {
             return Err(self.corrupt(format!("page {pgno} above commit {}", self.header.commit)));
         }
         if self.header.is_snapshot() {
-            let expect = if prev + 1 == self.lock {
-                prev + 2
-            } else {
-                prev + 1
-            };
+            let expect = super::next_snapshot_pgno(prev, self.lock);
             if pgno != expect {
                 return Err(self.corrupt(format!(
                     "snapshot page {pgno} after {prev}: pages must be contiguous from 1"

@@ -120,11 +120,7 @@ impl<W: Write> Encoder<W> {
             return bad(format!("page {pgno} is the lock page"));
         }
         if self.header.is_snapshot() {
-            let expect = if prev + 1 == self.lock {
-                prev + 2
-            } else {
-                prev + 1
-            };
+            let expect = super::next_snapshot_pgno(prev, self.lock);
             if pgno != expect {
                 return bad(format!(
                     "snapshot pages must be contiguous: page {pgno} after {prev}"

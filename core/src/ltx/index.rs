@@ -106,11 +106,7 @@ impl PageIndex {
                 return Err(corrupt(format!("page index lists the lock page {pgno}")));
             }
             if header.is_snapshot() {
-                let expect = if prev_pgno + 1 == lock {
-                    prev_pgno + 2
-                } else {
-                    prev_pgno + 1
-                };
+                let expect = super::next_snapshot_pgno(prev_pgno, lock);
                 if pgno != expect {
                     return Err(corrupt(format!(
                         "snapshot page {pgno} after {prev_pgno}: pages must be contiguous from 1"

@@ -42,6 +42,12 @@ pub fn lock_pgno(page_size: u32) -> u32 {
     0x4000_0000 / page_size + 1
 }
 
+/// The page a snapshot must hold after `prev`: the next one, skipping the
+/// lock page (spec §1.2).
+pub fn next_snapshot_pgno(prev: u32, lock: u32) -> u32 {
+    if prev + 1 == lock { prev + 2 } else { prev + 1 }
+}
+
 /// True for powers of two from 512 to 65536.
 pub fn is_valid_page_size(page_size: u32) -> bool {
     (512..=MAX_PAGE_SIZE).contains(&page_size) && page_size.is_power_of_two()

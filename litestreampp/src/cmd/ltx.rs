@@ -34,18 +34,7 @@ pub fn run(args: LtxArgs) -> Result<ExitCode> {
         f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
     };
     if args.json {
-        let v: Vec<serde_json::Value> = files
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "level": f.level,
-                    "min_txid": f.min_txid.to_string(),
-                    "max_txid": f.max_txid.to_string(),
-                    "size": f.size,
-                    "timestamp": ts(f),
-                })
-            })
-            .collect();
+        let v: Vec<serde_json::Value> = files.iter().map(super::file_info_json).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }

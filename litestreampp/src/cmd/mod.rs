@@ -103,3 +103,14 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("signal received, finishing the current sync");
 }
+
+/// One replica file as JSON, in the shape of Litestream's `ltx -json`.
+pub fn file_info_json(f: &litestreampp_core::client::FileInfo) -> serde_json::Value {
+    serde_json::json!({
+        "level": f.level,
+        "min_txid": f.min_txid.to_string(),
+        "max_txid": f.max_txid.to_string(),
+        "size": f.size,
+        "timestamp": f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    })
+}

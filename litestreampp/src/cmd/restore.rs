@@ -87,19 +87,7 @@ fn print_plan(
     json: bool,
 ) {
     if json {
-        let files: Vec<serde_json::Value> = plan
-            .files
-            .iter()
-            .map(|f| {
-                serde_json::json!({
-                    "level": f.level,
-                    "min_txid": f.min_txid.to_string(),
-                    "max_txid": f.max_txid.to_string(),
-                    "size": f.size,
-                    "created_at": f.created_at.to_string(),
-                })
-            })
-            .collect();
+        let files: Vec<serde_json::Value> = plan.files.iter().map(super::file_info_json).collect();
         let v = serde_json::json!({
             "output": output.display().to_string(),
             "txid": plan.txid.to_string(),
