@@ -192,6 +192,55 @@ fn we_replicate_go_restores() {
         );
     }
     assert_eq!(last_m, STEPS);
+
+    // Point in time by timestamp: just after an L0 file's creation time
+    // (its mtime, the LTX header timestamp); both tools must agree.
+    for (i, (min, max)) in [txids[txids.len() / 4], txids[txids.len() / 2]]
+        .into_iter()
+        .enumerate()
+    {
+        let path = replica.join(format!("ltx/0/{min:016x}-{max:016x}.ltx"));
+        let mtime = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let ms = mtime
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("epoch")
+            .as_millis() as i64
+            + 1;
+        let ts = format!(
+            "{}",
+            jiff::Timestamp::from_millisecond(ms)
+                .expect("timestamp")
+                .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        );
+        let mine = dir.path().join(format!("ours-ts-{i}.db"));
+        let mut c = ours();
+        c.args(["restore", "-timestamp", &ts, "-o"])
+            .arg(&mine)
+            .arg(&url);
+        run_ok(c);
+        let theirs = dir.path().join(format!("go-ts-{i}.db"));
+        let mut c = go();
+        c.args(["restore", "-timestamp", &ts, "-o"])
+            .arg(&theirs)
+            .arg(&url);
+        run_ok(c);
+        assert!(
+            same_bytes(&mine, &theirs),
+            "-timestamp {ts}: our restore differs from Go's"
+        );
+        verify_restore(&mine, &w);
+    }
+    // Before the first file: nothing to restore.
+    let early = dir.path().join("too-early.db");
+    let mut c = ours();
+    c.args(["restore", "-timestamp", "2001-01-01T00:00:00Z", "-o"])
+        .arg(&early)
+        .arg(&url);
+    let (_, err) = run_err(c);
+    assert!(err.contains("not available"), "{err}");
+    assert!(!early.exists());
 }
 
 /// A replica written by the config-file path of `replicate -once`, listed

@@ -688,7 +688,9 @@ impl Db {
         let Some(pos) = self.position()? else {
             return Ok(Plan::Snapshot("first sync".into()));
         };
-        if let Some(reason) = self.force_snapshot.take() {
+        // Cleared only once a snapshot is written, so a failed attempt is
+        // retried.
+        if let Some(reason) = self.force_snapshot.clone() {
             return Ok(Plan::Snapshot(reason));
         }
         if pos.txid < self.txid_floor {
@@ -948,7 +950,7 @@ impl Db {
             }
         }
         let txid = self.next_txid();
-        let min = self.snapshot_min.take().map_or(txid, |m| m.min(txid));
+        let min = self.snapshot_min.map_or(txid, |m| m.min(txid));
         let mut h = Header::new(self.page_size, commit, min, txid, Self::now_ms());
         if let (Some(hd), Some(s)) = (header, &seg) {
             let fs = hd.frame_size();
@@ -981,6 +983,8 @@ impl Db {
         out.snapshot_reason
             .get_or_insert_with(|| reason.to_string());
         self.after_write(&h);
+        self.force_snapshot = None;
+        self.snapshot_min = None;
         self.continuity = if header.is_none() {
             Some(Continuity::NoWal)
         } else {
