@@ -30,3 +30,9 @@ PY
   rm -rf "$tmp"
 fi
 "$VENV/litestream-$old" version >/dev/null
+# A real S3 server for the tests: moto (each test starts its own on a free port).
+want_moto="5.2.5"
+if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(0 if moto.__version__ == '$want_moto' else 1)" 2>/dev/null; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$want_moto"
+fi
+test -x "$VENV/bin/moto_server"

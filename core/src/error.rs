@@ -42,6 +42,14 @@ pub enum Error {
     #[error("{what}: precondition failed")]
     PreconditionFailed { what: String },
 
+    /// A lease is held by someone else.
+    #[error("{what}: held by another ({holder}, until {until})")]
+    HeldByAnother {
+        what: String,
+        holder: String,
+        until: String,
+    },
+
     /// The caller asked for something that cannot be done (bad flags,
     /// output already exists, ...).
     #[error("{0}")]

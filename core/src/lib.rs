@@ -16,6 +16,7 @@ pub mod client;
 pub mod db;
 pub mod error;
 pub mod fsutil;
+pub mod lease;
 pub mod ltx;
 pub mod replica;
 pub mod replicator;

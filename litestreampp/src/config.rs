@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use litestreampp_core::client::s3::S3Settings;
 use serde_json::Value;
 
 /// Keys a replica section (or the top level, as defaults) may hold.
@@ -131,9 +132,11 @@ impl ReplicaConfig {
 
     /// Where the replica lives, for messages (never includes credentials).
     pub fn describe(&self) -> String {
-        match (&self.url, &self.path) {
-            (Some(u), _) => redact_url(u),
-            (None, Some(p)) => format!("{}://{p}", self.kind),
+        let bucket = self.settings.get("bucket").and_then(|v| v.as_str());
+        match (&self.url, &self.path, bucket) {
+            (Some(u), _, _) => redact_url(u),
+            (None, p, Some(b)) => format!("{}://{b}/{}", self.kind, p.as_deref().unwrap_or("")),
+            (None, Some(p), None) => format!("{}://{p}", self.kind),
             _ => self.kind.clone(),
         }
     }
@@ -149,11 +152,96 @@ impl ReplicaConfig {
                 };
                 litestreampp_core::client::from_url(&target).map_err(|e| anyhow!(e))
             }
+            "s3" => {
+                let settings = self.s3_settings()?;
+                litestreampp_core::client::s3_client(settings).map_err(|e| anyhow!(e))
+            }
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3)",
                 self.describe()
             ),
         }
+    }
+
+    /// S3 settings: the URL's, then the YAML keys on top (Litestream's
+    /// precedence).
+    pub fn s3_settings(&self) -> Result<S3Settings> {
+        let mut s = match &self.url {
+            Some(u) => S3Settings::from_url(u).map_err(|e| anyhow!(e))?,
+            None => S3Settings {
+                path: self.path.clone().unwrap_or_default(),
+                ..S3Settings::default()
+            },
+        };
+        let text = |k: &str| -> Result<Option<String>> {
+            match self.settings.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(v)) => Ok(Some(v.clone())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+                Some(other) => bail!("replica {k}: expected a value, got {other}"),
+            }
+        };
+        let flag = |k: &str| -> Result<Option<bool>> {
+            match self.settings.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(Value::String(v)) if v == "true" || v == "false" => Ok(Some(v == "true")),
+                Some(other) => bail!("replica {k}: expected true or false, got {other}"),
+            }
+        };
+        if let Some(b) = text("bucket")? {
+            s.bucket = b;
+        }
+        if let Some(r) = text("region")? {
+            s.region = Some(r);
+        }
+        if let Some(e) = text("endpoint")? {
+            s.endpoint = Some(if e.contains("://") {
+                e
+            } else {
+                format!("https://{e}")
+            });
+        }
+        if let Some(v) = flag("force-path-style")? {
+            s.force_path_style = Some(v);
+        }
+        if let Some(v) = text("access-key-id")? {
+            s.access_key_id = Some(v);
+        }
+        if let Some(v) = text("secret-access-key")? {
+            s.secret_access_key = Some(v);
+        }
+        if let Some(v) = text("part-size")? {
+            s.part_size =
+                Some(litestreampp_core::client::s3::parse_byte_size(&v).map_err(|e| anyhow!(e))?);
+        }
+        if let Some(v) = text("concurrency")? {
+            s.concurrency = Some(
+                v.parse()
+                    .map_err(|_| anyhow!("replica concurrency: {v:?} is not a number"))?,
+            );
+        }
+        if let Some(v) = flag("sign-payload")? {
+            s.sign_payload = Some(v);
+        }
+        if let Some(v) = flag("require-content-md5")? {
+            s.require_content_md5 = Some(v);
+        }
+        if let Some(v) = flag("skip-verify")? {
+            s.skip_verify = v;
+        }
+        s.storage_class = text("storage-class")?.or(s.storage_class);
+        s.sse_customer_algorithm = text("sse-customer-algorithm")?.or(s.sse_customer_algorithm);
+        s.sse_customer_key = text("sse-customer-key")?.or(s.sse_customer_key);
+        s.sse_customer_key_path = text("sse-customer-key-path")?
+            .map(PathBuf::from)
+            .or(s.sse_customer_key_path);
+        s.sse_kms_key_id = text("sse-kms-key-id")?.or(s.sse_kms_key_id);
+        if s.bucket.is_empty() {
+            bail!("s3 replica: bucket required");
+        }
+        Ok(s)
     }
 }
 

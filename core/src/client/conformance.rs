@@ -33,6 +33,30 @@ pub fn sample_ltx(min: u64, max: u64, timestamp_ms: i64, pages: u32) -> Bytes {
     }
 }
 
+/// An LTX file of about `bytes` bytes of random (incompressible) pages.
+pub fn large_ltx(min: u64, max: u64, timestamp_ms: i64, bytes: usize) -> Bytes {
+    use rand::RngCore;
+    let ps = 4096usize;
+    let pages = (bytes / ps).max(1) as u32;
+    let h = Header::new(ps as u32, pages, TxId(min), TxId(max), timestamp_ms);
+    let mut enc = match Encoder::new(Vec::new(), h, "large") {
+        Ok(e) => e,
+        Err(e) => panic!("large header: {e}"),
+    };
+    let mut page = vec![0u8; ps];
+    let mut rng = rand::rng();
+    for p in 1..=pages {
+        rng.fill_bytes(&mut page);
+        if let Err(e) = enc.encode_page(p, &page) {
+            panic!("large page: {e}");
+        }
+    }
+    match enc.finish() {
+        Ok(f) => Bytes::from(f.writer),
+        Err(e) => panic!("large finish: {e}"),
+    }
+}
+
 async fn read_all(
     c: &dyn ReplicaClient,
     level: u32,
@@ -208,8 +232,33 @@ pub async fn run(client: &dyn ReplicaClient) {
         "{loc}: rewrite content"
     );
 
-    // Uploads from a local file.
+    // A file large enough for multipart uploads (12 MiB of incompressible
+    // pages), from disk, read back whole and by range.
     let dir = ok(tempfile_dir(), "tempdir");
+    let big = large_ltx(3, 3, ts, 12 << 20);
+    let bp = dir.join("big.ltx");
+    ok(
+        std::fs::write(&bp, &big).map_err(|e| crate::Error::io("write", e)),
+        "write local large",
+    );
+    let info_big = ok(
+        c.write_ltx_file(2, TxId(3), TxId(3), LtxBody::File(bp))
+            .await,
+        "write large file",
+    );
+    assert_eq!(info_big.size, big.len() as u64, "{loc}: large file size");
+    assert!(
+        read_all(c, 2, 3, 3, 0, 0).await == big.to_vec(),
+        "{loc}: large file content"
+    );
+    let mid = (big.len() / 2) as u64;
+    assert_eq!(
+        ok(read_range(c, &info_big, mid, 1 << 20).await, "large range"),
+        big[mid as usize..mid as usize + (1 << 20)].to_vec(),
+        "{loc}: large file range"
+    );
+
+    // Uploads from a local file.
     let p = dir.join("f.ltx");
     let body = sample_ltx(2, 7, ts, 2);
     ok(

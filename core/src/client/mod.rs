@@ -4,6 +4,8 @@
 
 pub mod conformance;
 pub mod file;
+pub mod retry;
+pub mod s3;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -160,22 +162,9 @@ pub async fn read_range(
     offset: u64,
     size: u64,
 ) -> Result<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
-    let mut r = client
-        .open_ltx_file(info.level, info.min_txid, info.max_txid, offset, size)
+    let buf = client
+        .read_ltx_range(info.level, info.min_txid, info.max_txid, offset, size)
         .await?;
-    let mut buf = Vec::with_capacity(size as usize);
-    r.read_to_end(&mut buf).await.map_err(|e| {
-        Error::io(
-            format!(
-                "read {} level {} {}",
-                client.location(),
-                info.level,
-                info.file_name()
-            ),
-            e,
-        )
-    })?;
     if size > 0 && buf.len() as u64 != size {
         return Err(Error::corrupt(
             format!(
@@ -232,10 +221,23 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
         })?;
         return Ok(Arc::new(file::FileReplicaClient::new(path)));
     }
+    if url.starts_with("s3://") {
+        return s3_client(s3::S3Settings::from_url(url)?);
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {url:?}: unsupported scheme {scheme:?} (supported: file)"
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3)",
+            s3::redact(url)
         )));
     }
     Ok(Arc::new(file::FileReplicaClient::new(url)))
+}
+
+/// An S3 replica client with the standard retry policy.
+pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
+    let c = s3::S3ReplicaClient::new(settings)?;
+    Ok(Arc::new(retry::RetryingClient::new(
+        c,
+        retry::RetryPolicy::default(),
+    )))
 }

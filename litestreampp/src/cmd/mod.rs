@@ -17,11 +17,16 @@ use crate::config::{self, Config, ReplicaConfig};
 /// Sets up logging to stderr. `level` wins over `LITESTREAM_LOG_LEVEL`
 /// and `RUST_LOG`; the default is `info`.
 pub fn init_logging(level: Option<&str>) {
+    // A plain level applies to litestreampp; the HTTP and AWS layers stay at
+    // warn (their debug output includes request headers). RUST_LOG, a full
+    // filter, is taken as written.
+    const QUIET: &str = "aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_sigv4=warn,aws_smithy_http_client=warn,aws_sdk_s3=warn,hyper=warn,hyper_util=warn,rustls=warn,h2=warn";
     let filter = level
         .map(str::to_string)
         .or_else(|| std::env::var("LITESTREAM_LOG_LEVEL").ok())
+        .map(|l| format!("{},{QUIET}", l.to_lowercase()))
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_string());
+        .unwrap_or_else(|| format!("info,{QUIET}"));
     let filter = tracing_subscriber::EnvFilter::try_new(filter.to_lowercase())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -1,0 +1,1188 @@
+//! The `s3` backend on aws-sdk-s3, with Litestream 0.5.17's layout: keys
+//! `<path>/<level as %04x>/<min>-<max>.ltx` (no `ltx/` segment), user
+//! metadata `litestream-timestamp` (the LTX header time, RFC 3339 with
+//! milliseconds) on every upload (spec §2).
+//!
+//! Settings that S3-compatible services need are the defaults: request
+//! checksums only when an operation requires them (no aws-chunked
+//! encoding), Content-MD5 on uploads and batch deletes, path-style
+//! addressing for custom endpoints. The SDK's own retries are off: one
+//! retry layer ([`super::retry`]) wraps every remote backend.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use base64::Engine;
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use tokio::sync::OnceCell;
+
+use super::{ByteReader, FileInfo, FileStream, LtxBody, ReplicaClient};
+use crate::error::{Error, Result};
+use crate::ltx::Header;
+use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
+
+/// Metadata key holding the LTX header timestamp.
+pub const METADATA_TIMESTAMP: &str = "litestream-timestamp";
+/// Keys per DeleteObjects request.
+pub const MAX_KEYS: usize = 1000;
+/// Smallest part S3 accepts (except the last).
+pub const MIN_PART_SIZE: u64 = 5 << 20;
+/// Default multipart part size (objects below it use one PutObject).
+pub const DEFAULT_PART_SIZE: u64 = 5 << 20;
+/// Default parts in flight per upload.
+pub const DEFAULT_CONCURRENCY: usize = 5;
+/// Concurrent HeadObject calls when exact timestamps are listed.
+const METADATA_CONCURRENCY: usize = 32;
+
+/// Everything needed to reach one bucket and prefix, as Litestream's URL
+/// and YAML keys describe it. `Debug` never prints secrets.
+#[derive(Clone, Default)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix, used verbatim (Litestream: `s3://b/a/b` → `a/b`, bare
+    /// `s3://b` → `.`).
+    pub path: String,
+    pub region: Option<String>,
+    /// Custom endpoint (MinIO, R2, B2, Tigris, moto, ...).
+    pub endpoint: Option<String>,
+    /// Path-style addressing; defaults to true when an endpoint is set.
+    pub force_path_style: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub part_size: Option<u64>,
+    pub concurrency: Option<usize>,
+    pub sign_payload: Option<bool>,
+    pub require_content_md5: Option<bool>,
+    pub skip_verify: bool,
+    pub storage_class: Option<String>,
+    pub sse_customer_algorithm: Option<String>,
+    pub sse_customer_key: Option<String>,
+    pub sse_customer_key_path: Option<PathBuf>,
+    pub sse_kms_key_id: Option<String>,
+}
+
+impl fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("path", &self.path)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("force_path_style", &self.force_path_style)
+            .field("access_key_id", &redacted(&self.access_key_id))
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .field("sign_payload", &self.sign_payload)
+            .field("require_content_md5", &self.require_content_md5)
+            .field("storage_class", &self.storage_class)
+            .field("sse_customer_key", &redacted(&self.sse_customer_key))
+            .field("sse_kms_key_id", &self.sse_kms_key_id)
+            .finish()
+    }
+}
+
+fn bool_query(q: &HashMap<String, String>, names: &[&str]) -> Result<Option<bool>> {
+    for n in names {
+        if let Some(v) = q.get(*n) {
+            return match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "" => Ok(Some(true)),
+                "false" | "0" | "no" => Ok(Some(false)),
+                other => Err(Error::InvalidInput(format!(
+                    "replica URL: {n}={other:?} is not a boolean"
+                ))),
+            };
+        }
+    }
+    Ok(None)
+}
+
+fn str_query(q: &HashMap<String, String>, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| q.get(*n).filter(|v| !v.is_empty()).cloned())
+}
+
+/// Adds `https://` to an endpoint without a scheme.
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("https://{endpoint}")
+    }
+}
+
+impl S3Settings {
+    /// Parses `s3://bucket/path?endpoint=…&region=…&forcePathStyle=true`
+    /// (query keys in camelCase or kebab-case, as Litestream accepts).
+    pub fn from_url(url: &str) -> Result<S3Settings> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| Error::InvalidInput(format!("replica URL {}: {e}", redact(url))))?;
+        if parsed.scheme() != "s3" {
+            return Err(Error::InvalidInput(format!(
+                "replica URL {}: not an s3:// URL",
+                redact(url)
+            )));
+        }
+        let host = parsed.host_str().unwrap_or_default().to_string();
+        if host.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "replica URL {}: bucket required",
+                redact(url)
+            )));
+        }
+        let q: HashMap<String, String> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let mut s = S3Settings::default();
+        // Virtual-hosted AWS names: <bucket>.s3[.<region>|-<region>].amazonaws.com
+        if let Some(rest) = host.strip_suffix(".amazonaws.com")
+            && let Some(idx) = rest.find(".s3")
+        {
+            s.bucket = rest[..idx].to_string();
+            let region = rest[idx + 3..].trim_start_matches(['.', '-']);
+            if !region.is_empty() {
+                s.region = Some(region.to_string());
+            }
+        } else {
+            s.bucket = host;
+        }
+        // Litestream cleans the path and drops the leading slash; a bare
+        // bucket gives ".".
+        let cleaned = clean_path(&percent_decode(parsed.path()));
+        s.path = cleaned.trim_start_matches('/').to_string();
+        if s.path.is_empty() {
+            s.path = ".".to_string();
+        }
+        if let Some(e) = str_query(&q, &["endpoint"]) {
+            s.endpoint = Some(with_scheme(&e));
+        }
+        s.region = str_query(&q, &["region"]).or(s.region);
+        s.force_path_style = bool_query(&q, &["forcePathStyle", "force-path-style"])?;
+        s.skip_verify = bool_query(&q, &["skipVerify", "skip-verify"])?.unwrap_or(false);
+        s.sign_payload = bool_query(&q, &["signPayload", "sign-payload"])?;
+        s.require_content_md5 = bool_query(&q, &["requireContentMD5", "require-content-md5"])?;
+        if let Some(c) = str_query(&q, &["concurrency"]) {
+            s.concurrency = Some(c.parse().map_err(|_| {
+                Error::InvalidInput(format!("replica URL: concurrency={c:?} is not a number"))
+            })?);
+        }
+        if let Some(p) = str_query(&q, &["partSize", "part-size"]) {
+            s.part_size = Some(parse_byte_size(&p)?);
+        }
+        s.storage_class = str_query(&q, &["storageClass", "storage-class"]);
+        s.sse_customer_algorithm =
+            str_query(&q, &["sseCustomerAlgorithm", "sse-customer-algorithm"]);
+        s.sse_customer_key = str_query(&q, &["sseCustomerKey", "sse-customer-key"]);
+        s.sse_kms_key_id = str_query(&q, &["sseKmsKeyId", "sse-kms-key-id"]);
+        if s.endpoint.is_none()
+            && let Ok(e) = std::env::var("LITESTREAM_S3_ENDPOINT")
+            && !e.is_empty()
+        {
+            s.endpoint = Some(with_scheme(&e));
+        }
+        Ok(s)
+    }
+
+    /// `s3://bucket/path`, for messages.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.path)
+    }
+
+    fn part_size(&self) -> u64 {
+        self.part_size.unwrap_or(DEFAULT_PART_SIZE)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1)
+    }
+
+    /// Checks the settings that can be checked without the network.
+    pub fn validate(&self) -> Result<()> {
+        let loc = self.location();
+        if self.bucket.is_empty() {
+            return Err(Error::InvalidInput("s3 replica: bucket required".into()));
+        }
+        if self.part_size() < MIN_PART_SIZE {
+            return Err(Error::InvalidInput(format!(
+                "{loc}: part size {} is below S3's minimum of {MIN_PART_SIZE} bytes",
+                self.part_size()
+            )));
+        }
+        if self.skip_verify {
+            return Err(Error::InvalidInput(format!(
+                "{loc}: skip-verify is not supported; trust the server's certificate instead by pointing AWS_CA_BUNDLE at its CA"
+            )));
+        }
+        if self.sse_customer_key.is_some() && self.sse_customer_key_path.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "{loc}: sse-customer-key and sse-customer-key-path are mutually exclusive"
+            )));
+        }
+        if (self.sse_customer_key.is_some() || self.sse_customer_key_path.is_some())
+            && self.sse_kms_key_id.is_some()
+        {
+            return Err(Error::InvalidInput(format!(
+                "{loc}: SSE-C and SSE-KMS cannot be combined"
+            )));
+        }
+        if let Some(a) = &self.sse_customer_algorithm
+            && a != "AES256"
+        {
+            return Err(Error::InvalidInput(format!(
+                "{loc}: sse-customer-algorithm must be AES256"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `5MB`, `16MiB`, `10485760`.
+pub fn parse_byte_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits].parse().map_err(|_| {
+        Error::InvalidInput(format!(
+            "size {s:?}: expected a number of bytes such as 5MB"
+        ))
+    })?;
+    let mult: u64 = match t[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KIB" | "K" => 1024,
+        "MB" => 1000 * 1000,
+        "MIB" | "M" => 1024 * 1024,
+        "GB" => 1000 * 1000 * 1000,
+        "GIB" | "G" => 1024 * 1024 * 1024,
+        u => {
+            return Err(Error::InvalidInput(format!(
+                "size {s:?}: unknown unit {u:?}"
+            )));
+        }
+    };
+    Ok(n * mult)
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `path.Clean` of Go for slash-separated paths.
+fn clean_path(p: &str) -> String {
+    let abs = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|s| *s != "..") {
+                    out.pop();
+                } else if !abs {
+                    out.push("..");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    if abs {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".into()
+    } else {
+        joined
+    }
+}
+
+/// Removes user info and secret-looking query values from a URL.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("");
+            if u.query().is_some() {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let lk = k.to_ascii_lowercase();
+                        let secret = lk.contains("secret")
+                            || lk.contains("key")
+                            || lk.contains("token")
+                            || lk.contains("password");
+                        (
+                            k.into_owned(),
+                            if secret {
+                                "REDACTED".into()
+                            } else {
+                                v.into_owned()
+                            },
+                        )
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".into(),
+    }
+}
+
+/// One SDK client (one connection pool) for a set of settings; replicas of
+/// many databases in the same bucket share it.
+#[derive(Debug)]
+pub struct S3Connection {
+    settings: S3Settings,
+    client: OnceCell<aws_sdk_s3::Client>,
+}
+
+impl S3Connection {
+    /// A connection, opened on first use.
+    pub fn new(settings: S3Settings) -> Result<Arc<S3Connection>> {
+        settings.validate()?;
+        Ok(Arc::new(S3Connection {
+            settings,
+            client: OnceCell::new(),
+        }))
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
+    }
+
+    /// The SDK client.
+    pub async fn client(&self) -> Result<&aws_sdk_s3::Client> {
+        self.client
+            .get_or_try_init(|| build_client(&self.settings))
+            .await
+    }
+}
+
+/// Trust store: the platform's roots plus `AWS_CA_BUNDLE` when it names a
+/// PEM file (as the other AWS SDKs honour it).
+fn http_client() -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+    let mut trust = TrustStore::default();
+    if let Ok(path) = std::env::var("AWS_CA_BUNDLE")
+        && !path.is_empty()
+    {
+        let pem =
+            std::fs::read(&path).map_err(|e| Error::io(format!("read AWS_CA_BUNDLE {path}"), e))?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let ctx = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| Error::InvalidInput(format!("TLS settings: {e}")))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
+}
+
+async fn build_client(s: &S3Settings) -> Result<aws_sdk_s3::Client> {
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client()?);
+    let region = s
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()))
+        .or_else(|| {
+            std::env::var("AWS_DEFAULT_REGION")
+                .ok()
+                .filter(|r| !r.is_empty())
+        });
+    // A custom endpoint needs some region to sign with; AWS itself gets the
+    // profile's or us-east-1.
+    loader = loader.region(Region::new(
+        region.unwrap_or_else(|| "us-east-1".to_string()),
+    ));
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let static_keys = match (&s.access_key_id, &s.secret_access_key) {
+        (Some(a), Some(b)) => Some((a.clone(), b.clone())),
+        _ => match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+            (Some(a), Some(b)) => Some((a, b)),
+            _ => match (
+                env("LITESTREAM_ACCESS_KEY_ID"),
+                env("LITESTREAM_SECRET_ACCESS_KEY"),
+            ) {
+                (Some(a), Some(b)) => Some((a, b)),
+                _ => None,
+            },
+        },
+    };
+    if let Some((a, b)) = static_keys {
+        let session = env("AWS_SESSION_TOKEN");
+        loader = loader.credentials_provider(Credentials::new(a, b, session, None, "litestreampp"));
+    }
+    if let Some(e) = &s.endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .build();
+    loader = loader
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .timeout_config(timeouts);
+    let sdk = loader.load().await;
+    let mut b = aws_sdk_s3::config::Builder::from(&sdk)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+    let path_style = s.force_path_style.unwrap_or(s.endpoint.is_some());
+    b = b.force_path_style(path_style);
+    Ok(aws_sdk_s3::Client::from_conf(b.build()))
+}
+
+/// A replica under one prefix of an S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3ReplicaClient {
+    conn: Arc<S3Connection>,
+    sse_key: Option<SseCustomerKey>,
+}
+
+#[derive(Clone)]
+struct SseCustomerKey {
+    key_b64: String,
+    md5_b64: String,
+}
+
+impl fmt::Debug for SseCustomerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SseCustomerKey(<redacted>)")
+    }
+}
+
+impl S3ReplicaClient {
+    /// A replica client from settings (its own connection).
+    pub fn new(settings: S3Settings) -> Result<Self> {
+        Self::with_connection(S3Connection::new(settings)?)
+    }
+
+    /// A replica client on a shared connection.
+    pub fn with_connection(conn: Arc<S3Connection>) -> Result<Self> {
+        let s = conn.settings();
+        let raw_key = match (&s.sse_customer_key, &s.sse_customer_key_path) {
+            (Some(k), _) => Some(k.clone().into_bytes()),
+            (None, Some(p)) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| {
+                        Error::io(format!("read sse-customer-key-path {}", p.display()), e)
+                    })?
+                    .trim()
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            _ => None,
+        };
+        let sse_key = raw_key.map(|k| {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            // The key may be given raw (32 bytes) or base64-encoded.
+            let key = match b64.decode(&k) {
+                Ok(d) if d.len() == 32 => d,
+                _ => k,
+            };
+            SseCustomerKey {
+                key_b64: b64.encode(&key),
+                md5_b64: b64.encode(Md5::digest(&key)),
+            }
+        });
+        Ok(S3ReplicaClient { conn, sse_key })
+    }
+
+    fn settings(&self) -> &S3Settings {
+        self.conn.settings()
+    }
+
+    /// `<path>/<level %04x>/`.
+    pub fn level_prefix(&self, level: u32) -> String {
+        format!("{}/{level:04x}/", self.settings().path)
+    }
+
+    /// The object key of a file.
+    pub fn key(&self, level: u32, min: TxId, max: TxId) -> String {
+        format!("{}{}", self.level_prefix(level), ltx_file_name(min, max))
+    }
+
+    fn describe(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.settings().bucket)
+    }
+
+    async fn head_timestamp(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let client = self.conn.client().await?;
+        let mut req = client
+            .head_object()
+            .bucket(&self.settings().bucket)
+            .key(key);
+        if let Some(k) = &self.sse_key {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&k.key_b64)
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_err(e, &format!("head {}", self.describe(key))))?;
+        Ok(out
+            .metadata()
+            .and_then(|m| m.get(METADATA_TIMESTAMP))
+            .and_then(|v| v.parse::<jiff::Timestamp>().ok()))
+    }
+
+    fn md5_header(&self, data: &[u8]) -> Option<String> {
+        self.settings()
+            .require_content_md5
+            .unwrap_or(true)
+            .then(|| base64::engine::general_purpose::STANDARD.encode(Md5::digest(data)))
+    }
+
+    async fn put_small(&self, key: &str, data: bytes::Bytes, ts: &str) -> Result<()> {
+        let client = self.conn.client().await?;
+        let s = self.settings();
+        let mut req = client
+            .put_object()
+            .bucket(&s.bucket)
+            .key(key)
+            .metadata(METADATA_TIMESTAMP, ts)
+            .content_length(data.len() as i64);
+        if let Some(m) = self.md5_header(&data) {
+            req = req.content_md5(m);
+        }
+        if let Some(c) = &s.storage_class {
+            req = req.storage_class(c.as_str().into());
+        }
+        if let Some(k) = &self.sse_key {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&k.key_b64)
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        if let Some(id) = &s.sse_kms_key_id {
+            req = req
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .ssekms_key_id(id);
+        }
+        let req = req.body(ByteStream::from(data));
+        let r = if s.sign_payload == Some(false) {
+            req.customize().disable_payload_signing().send().await
+        } else {
+            req.send().await
+        };
+        r.map_err(|e| map_err(e, &format!("put {}", self.describe(key))))?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, key: &str, body: &LtxBody, size: u64, ts: &str) -> Result<()> {
+        let client = self.conn.client().await?;
+        let s = self.settings();
+        let what = self.describe(key);
+        let mut req = client
+            .create_multipart_upload()
+            .bucket(&s.bucket)
+            .key(key)
+            .metadata(METADATA_TIMESTAMP, ts);
+        if let Some(c) = &s.storage_class {
+            req = req.storage_class(c.as_str().into());
+        }
+        if let Some(k) = &self.sse_key {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&k.key_b64)
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        if let Some(id) = &s.sse_kms_key_id {
+            req = req
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .ssekms_key_id(id);
+        }
+        let created = req
+            .send()
+            .await
+            .map_err(|e| map_err(e, &format!("start multipart upload {what}")))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| backend(&what, "multipart upload without an upload ID", false))?
+            .to_string();
+        let part_size = s.part_size();
+        let parts = size.div_ceil(part_size);
+        let result: Result<Vec<CompletedPart>> = futures::stream::iter(0..parts)
+            .map(|i| {
+                let upload_id = upload_id.clone();
+                let what = what.clone();
+                async move {
+                    let off = i * part_size;
+                    let len = part_size.min(size - off);
+                    let data = read_part(body, off, len).await?;
+                    let mut req = client
+                        .upload_part()
+                        .bucket(&s.bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .part_number((i + 1) as i32)
+                        .content_length(len as i64);
+                    if let Some(m) = self.md5_header(&data) {
+                        req = req.content_md5(m);
+                    }
+                    if let Some(k) = &self.sse_key {
+                        req = req
+                            .sse_customer_algorithm("AES256")
+                            .sse_customer_key(&k.key_b64)
+                            .sse_customer_key_md5(&k.md5_b64);
+                    }
+                    let req = req.body(ByteStream::from(data));
+                    let out = if s.sign_payload == Some(false) {
+                        req.customize().disable_payload_signing().send().await
+                    } else {
+                        req.send().await
+                    }
+                    .map_err(|e| map_err(e, &format!("upload part {} of {what}", i + 1)))?;
+                    Ok(CompletedPart::builder()
+                        .set_e_tag(out.e_tag().map(str::to_string))
+                        .part_number((i + 1) as i32)
+                        .build())
+                }
+            })
+            .buffer_unordered(s.concurrency())
+            .try_collect()
+            .await;
+        let mut done = match result {
+            Ok(p) => p,
+            Err(e) => {
+                // Leave no orphan parts; the upload error is what we report.
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(&s.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                return Err(e);
+            }
+        };
+        done.sort_by_key(|p| p.part_number());
+        let r = client
+            .complete_multipart_upload()
+            .bucket(&s.bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(done))
+                    .build(),
+            )
+            .send()
+            .await;
+        if let Err(e) = r {
+            let _ = client
+                .abort_multipart_upload()
+                .bucket(&s.bucket)
+                .key(key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            return Err(map_err(e, &format!("complete multipart upload {what}")));
+        }
+        Ok(())
+    }
+
+    /// Deletes keys in batches of 1,000 (DeleteObjects), checking each
+    /// key's result.
+    async fn delete_keys(&self, keys: Vec<String>) -> Result<()> {
+        let client = self.conn.client().await?;
+        let s = self.settings();
+        let want_md5 = s.require_content_md5.unwrap_or(true);
+        for batch in keys.chunks(MAX_KEYS) {
+            let objects: Vec<ObjectIdentifier> = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::InvalidInput(format!("delete: {e}")))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| Error::InvalidInput(format!("delete: {e}")))?;
+            let mut req = client
+                .delete_objects()
+                .bucket(&s.bucket)
+                .delete(delete)
+                .customize();
+            if want_md5 {
+                // Some S3-compatible services insist on Content-MD5 here.
+                req = req.mutate_request(|r| {
+                    if let Some(body) = r.body().bytes() {
+                        let m = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
+                        r.headers_mut().insert("Content-MD5", m);
+                    }
+                });
+            }
+            let out = req.send().await.map_err(|e| {
+                map_err(
+                    e,
+                    &format!("delete {} objects in s3://{}", batch.len(), s.bucket),
+                )
+            })?;
+            if let Some(err) = out.errors().first() {
+                return Err(backend(
+                    &format!("s3://{}/{}", s.bucket, err.key().unwrap_or("?")),
+                    &format!(
+                        "delete failed: {} {}",
+                        err.code().unwrap_or(""),
+                        err.message().unwrap_or("")
+                    ),
+                    false,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read_part(body: &LtxBody, off: u64, len: u64) -> Result<bytes::Bytes> {
+    match body {
+        LtxBody::Bytes(b) => Ok(b.slice(off as usize..(off + len) as usize)),
+        LtxBody::File(p) => {
+            let p = p.clone();
+            tokio::task::spawn_blocking(move || {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::open(&p)
+                    .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+                let mut buf = vec![0u8; len as usize];
+                f.read_exact_at(&mut buf, off)
+                    .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+                Ok(bytes::Bytes::from(buf))
+            })
+            .await
+            .map_err(|e| Error::io("read part", std::io::Error::other(e.to_string())))?
+        }
+    }
+}
+
+fn backend(context: &str, message: &str, transient: bool) -> Error {
+    Error::Backend {
+        context: context.to_string(),
+        message: message.to_string(),
+        transient,
+    }
+}
+
+/// Maps an SDK error to the core's kinds: missing objects and buckets,
+/// failed preconditions, transient failures (throttling, 5xx, timeouts,
+/// connection errors) and the rest. Messages never include credentials.
+pub(crate) fn map_err<E>(
+    e: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    context: &str,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("").to_string();
+            let msg = se.err().message().unwrap_or("").to_string();
+            let status = se.raw().status().as_u16();
+            let text = if msg.is_empty() {
+                code.clone()
+            } else {
+                format!("{code}: {msg}")
+            };
+            match (code.as_str(), status) {
+                ("NoSuchKey" | "NotFound", _) | (_, 404) if code != "NoSuchBucket" => {
+                    Error::NotFound {
+                        what: context.to_string(),
+                    }
+                }
+                ("PreconditionFailed" | "ConditionalRequestConflict", _) | (_, 412) => {
+                    Error::PreconditionFailed {
+                        what: context.to_string(),
+                    }
+                }
+                (
+                    "SlowDown"
+                    | "Throttling"
+                    | "ThrottlingException"
+                    | "RequestTimeout"
+                    | "InternalError"
+                    | "ServiceUnavailable",
+                    _,
+                ) => backend(context, &text, true),
+                (_, s) if s >= 500 || s == 429 => {
+                    backend(context, &format!("HTTP {s} {text}"), true)
+                }
+                _ => backend(
+                    context,
+                    if text.is_empty() {
+                        "request failed"
+                    } else {
+                        &text
+                    },
+                    false,
+                ),
+            }
+        }
+        SdkError::TimeoutError(_) => backend(context, "timed out", true),
+        SdkError::DispatchFailure(d) => {
+            let why = if d.is_timeout() {
+                "timed out"
+            } else if d.is_io() {
+                "connection failed"
+            } else {
+                "request could not be sent"
+            };
+            backend(context, &format!("{why}: {}", source_chain(&e)), true)
+        }
+        SdkError::ResponseError(_) => backend(
+            context,
+            &format!("bad response: {}", source_chain(&e)),
+            true,
+        ),
+        SdkError::ConstructionFailure(_) => backend(
+            context,
+            &format!("invalid request: {}", source_chain(&e)),
+            false,
+        ),
+        _ => backend(context, &source_chain(&e), true),
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    if parts.is_empty() {
+        e.to_string()
+    } else {
+        parts.join(": ")
+    }
+}
+
+/// Go's RFC3339Nano for a millisecond timestamp: trailing zeros trimmed.
+pub fn format_timestamp(ms: i64) -> String {
+    let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let base = ts.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    let frac = ms.rem_euclid(1000);
+    if frac == 0 {
+        format!("{base}Z")
+    } else {
+        let f = format!("{frac:03}");
+        format!("{base}.{}Z", f.trim_end_matches('0'))
+    }
+}
+
+fn to_timestamp(d: &aws_sdk_s3::primitives::DateTime) -> jiff::Timestamp {
+    jiff::Timestamp::new(d.secs(), d.subsec_nanos() as i32).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl ReplicaClient for S3ReplicaClient {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn location(&self) -> String {
+        self.settings().location()
+    }
+
+    async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
+        let client = self.conn.client().await?.clone();
+        let prefix = self.level_prefix(level);
+        let mut req = client
+            .list_objects_v2()
+            .bucket(&self.settings().bucket)
+            .prefix(&prefix);
+        if seek.0 > 0 {
+            // Keys sort by min TXID: start after "<prefix><seek-1>" + '~'.
+            req = req.start_after(format!("{prefix}{:016x}~", seek.0 - 1));
+        }
+        let what = format!("list s3://{}/{prefix}", self.settings().bucket);
+        let pages = req.into_paginator().send();
+        let listing = futures::stream::unfold((pages, what), move |(mut pages, what)| async move {
+            match pages.next().await {
+                None => None,
+                Some(Err(e)) => Some((Err(map_err(e, &what)), (pages, what))),
+                Some(Ok(page)) => {
+                    let infos: Vec<FileInfo> = page
+                        .contents()
+                        .iter()
+                        .filter_map(|o| {
+                            let key = o.key()?;
+                            let name = key.rsplit('/').next()?;
+                            let (min, max) = parse_ltx_file_name(name)?;
+                            Some(FileInfo {
+                                level,
+                                min_txid: min,
+                                max_txid: max,
+                                size: o.size().unwrap_or(0).max(0) as u64,
+                                created_at: o
+                                    .last_modified()
+                                    .map(to_timestamp)
+                                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                            })
+                        })
+                        .filter(|f| f.min_txid >= seek)
+                        .collect();
+                    Some((Ok(infos), (pages, what)))
+                }
+            }
+        })
+        .map_ok(|v| futures::stream::iter(v.into_iter().map(Ok)))
+        .try_flatten();
+        if !use_metadata {
+            return Ok(Box::pin(listing));
+        }
+        let me = self.clone();
+        Ok(Box::pin(
+            listing
+                .map(move |r| {
+                    let me = me.clone();
+                    async move {
+                        let mut f = r?;
+                        let key = me.key(f.level, f.min_txid, f.max_txid);
+                        if let Some(ts) = me.head_timestamp(&key).await? {
+                            f.created_at = ts;
+                        }
+                        Ok(f)
+                    }
+                })
+                .buffered(METADATA_CONCURRENCY),
+        ))
+    }
+
+    async fn open_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<ByteReader> {
+        let client = self.conn.client().await?;
+        let key = self.key(level, min, max);
+        let range = if size > 0 {
+            format!("bytes={offset}-{}", offset + size - 1)
+        } else {
+            format!("bytes={offset}-")
+        };
+        let mut req = client
+            .get_object()
+            .bucket(&self.settings().bucket)
+            .key(&key)
+            .range(range);
+        if let Some(k) = &self.sse_key {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&k.key_b64)
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_err(e, &format!("get {}", self.describe(&key))))?;
+        Ok(Box::pin(out.body.into_async_read()))
+    }
+
+    async fn read_ltx_range(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let key = self.key(level, min, max);
+        let mut r = self.open_ltx_file(level, min, max, offset, size).await?;
+        let mut buf = Vec::with_capacity(size as usize);
+        r.read_to_end(&mut buf).await.map_err(|e| {
+            backend(
+                &format!("get {}", self.describe(&key)),
+                &format!("body: {e}"),
+                true,
+            )
+        })?;
+        Ok(buf)
+    }
+
+    async fn write_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        body: LtxBody,
+    ) -> Result<FileInfo> {
+        let key = self.key(level, min, max);
+        let what = self.describe(&key);
+        let head = body.header_bytes()?;
+        let header = Header::decode(&head, &what)?;
+        if header.min_txid != min || header.max_txid != max {
+            return Err(Error::InvalidInput(format!(
+                "{what}: LTX header covers {}-{}, not {min}-{max}",
+                header.min_txid, header.max_txid
+            )));
+        }
+        let size = match &body {
+            LtxBody::Bytes(b) => b.len() as u64,
+            LtxBody::File(p) => std::fs::metadata(p)
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?
+                .len(),
+        };
+        let ts = format_timestamp(header.timestamp_ms);
+        if size < self.settings().part_size() {
+            let data = match &body {
+                LtxBody::Bytes(b) => b.clone(),
+                LtxBody::File(_) => read_part(&body, 0, size).await?,
+            };
+            self.put_small(&key, data, &ts).await?;
+        } else {
+            self.put_multipart(&key, &body, size, &ts).await?;
+        }
+        Ok(FileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size,
+            created_at: jiff::Timestamp::from_millisecond(header.timestamp_ms)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        })
+    }
+
+    async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {
+        let keys = files
+            .iter()
+            .map(|f| self.key(f.level, f.min_txid, f.max_txid))
+            .collect();
+        self.delete_keys(keys).await
+    }
+
+    async fn delete_all(&self) -> Result<()> {
+        let client = self.conn.client().await?;
+        let s = self.settings();
+        let prefix = format!("{}/", s.path);
+        let what = format!("list s3://{}/{prefix}", s.bucket);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err(e, &what))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+        }
+        self.delete_keys(keys).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let s = S3Settings::from_url(
+            "s3://bkt/a/b/?endpoint=127.0.0.1:9000&region=eu-west-1&forcePathStyle=true",
+        )
+        .unwrap();
+        assert_eq!((s.bucket.as_str(), s.path.as_str()), ("bkt", "a/b"));
+        assert_eq!(s.endpoint.as_deref(), Some("https://127.0.0.1:9000"));
+        assert_eq!(s.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(s.force_path_style, Some(true));
+        assert_eq!(S3Settings::from_url("s3://bkt").unwrap().path, ".");
+        assert_eq!(S3Settings::from_url("s3://bkt/x/../y").unwrap().path, "y");
+        let aws = S3Settings::from_url("s3://mybucket.s3.us-west-2.amazonaws.com/db").unwrap();
+        assert_eq!(
+            (aws.bucket.as_str(), aws.region.as_deref()),
+            ("mybucket", Some("us-west-2"))
+        );
+        let q = S3Settings::from_url(
+            "s3://b/p?part-size=16MiB&concurrency=8&require-content-md5=false&sign-payload=false",
+        )
+        .unwrap();
+        assert_eq!(q.part_size, Some(16 << 20));
+        assert_eq!(q.concurrency, Some(8));
+        assert_eq!(q.require_content_md5, Some(false));
+        assert!(S3Settings::from_url("s3://b/p?forcePathStyle=maybe").is_err());
+        assert!(S3Settings::from_url("s3:///p").is_err());
+    }
+
+    #[test]
+    fn keys_match_litestream() {
+        let c = S3ReplicaClient::new(S3Settings::from_url("s3://b/db").unwrap()).unwrap();
+        assert_eq!(
+            c.key(9, TxId(1), TxId(0x1a)),
+            "db/0009/0000000000000001-000000000000001a.ltx"
+        );
+        let bare = S3ReplicaClient::new(S3Settings::from_url("s3://b").unwrap()).unwrap();
+        assert_eq!(
+            bare.key(0, TxId(2), TxId(2)),
+            "./0000/0000000000000002-0000000000000002.ltx"
+        );
+    }
+
+    #[test]
+    fn timestamps_as_go_formats_them() {
+        assert_eq!(
+            format_timestamp(1_795_000_000_153),
+            "2026-11-18T08:26:40.153Z"
+        );
+        assert_eq!(
+            format_timestamp(1_795_000_000_150),
+            "2026-11-18T08:26:40.15Z"
+        );
+        assert_eq!(format_timestamp(1_795_000_000_000), "2026-11-18T08:26:40Z");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let s = S3Settings {
+            bucket: "b".into(),
+            access_key_id: Some("AKIDSECRETLOOKING".into()),
+            secret_access_key: Some("very-secret-value".into()),
+            sse_customer_key: Some("k".repeat(32)),
+            ..Default::default()
+        };
+        let d = format!("{s:?}");
+        assert!(
+            !d.contains("very-secret-value")
+                && !d.contains("AKIDSECRETLOOKING")
+                && !d.contains(&"k".repeat(32)),
+            "{d}"
+        );
+        assert!(!redact("s3://b/p?secret-access-key=abc&region=x").contains("abc"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("5MB").unwrap(), 5_000_000);
+        assert_eq!(parse_byte_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_byte_size("1024").unwrap(), 1024);
+        assert!(parse_byte_size("lots").is_err());
+    }
+}

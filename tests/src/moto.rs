@@ -1,0 +1,159 @@
+//! A real S3 server for tests: moto, started on a free port on 127.0.0.1
+//! by the test that needs it and stopped when dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::repo_root;
+
+/// Credentials every test uses (moto accepts any unless auth is on).
+pub const ACCESS_KEY: &str = "AKIALITESTREAMPPTEST";
+pub const SECRET_KEY: &str = "litestreampp-test-secret-key";
+
+/// A running moto server.
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// One raw HTTP/1.1 request; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+impl Moto {
+    /// Starts moto; `auth` turns on its credential checks.
+    pub fn start_with(auth: bool) -> Moto {
+        let bin = repo_root().join(".venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "moto not found at {}: run the tests with tests/run.sh",
+            bin.display()
+        );
+        let port = free_port();
+        let mut c = Command::new(bin);
+        c.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if auth {
+            c.env("INITIAL_NO_AUTH_ACTION_COUNT", "0");
+        }
+        let child = c.spawn().expect("spawn moto");
+        let m = Moto { child, port };
+        let start = Instant::now();
+        while http(port, "GET", "/moto-api/").map(|r| r.0).ok() != Some(200) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "moto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        m
+    }
+
+    /// Starts moto without credential checks.
+    pub fn start() -> Moto {
+        Self::start_with(false)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (unsigned, as moto allows without auth).
+    pub fn create_bucket(&self, name: &str) {
+        let (status, body) = http(self.port, "PUT", &format!("/{name}")).expect("create bucket");
+        assert_eq!(status, 200, "create bucket {name}: {body}");
+    }
+
+    /// A Litestream replica URL for `bucket/path` on this server.
+    pub fn url(&self, bucket: &str, path: &str) -> String {
+        url_for(&self.endpoint(), bucket, path)
+    }
+
+    /// Every key in a bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut path = format!("/{bucket}?list-type=2");
+            if let Some(t) = &token {
+                path.push_str(&format!("&continuation-token={}", percent(t)));
+            }
+            let (_, body) = http(self.port, "GET", &path).expect("list");
+            for part in body.split("<Key>").skip(1) {
+                if let Some((k, _)) = part.split_once("</Key>") {
+                    keys.push(k.to_string());
+                }
+            }
+            token = body
+                .split("<NextContinuationToken>")
+                .nth(1)
+                .and_then(|p| p.split_once("</NextContinuationToken>"))
+                .map(|(t, _)| t.to_string());
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A replica URL for a bucket and path at an endpoint.
+pub fn url_for(endpoint: &str, bucket: &str, path: &str) -> String {
+    format!("s3://{bucket}/{path}?endpoint={endpoint}&region=us-east-1&forcePathStyle=true")
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // the test is over; nothing to report
+        let _ = self.child.wait();
+    }
+}
+
+/// Sets the test credentials on a command (ours or Go's).
+pub fn with_credentials(c: &mut Command) -> &mut Command {
+    c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+}
