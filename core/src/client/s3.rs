@@ -1150,13 +1150,13 @@ mod tests {
     fn timestamps_as_go_formats_them() {
         assert_eq!(
             format_timestamp(1_795_000_000_153),
-            "2026-11-18T08:26:40.153Z"
+            "2026-11-18T11:06:40.153Z"
         );
         assert_eq!(
             format_timestamp(1_795_000_000_150),
-            "2026-11-18T08:26:40.15Z"
+            "2026-11-18T11:06:40.15Z"
         );
-        assert_eq!(format_timestamp(1_795_000_000_000), "2026-11-18T08:26:40Z");
+        assert_eq!(format_timestamp(1_795_000_000_000), "2026-11-18T11:06:40Z");
     }
 
     #[test]
