@@ -43,6 +43,9 @@ enum Cmd {
         size_mb: u64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Replicate to S3 (a moto server started for the run) instead of a file replica.
+        #[arg(long)]
+        s3: bool,
     },
     /// Write-to-replica lag for single commits.
     Lag {
@@ -182,27 +185,97 @@ fn generate_db(path: &Path, size_mb: u64) -> Result<()> {
     Ok(())
 }
 
+/// Credentials for the local S3 (any are accepted).
+fn creds(c: &mut Command) {
+    c.env("AWS_ACCESS_KEY_ID", "bench")
+        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_REGION", "us-east-1");
+}
+
 fn fresh_dir(p: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(p);
     std::fs::create_dir_all(p)?;
     Ok(())
 }
 
-fn go_config(dir: &Path, db: &Path, replica: &Path, interval: Option<&str>) -> Result<PathBuf> {
-    let cfg = dir.join("litestream.yml");
-    let mut y = format!("dbs:\n  - path: {}\n", db.display());
-    if let Some(i) = interval {
-        y.push_str(&format!("    monitor-interval: {i}\n"));
+/// Where the replicas go.
+#[derive(Clone)]
+enum Target {
+    File,
+    /// A moto server this run started on 127.0.0.1.
+    S3 { port: u16 },
+}
+
+const BUCKET: &str = "bench";
+
+/// Starts moto on a free port and waits for it.
+fn start_moto() -> Result<(Child, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new(".venv/bin/moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start moto (run tests/setup.sh first)")?;
+    let t0 = Instant::now();
+    while http(port, "GET", "/moto-api/").map(|c| c != 200).unwrap_or(true) {
+        if t0.elapsed() > Duration::from_secs(30) {
+            bail!("moto did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    y.push_str(&format!(
-        "    replica:\n      type: file\n      path: {}\n",
-        replica.display()
-    ));
-    if let Some(i) = interval {
-        y.push_str(&format!("      sync-interval: {i}\n"));
+    Ok((child, port))
+}
+
+/// One raw HTTP request to 127.0.0.1; returns the status.
+fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0))
+}
+
+/// Empties moto (its objects live in memory) and recreates the bucket.
+fn reset_moto(port: u16) -> Result<()> {
+    http(port, "POST", "/moto-api/reset")?;
+    if http(port, "PUT", &format!("/{BUCKET}"))? != 200 {
+        bail!("create bucket");
     }
-    std::fs::write(&cfg, y)?;
-    Ok(cfg)
+    Ok(())
+}
+
+impl Target {
+    /// The replica URL for `name` (a directory under `dir`, or a prefix).
+    fn url(&self, dir: &Path, name: &str) -> String {
+        match self {
+            Target::File => format!("file://{}", dir.join(name).display()),
+            Target::S3 { port } => format!(
+                "s3://{BUCKET}/{name}?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true"
+            ),
+        }
+    }
+
+    /// Go's config for `db` replicating to `name`.
+    fn go_config(&self, dir: &Path, db: &Path, name: &str, interval: Option<&str>) -> Result<PathBuf> {
+        let cfg = dir.join("litestream.yml");
+        let mut y = format!("dbs:\n  - path: {}\n", db.display());
+        if let Some(i) = interval {
+            y.push_str(&format!("    monitor-interval: {i}\n"));
+        }
+        match self {
+            Target::File => y.push_str(&format!("    replica:\n      type: file\n      path: {}\n", dir.join(name).display())),
+            Target::S3 { port } => y.push_str(&format!(
+                "    replica:\n      type: s3\n      bucket: {BUCKET}\n      path: {name}\n      endpoint: http://127.0.0.1:{port}\n      region: us-east-1\n      force-path-style: true\n"
+            )),
+        }
+        if let Some(i) = interval {
+            y.push_str(&format!("      sync-interval: {i}\n"));
+        }
+        std::fs::write(&cfg, y)?;
+        Ok(cfg)
+    }
 }
 
 struct Bench {
@@ -215,16 +288,19 @@ impl Bench {
     fn go(&self) -> Command {
         let mut c = Command::new(&self.go);
         c.env_remove("AWS_CA_BUNDLE");
+        creds(&mut c);
         c
     }
 
     fn ours(&self) -> Command {
-        Command::new(&self.ours)
+        let mut c = Command::new(&self.ours);
+        creds(&mut c);
+        c
     }
 
     /// Replication of a large database from scratch (`replicate -once`:
     /// snapshot into an L0 file and upload it), then restore of it.
-    fn throughput(&self, size_mb: u64, runs: usize) -> Result<String> {
+    fn throughput(&self, size_mb: u64, runs: usize, target: &Target) -> Result<String> {
         let src = self.work.join(format!("source-{size_mb}m.db"));
         eprintln!("generating {} ({size_mb} MiB)...", src.display());
         generate_db(&src, size_mb)?;
@@ -233,23 +309,24 @@ impl Bench {
         let mut rep = (Vec::new(), Vec::new(), Vec::new(), Vec::new()); // ours wall, ours cpu, go wall, go cpu
         let mut res = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs {
+            if let Target::S3 { port } = target {
+                reset_moto(*port)?;
+            }
             let mut replicas = Vec::new();
             for tool in ["go", "ours"] {
                 let dir = self.work.join(format!("tp-{tool}"));
                 fresh_dir(&dir)?;
                 let db = dir.join("db.sqlite");
                 std::fs::copy(&src, &db)?;
-                let replica = dir.join("replica");
+                let url = target.url(&dir, &format!("replica-{tool}"));
                 let m = if tool == "go" {
-                    let cfg = go_config(&dir, &db, &replica, None)?;
+                    let cfg = target.go_config(&dir, &db, &format!("replica-{tool}"), None)?;
                     let mut c = self.go();
                     c.args(["replicate", "-once", "-config"]).arg(&cfg);
                     measure(c)?
                 } else {
                     let mut c = self.ours();
-                    c.args(["replicate", "-once"])
-                        .arg(&db)
-                        .arg(format!("file://{}", replica.display()));
+                    c.args(["replicate", "-once"]).arg(&db).arg(&url);
                     measure(c)?
                 };
                 eprintln!(
@@ -264,7 +341,7 @@ impl Bench {
                     rep.1.push(m.cpu);
                 }
                 std::fs::remove_file(&db)?;
-                replicas.push(format!("file://{}", replica.display()));
+                replicas.push(url);
             }
             // Both tools restore the same replica: the one Go wrote.
             let mut outs = Vec::new();
@@ -312,9 +389,13 @@ impl Bench {
         }
         let (ow, oc, gw, gc) = (median(rep.0), median(rep.1), median(rep.2), median(rep.3));
         let (rw, rc, grw, grc) = (median(res.0), median(res.1), median(res.2), median(res.3));
+        let where_ = match target {
+            Target::File => "a `file` replica",
+            Target::S3 { .. } => "S3 (a moto server on 127.0.0.1)",
+        };
         Ok(format!(
             "Database: {mb:.0} MB ({size_mb} MiB target), 4 KiB pages, content compressing about 2:1. \
-             Replicate: `replicate -once` from scratch (snapshot to a local L0 file, upload to a file replica), each tool on its own copy. \
+             Replicate: `replicate -once` from scratch (snapshot to a local L0 file, upload to {where_}), each tool on its own copy. \
              Restore: both tools restore the same replica (written by Go), outputs compared byte for byte. Medians of {runs} runs.\n\n\
              | | Go Litestream 0.5.17 | litestreampp | ratio |\n|---|---|---|---|\n\
              | replicate from scratch, wall | {gw:.2} s ({:.0} MB/s) | {ow:.2} s ({:.0} MB/s) | **{:.1}×** |\n\
@@ -349,7 +430,7 @@ impl Bench {
         let app = Connection::open(&db)?;
         app.execute_batch("PRAGMA journal_mode=wal; PRAGMA synchronous=NORMAL; CREATE TABLE w(id INTEGER PRIMARY KEY, t INTEGER, pad BLOB);")?;
         let mut child: Child = if tool == "go" {
-            let cfg = go_config(&dir, &db, &replica, sync_interval)?;
+            let cfg = Target::File.go_config(&dir, &db, "replica", sync_interval)?;
             let mut c = self.go();
             c.args(["replicate", "-config"]).arg(&cfg);
             c.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?
@@ -483,7 +564,16 @@ fn main() -> Result<()> {
         }
     }
     match cli.cmd {
-        Cmd::Throughput { size_mb, runs } => println!("{}", b.throughput(size_mb, runs)?),
+        Cmd::Throughput { size_mb, runs, s3 } => {
+            if s3 {
+                let (mut moto, port) = start_moto()?;
+                let r = b.throughput(size_mb, runs, &Target::S3 { port });
+                let _ = moto.kill(); // the run is over
+                println!("{}", r?);
+            } else {
+                println!("{}", b.throughput(size_mb, runs, &Target::File)?);
+            }
+        }
         Cmd::Lag {
             interval_ms,
             samples,
@@ -494,9 +584,13 @@ fn main() -> Result<()> {
         ),
         Cmd::All { size_mb, runs } => {
             println!(
-                "### Replication and restore of a {size_mb} MiB database\n\n{}",
-                b.throughput(size_mb, runs)?
+                "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",
+                b.throughput(size_mb, runs, &Target::File)?
             );
+            let (mut moto, port) = start_moto()?;
+            let r = b.throughput(size_mb, runs, &Target::S3 { port });
+            let _ = moto.kill(); // the run is over
+            println!("### Replication and restore of a {size_mb} MiB database, S3 (moto)\n\n{}", r?);
             println!(
                 "### Lag, sparse writes, defaults\n\n{}",
                 b.lag_report(1200, 50, None)?
