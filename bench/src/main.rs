@@ -43,9 +43,11 @@ enum Cmd {
         size_mb: u64,
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Replicate to S3 (a moto server started for the run) instead of a file replica.
+        /// Replicate to S3 instead of a file replica: `moto` (started for
+        /// the run) or `localstack` (already running on 127.0.0.1:4566,
+        /// see localstack/localstack.sh).
         #[arg(long)]
-        s3: bool,
+        s3: Option<String>,
     },
     /// Write-to-replica lag for single commits.
     Lag {
@@ -202,8 +204,9 @@ fn fresh_dir(p: &Path) -> Result<()> {
 #[derive(Clone)]
 enum Target {
     File,
-    /// A moto server this run started on 127.0.0.1.
-    S3 { port: u16 },
+    /// An S3 server on 127.0.0.1: moto (started for the run, reset between
+    /// runs) or LocalStack.
+    S3 { port: u16, moto: bool },
 }
 
 const BUCKET: &str = "bench";
@@ -237,6 +240,14 @@ fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     Ok(String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0))
 }
 
+/// Counts runs, so that runs never share objects.
+static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A prefix unique to this process and run.
+fn run_id() -> String {
+    format!("{}-{}", std::process::id(), RUN.load(Ordering::Relaxed))
+}
+
 /// Empties moto (its objects live in memory) and recreates the bucket.
 fn reset_moto(port: u16) -> Result<()> {
     http(port, "POST", "/moto-api/reset")?;
@@ -251,8 +262,9 @@ impl Target {
     fn url(&self, dir: &Path, name: &str) -> String {
         match self {
             Target::File => format!("file://{}", dir.join(name).display()),
-            Target::S3 { port } => format!(
-                "s3://{BUCKET}/{name}?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true"
+            Target::S3 { port, .. } => format!(
+                "s3://{BUCKET}/{name}-{}?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true",
+                run_id()
             ),
         }
     }
@@ -266,8 +278,9 @@ impl Target {
         }
         match self {
             Target::File => y.push_str(&format!("    replica:\n      type: file\n      path: {}\n", dir.join(name).display())),
-            Target::S3 { port } => y.push_str(&format!(
-                "    replica:\n      type: s3\n      bucket: {BUCKET}\n      path: {name}\n      endpoint: http://127.0.0.1:{port}\n      region: us-east-1\n      force-path-style: true\n"
+            Target::S3 { port, .. } => y.push_str(&format!(
+                "    replica:\n      type: s3\n      bucket: {BUCKET}\n      path: {name}-{}\n      endpoint: http://127.0.0.1:{port}\n      region: us-east-1\n      force-path-style: true\n",
+                run_id()
             )),
         }
         if let Some(i) = interval {
@@ -309,8 +322,14 @@ impl Bench {
         let mut rep = (Vec::new(), Vec::new(), Vec::new(), Vec::new()); // ours wall, ours cpu, go wall, go cpu
         let mut res = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs {
-            if let Target::S3 { port } = target {
-                reset_moto(*port)?;
+            RUN.fetch_add(1, Ordering::Relaxed);
+            match target {
+                Target::S3 { port, moto: true } => reset_moto(*port)?,
+                Target::S3 { port, moto: false } => {
+                    // LocalStack: a fresh bucket per run.
+                    let _ = http(*port, "PUT", &format!("/{BUCKET}"))?;
+                }
+                Target::File => {}
             }
             let mut replicas = Vec::new();
             for tool in ["go", "ours"] {
@@ -391,7 +410,8 @@ impl Bench {
         let (rw, rc, grw, grc) = (median(res.0), median(res.1), median(res.2), median(res.3));
         let where_ = match target {
             Target::File => "a `file` replica",
-            Target::S3 { .. } => "S3 (a moto server on 127.0.0.1)",
+            Target::S3 { moto: true, .. } => "S3 (a moto server on 127.0.0.1)",
+            Target::S3 { moto: false, .. } => "S3 (LocalStack in host mode on 127.0.0.1)",
         };
         Ok(format!(
             "Database: {mb:.0} MB ({size_mb} MiB target), 4 KiB pages, content compressing about 2:1. \
@@ -564,16 +584,20 @@ fn main() -> Result<()> {
         }
     }
     match cli.cmd {
-        Cmd::Throughput { size_mb, runs, s3 } => {
-            if s3 {
+        Cmd::Throughput { size_mb, runs, s3 } => match s3.as_deref() {
+            None => println!("{}", b.throughput(size_mb, runs, &Target::File)?),
+            Some("moto") => {
                 let (mut moto, port) = start_moto()?;
-                let r = b.throughput(size_mb, runs, &Target::S3 { port });
+                let r = b.throughput(size_mb, runs, &Target::S3 { port, moto: true });
                 let _ = moto.kill(); // the run is over
                 println!("{}", r?);
-            } else {
-                println!("{}", b.throughput(size_mb, runs, &Target::File)?);
             }
-        }
+            Some("localstack") => println!(
+                "{}",
+                b.throughput(size_mb, runs, &Target::S3 { port: 4566, moto: false })?
+            ),
+            Some(other) => bail!("--s3 {other:?}: expected moto or localstack"),
+        },
         Cmd::Lag {
             interval_ms,
             samples,
@@ -588,7 +612,7 @@ fn main() -> Result<()> {
                 b.throughput(size_mb, runs, &Target::File)?
             );
             let (mut moto, port) = start_moto()?;
-            let r = b.throughput(size_mb, runs, &Target::S3 { port });
+            let r = b.throughput(size_mb, runs, &Target::S3 { port, moto: true });
             let _ = moto.kill(); // the run is over
             println!("### Replication and restore of a {size_mb} MiB database, S3 (moto)\n\n{}", r?);
             println!(

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::client::{FileInfo, ReplicaClient, SNAPSHOT_LEVEL, list_all, read_range};
+use crate::client::retry::{RetryPolicy, pump_range};
+use crate::client::{FileInfo, ReadPattern, ReplicaClient, SNAPSHOT_LEVEL, list_all, read_range};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{self, AlignedBuf};
 use crate::ltx::checksum::{RunningCrc, combine, shift_operator};
@@ -211,6 +212,12 @@ pub async fn plan_restore(
 const WHOLE_FILE_BYTES: u64 = 1 << 20;
 /// Frame bytes per range read of a large file.
 const UNIT_BYTES: u64 = 4 << 20;
+/// Target size of one stream when a backend prefers few long reads.
+const SEGMENT_BYTES: u64 = 64 << 20;
+/// At most this many parallel streams per file (as rclone's default): each
+/// stream of an object store is a connection with its own throughput, and
+/// every request has a cost.
+const MAX_STREAMS_PER_FILE: usize = 4;
 /// Largest single write of consecutive pages.
 const RUN_BYTES: usize = 8 << 20;
 /// Whole small files are kept in memory up to this total.
@@ -233,6 +240,8 @@ struct Unit {
     /// End of the frames; the last unit also checks the 6-byte terminator.
     end: u64,
     last: bool,
+    /// Read as a stream (decoded as bytes arrive) rather than into memory.
+    streamed: bool,
     entries: Vec<IndexEntry>,
 }
 
@@ -301,20 +310,35 @@ fn check_header(h: &Header, info: &FileInfo, key: &str) -> Result<()> {
     Ok(())
 }
 
-/// Splits a file's frames into units of about [`UNIT_BYTES`].
-fn units_of(file: usize, f: &PlannedFile) -> Vec<Unit> {
+/// Splits a file's frames into units: the whole file when it is in
+/// memory; else pieces of about [`UNIT_BYTES`] read into memory
+/// (random-access backends), or up to `par` streams of about
+/// [`SEGMENT_BYTES`] (object stores, where each request costs).
+fn units_of(file: usize, f: &PlannedFile, pattern: ReadPattern, par: usize) -> Vec<Unit> {
     let whole = f.bytes.is_some();
+    let frames = f.index.frames_end - HEADER_SIZE as u64;
+    let (target, streamed) = match pattern {
+        _ if whole => (u64::MAX, false),
+        ReadPattern::RandomAccess => (UNIT_BYTES, false),
+        ReadPattern::Streams => {
+            let n = frames
+                .div_ceil(SEGMENT_BYTES)
+                .clamp(1, par.clamp(1, MAX_STREAMS_PER_FILE) as u64);
+            (frames.div_ceil(n).max(1), true)
+        }
+    };
     let mut units = Vec::new();
     let mut cur: Vec<IndexEntry> = Vec::new();
     let mut start = HEADER_SIZE as u64;
     for e in &f.index.entries {
-        if !whole && !cur.is_empty() && e.offset + e.size - start > UNIT_BYTES {
+        if !cur.is_empty() && e.offset + e.size - start > target {
             units.push(Unit {
                 file,
                 seq: units.len(),
                 start,
                 end: e.offset,
                 last: false,
+                streamed,
                 entries: std::mem::take(&mut cur),
             });
             start = e.offset;
@@ -327,9 +351,52 @@ fn units_of(file: usize, f: &PlannedFile) -> Vec<Unit> {
         start,
         end: f.index.frames_end,
         last: true,
+        streamed,
         entries: cur,
     });
     units
+}
+
+/// The bytes of a unit: in memory, or arriving in chunks from a stream.
+enum UnitInput {
+    /// `data` holds the file from offset `base`.
+    Memory { data: Arc<Vec<u8>>, base: u64 },
+    Stream {
+        rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>>>,
+        buf: Vec<u8>,
+        /// File offset of `buf[0]`.
+        buf_start: u64,
+    },
+}
+
+impl UnitInput {
+    /// Bytes `offset..offset+len` of the file (blocking on the stream).
+    fn get(&mut self, offset: u64, len: usize, key: &str) -> Result<&[u8]> {
+        let truncated = || Error::corrupt(key, format!("truncated: no bytes at offset {offset}+{len}"));
+        match self {
+            UnitInput::Memory { data, base } => {
+                let rel = offset.checked_sub(*base).ok_or_else(truncated)? as usize;
+                data.get(rel..rel + len).ok_or_else(truncated)
+            }
+            UnitInput::Stream { rx, buf, buf_start } => {
+                // Drop what was consumed, in large steps (amortized).
+                if offset >= *buf_start + (1 << 20) {
+                    let drop = ((offset - *buf_start) as usize).min(buf.len());
+                    buf.drain(..drop);
+                    *buf_start += drop as u64;
+                }
+                while (*buf_start + buf.len() as u64) < offset + len as u64 {
+                    match rx.blocking_recv() {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => return Err(e),
+                        None => return Err(truncated()),
+                    }
+                }
+                let rel = (offset - *buf_start) as usize;
+                Ok(&buf[rel..rel + len])
+            }
+        }
+    }
 }
 
 /// Decodes one unit's frames from `data` (bytes `unit.start..` of the
@@ -337,7 +404,7 @@ fn units_of(file: usize, f: &PlannedFile) -> Vec<Unit> {
 /// the bytes the file checksum covers.
 fn decode_unit(
     unit: &Unit,
-    data: &[u8],
+    input: &mut UnitInput,
     key: &str,
     page_size: u32,
     winners: &[u32],
@@ -361,10 +428,7 @@ fn decode_unit(
     let mut len = 0u64;
     let mut op_cache = (0u64, 0u64);
     for e in &unit.entries {
-        let rel = (e.offset - unit.start) as usize;
-        let frame = data.get(rel..rel + e.size as usize).ok_or_else(|| {
-            Error::corrupt(key, format!("page frame of page {} is truncated", e.pgno))
-        })?;
+        let frame = input.get(e.offset, e.size as usize, key)?;
         let wins = winners.get(e.pgno as usize).copied() == Some(unit.file as u32 + 1);
         let (pgno, seg_crc, seg_len) = if wins {
             let contiguous = !run.is_empty()
@@ -395,9 +459,8 @@ fn decode_unit(
     }
     flush(&mut run, run_start)?;
     if unit.last {
-        let rel = (unit.end - unit.start) as usize;
-        let term = data.get(rel..rel + PAGE_HEADER_SIZE);
-        if term != Some(&[0u8; PAGE_HEADER_SIZE][..]) {
+        let term = input.get(unit.end, PAGE_HEADER_SIZE, key)?;
+        if term != [0u8; PAGE_HEADER_SIZE] {
             return Err(Error::corrupt(key, "missing page frame terminator"));
         }
     }
@@ -601,10 +664,11 @@ async fn write_database(
         page_size,
     )?);
     let winners: Arc<Vec<u32>> = Arc::new(winners.to_vec());
+    let pattern = client.read_pattern();
     let units: Vec<Unit> = files
         .iter()
         .enumerate()
-        .flat_map(|(i, f)| units_of(i, f))
+        .flat_map(|(i, f)| units_of(i, f, pattern, par))
         .collect();
     let keys: Arc<Vec<String>> = Arc::new(files.iter().map(|f| f.key.clone()).collect());
     let results: Vec<(usize, usize, u64, u64)> = futures::stream::iter(units)
@@ -619,19 +683,30 @@ async fn write_database(
                 } else {
                     u.end
                 };
-                let (data, base) = match mem {
-                    Some(b) => (b, u.start as usize),
-                    None => (
-                        Arc::new(
+                let mut input = match mem {
+                    Some(data) => UnitInput::Memory { data, base: 0 },
+                    None if u.streamed => {
+                        let (tx, rx) = tokio::sync::mpsc::channel(16);
+                        let (c, i, start) = (client.clone(), info.clone(), u.start);
+                        tokio::spawn(async move {
+                            pump_range(c.as_ref(), &i, start, fetch_end, RetryPolicy::default(), tx).await;
+                        });
+                        UnitInput::Stream {
+                            rx,
+                            buf: Vec::new(),
+                            buf_start: u.start,
+                        }
+                    }
+                    None => UnitInput::Memory {
+                        data: Arc::new(
                             read_range(client.as_ref(), &info, u.start, fetch_end - u.start)
                                 .await?,
                         ),
-                        0,
-                    ),
+                        base: u.start,
+                    },
                 };
                 tokio::task::spawn_blocking(move || {
-                    let slice = data.get(base..).unwrap_or(&[]);
-                    decode_unit(&u, slice, &keys[u.file], page_size, &winners, &out)
+                    decode_unit(&u, &mut input, &keys[u.file], page_size, &winners, &out)
                         .map(|(c, l)| (u.file, u.seq, c, l))
                 })
                 .await

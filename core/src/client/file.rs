@@ -146,6 +146,10 @@ impl ReplicaClient for FileReplicaClient {
         format!("file://{}", self.root.display())
     }
 
+    fn read_pattern(&self) -> super::ReadPattern {
+        super::ReadPattern::RandomAccess
+    }
+
     async fn ltx_files(&self, level: u32, seek: TxId, _use_metadata: bool) -> Result<FileStream> {
         let dir = self.level_dir(level);
         let files = blocking(move || list_level(&dir, level, seek)).await?;

@@ -84,6 +84,17 @@ impl LtxBody {
     }
 }
 
+/// How a restore should read large files from a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPattern {
+    /// Many small range reads into memory: random access is free (local
+    /// files).
+    RandomAccess,
+    /// A few long streams per file, decoded as bytes arrive: every request
+    /// has a cost (object stores).
+    Streams,
+}
+
 /// Storage for one database's replica: the contract every backend keeps
 /// (format spec §2).
 #[async_trait]
@@ -93,6 +104,11 @@ pub trait ReplicaClient: Send + Sync + Debug {
 
     /// Where the replica lives, for messages (never holds credentials).
     fn location(&self) -> String;
+
+    /// How restores should read large files.
+    fn read_pattern(&self) -> ReadPattern {
+        ReadPattern::Streams
+    }
 
     /// Files of `level` whose min TXID is at least `seek`, ordered by min
     /// TXID, produced lazily (paginated). With `use_metadata` the creation

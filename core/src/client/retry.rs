@@ -138,6 +138,10 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
         self.inner.location()
     }
 
+    fn read_pattern(&self) -> super::ReadPattern {
+        self.inner.read_pattern()
+    }
+
     /// Lazy; a listing that fails midway restarts after the last file it
     /// had produced.
     async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
@@ -305,5 +309,79 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
 
     async fn delete_all(&self) -> Result<()> {
         self.retry("delete all", || self.inner.delete_all()).await
+    }
+}
+
+/// Streams bytes `start..end` of a file into `tx` in chunks, reopening the
+/// stream at the offset reached when it breaks, stalls or ends early (at
+/// most `policy.max_attempts` times without progress). Stops quietly when
+/// the receiver is gone.
+pub async fn pump_range(
+    client: &dyn ReplicaClient,
+    info: &FileInfo,
+    start: u64,
+    end: u64,
+    policy: RetryPolicy,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>>>,
+) {
+    let what = format!("{} level {} {}", client.location(), info.level, info.file_name());
+    let mut pos = start;
+    let mut failures = 0u32;
+    while pos < end {
+        let err = match client.open_ltx_file(info.level, info.min_txid, info.max_txid, pos, end - pos).await {
+            Ok(mut r) => loop {
+                let mut chunk = vec![0u8; 512 << 10];
+                match tokio::time::timeout(policy.read_stall, r.read(&mut chunk)).await {
+                    Ok(Ok(0)) => {
+                        break Error::io(
+                            format!("read {what}"),
+                            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("stream ended at {pos} of {end}")),
+                        );
+                    }
+                    Ok(Ok(n)) => {
+                        chunk.truncate(n);
+                        pos += n as u64;
+                        failures = 0;
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                        if pos >= end {
+                            return;
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        break Error::io(
+                            format!("read {what}"),
+                            std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string()),
+                        );
+                    }
+                    Err(_) => {
+                        break Error::io(
+                            format!("read {what}"),
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {:?}", policy.read_stall)),
+                        );
+                    }
+                }
+            },
+            Err(e) if e.is_transient() => e,
+            Err(e) => {
+                let _ = tx.send(Err(e)).await; // the receiver may be gone: nothing more to do
+                return;
+            }
+        };
+        failures += 1;
+        if failures >= policy.max_attempts {
+            let _ = tx
+                .send(Err(Error::Backend {
+                    context: format!("read {what}"),
+                    message: format!("gave up after {failures} attempts at offset {pos}: {err}"),
+                    transient: true,
+                }))
+                .await;
+            return;
+        }
+        let d = policy.delay(failures);
+        tracing::warn!(file = %what, at = pos, error = %err, retry_in = ?d, "read broke; resuming");
+        tokio::time::sleep(d).await;
     }
 }
