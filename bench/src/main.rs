@@ -206,14 +206,19 @@ enum Target {
     File,
     /// An S3 server on 127.0.0.1: moto (started for the run, reset between
     /// runs) or LocalStack.
-    S3 { port: u16, moto: bool },
+    S3 {
+        port: u16,
+        moto: bool,
+    },
 }
 
 const BUCKET: &str = "bench";
 
 /// Starts moto on a free port and waits for it.
 fn start_moto() -> Result<(Child, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new(".venv/bin/moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -221,7 +226,10 @@ fn start_moto() -> Result<(Child, u16)> {
         .spawn()
         .context("start moto (run tests/setup.sh first)")?;
     let t0 = Instant::now();
-    while http(port, "GET", "/moto-api/").map(|c| c != 200).unwrap_or(true) {
+    while http(port, "GET", "/moto-api/")
+        .map(|c| c != 200)
+        .unwrap_or(true)
+    {
         if t0.elapsed() > Duration::from_secs(30) {
             bail!("moto did not start");
         }
@@ -234,10 +242,17 @@ fn start_moto() -> Result<(Child, u16)> {
 fn http(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    Ok(String::from_utf8_lossy(&buf).split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0))
+    Ok(String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Counts runs, so that runs never share objects.
@@ -270,7 +285,13 @@ impl Target {
     }
 
     /// Go's config for `db` replicating to `name`.
-    fn go_config(&self, dir: &Path, db: &Path, name: &str, interval: Option<&str>) -> Result<PathBuf> {
+    fn go_config(
+        &self,
+        dir: &Path,
+        db: &Path,
+        name: &str,
+        interval: Option<&str>,
+    ) -> Result<PathBuf> {
         let cfg = dir.join("litestream.yml");
         let mut y = format!("dbs:\n  - path: {}\n", db.display());
         if let Some(i) = interval {
@@ -594,7 +615,14 @@ fn main() -> Result<()> {
             }
             Some("localstack") => println!(
                 "{}",
-                b.throughput(size_mb, runs, &Target::S3 { port: 4566, moto: false })?
+                b.throughput(
+                    size_mb,
+                    runs,
+                    &Target::S3 {
+                        port: 4566,
+                        moto: false
+                    }
+                )?
             ),
             Some(other) => bail!("--s3 {other:?}: expected moto or localstack"),
         },
@@ -614,7 +642,10 @@ fn main() -> Result<()> {
             let (mut moto, port) = start_moto()?;
             let r = b.throughput(size_mb, runs, &Target::S3 { port, moto: true });
             let _ = moto.kill(); // the run is over
-            println!("### Replication and restore of a {size_mb} MiB database, S3 (moto)\n\n{}", r?);
+            println!(
+                "### Replication and restore of a {size_mb} MiB database, S3 (moto)\n\n{}",
+                r?
+            );
             println!(
                 "### Lag, sparse writes, defaults\n\n{}",
                 b.lag_report(1200, 50, None)?

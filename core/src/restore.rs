@@ -372,7 +372,8 @@ enum UnitInput {
 impl UnitInput {
     /// Bytes `offset..offset+len` of the file (blocking on the stream).
     fn get(&mut self, offset: u64, len: usize, key: &str) -> Result<&[u8]> {
-        let truncated = || Error::corrupt(key, format!("truncated: no bytes at offset {offset}+{len}"));
+        let truncated =
+            || Error::corrupt(key, format!("truncated: no bytes at offset {offset}+{len}"));
         match self {
             UnitInput::Memory { data, base } => {
                 let rel = offset.checked_sub(*base).ok_or_else(truncated)? as usize;
@@ -689,7 +690,15 @@ async fn write_database(
                         let (tx, rx) = tokio::sync::mpsc::channel(16);
                         let (c, i, start) = (client.clone(), info.clone(), u.start);
                         tokio::spawn(async move {
-                            pump_range(c.as_ref(), &i, start, fetch_end, RetryPolicy::default(), tx).await;
+                            pump_range(
+                                c.as_ref(),
+                                &i,
+                                start,
+                                fetch_end,
+                                RetryPolicy::default(),
+                                tx,
+                            )
+                            .await;
                         });
                         UnitInput::Stream {
                             rx,

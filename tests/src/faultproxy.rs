@@ -62,6 +62,9 @@ pub struct FaultMix {
     pub truncate: bool,
     pub stalls: bool,
     pub stall: Duration,
+    /// Truncate only response bodies of at least this many bytes (others
+    /// pass untouched even when picked for a fault).
+    pub truncate_min_body: usize,
 }
 
 impl FaultMix {
@@ -73,6 +76,7 @@ impl FaultMix {
             truncate: true,
             stalls: true,
             stall: Duration::from_millis(1500),
+            truncate_min_body: 0,
         }
     }
 
@@ -84,6 +88,16 @@ impl FaultMix {
             truncate: true,
             stalls: false,
             stall: Duration::ZERO,
+            truncate_min_body: 0,
+        }
+    }
+
+    /// Only truncated bodies of at least `min` bytes: streams cut midway
+    /// while listings and small reads pass.
+    pub fn cut_large_bodies(min: usize) -> Self {
+        FaultMix {
+            truncate_min_body: min,
+            ..Self::truncate_only()
         }
     }
 }
@@ -290,6 +304,7 @@ fn handle(
     }
     if kind == Some(3)
         && let Some(i) = resp.windows(4).position(|w| w == b"\r\n\r\n")
+        && resp.len() - (i + 4) >= mix.truncate_min_body
     {
         // Cut the body in half; a response without a body is cut inside
         // its headers instead.

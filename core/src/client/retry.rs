@@ -324,18 +324,29 @@ pub async fn pump_range(
     policy: RetryPolicy,
     tx: tokio::sync::mpsc::Sender<Result<Vec<u8>>>,
 ) {
-    let what = format!("{} level {} {}", client.location(), info.level, info.file_name());
+    let what = format!(
+        "{} level {} {}",
+        client.location(),
+        info.level,
+        info.file_name()
+    );
     let mut pos = start;
     let mut failures = 0u32;
     while pos < end {
-        let err = match client.open_ltx_file(info.level, info.min_txid, info.max_txid, pos, end - pos).await {
+        let err = match client
+            .open_ltx_file(info.level, info.min_txid, info.max_txid, pos, end - pos)
+            .await
+        {
             Ok(mut r) => loop {
                 let mut chunk = vec![0u8; 512 << 10];
                 match tokio::time::timeout(policy.read_stall, r.read(&mut chunk)).await {
                     Ok(Ok(0)) => {
                         break Error::io(
                             format!("read {what}"),
-                            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("stream ended at {pos} of {end}")),
+                            std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("stream ended at {pos} of {end}"),
+                            ),
                         );
                     }
                     Ok(Ok(n)) => {
@@ -358,7 +369,10 @@ pub async fn pump_range(
                     Err(_) => {
                         break Error::io(
                             format!("read {what}"),
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {:?}", policy.read_stall)),
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no data for {:?}", policy.read_stall),
+                            ),
                         );
                     }
                 }
