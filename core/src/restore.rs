@@ -541,7 +541,28 @@ pub async fn restore(
             "cannot restore: output path already exists: {out_name} (use -force to replace it)"
         )));
     }
-    let plan = plan_restore(client.as_ref(), opts.target).await?;
+    // Retention may delete a planned file while the restore runs (a newer
+    // file then covers it): plan again.
+    let mut attempt = 0;
+    loop {
+        let plan = plan_restore(client.as_ref(), opts.target).await?;
+        match restore_plan(client.clone(), opts, &plan, started).await {
+            Err(e) if e.is_not_found() && attempt < 3 => {
+                attempt += 1;
+                tracing::warn!(error = %e, "a planned file disappeared (retention); planning again");
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn restore_plan(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+    plan: &RestorePlan,
+    started: Instant,
+) -> Result<RestoreSummary> {
+    let out_path = opts.output.clone();
     let par = opts.parallelism.max(1);
 
     // Headers and page indexes of every file.

@@ -74,9 +74,17 @@ pub struct RestoreArgs {
     /// Restore to this transaction ID (16 hex digits).
     #[arg(long, value_name = "TXID")]
     pub txid: Option<String>,
-    /// Restore to the state at this time (RFC 3339).
-    #[arg(long, value_name = "TIME")]
+    /// Restore to the state at this time: RFC 3339 (2026-01-02T15:04:05Z)
+    /// or a duration before now (-5m, -1h30m).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub timestamp: Option<String>,
+    /// Litestream 0.3 replicas: restore from this generation.
+    #[arg(long, value_name = "ID")]
+    pub generation: Option<String>,
+    /// Litestream 0.3 replicas: apply WAL files up to this index (hex,
+    /// inclusive; needs -generation).
+    #[arg(long, value_name = "INDEX")]
+    pub index: Option<String>,
     /// Range reads in flight at once.
     #[arg(long, default_value_t = 8)]
     pub parallelism: usize,

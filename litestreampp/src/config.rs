@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::client::s3::S3Settings;
+use litestreampp_core::levels::LevelsConfig;
 use serde_json::Value;
 
 /// Keys a replica section (or the top level, as defaults) may hold.
@@ -257,6 +258,9 @@ pub struct DbConfig {
     pub min_checkpoint_page_count: Option<u32>,
     pub truncate_page_n: Option<u32>,
     pub max_sync_wal_bytes: Option<u64>,
+    /// Compaction levels, snapshots and retention: the top-level settings
+    /// with this database's `snapshot` overrides.
+    pub levels: LevelsConfig,
 }
 
 /// The whole file.
@@ -264,7 +268,7 @@ pub struct DbConfig {
 pub struct Config {
     pub path: PathBuf,
     pub dbs: Vec<DbConfig>,
-    pub l0_retention: Option<Duration>,
+    pub levels: LevelsConfig,
     pub log_level: Option<String>,
 }
 
@@ -313,6 +317,7 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
+    let levels = parse_levels(top, &where_)?;
     let mut dbs = Vec::new();
     if let Some(list) = top.get("dbs") {
         let list = list
@@ -324,13 +329,9 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
                 .as_object()
                 .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
             check_keys(m, &[DB_KEYS], &at)?;
-            dbs.push(parse_db(m, &defaults, &at)?);
+            dbs.push(parse_db(m, &defaults, &levels, &at)?);
         }
     }
-    let l0_retention = top
-        .get("l0-retention")
-        .map(|v| parse_duration_value(v).context("l0-retention"))
-        .transpose()?;
     let log_level = top
         .get("logging")
         .and_then(|l| l.get("level"))
@@ -339,7 +340,7 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
     Ok(Config {
         path: path.to_path_buf(),
         dbs,
-        l0_retention,
+        levels,
         log_level,
     })
 }
@@ -353,9 +354,76 @@ fn check_keys(m: &serde_json::Map<String, Value>, allowed: &[&[&str]], at: &str)
     Ok(())
 }
 
+/// `levels`, `snapshot`, `l0-retention`, `retention.enabled` and
+/// `verify-compaction` (Litestream's defaults where absent).
+fn parse_levels(top: &serde_json::Map<String, Value>, at: &str) -> Result<LevelsConfig> {
+    let mut c = LevelsConfig::default();
+    let dur = |v: &Value, k: &str| -> Result<Duration> {
+        parse_duration_value(v).with_context(|| format!("config {at}: {k}"))
+    };
+    if let Some(v) = top.get("levels") {
+        let list = v
+            .as_array()
+            .ok_or_else(|| anyhow!("config {at}: levels: expected a list of {{interval: ...}}"))?;
+        c.intervals = list
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let iv = l
+                    .get("interval")
+                    .ok_or_else(|| anyhow!("config {at}: levels[{i}].interval required"))?;
+                let d = dur(iv, &format!("levels[{i}].interval"))?;
+                if d.is_zero() {
+                    bail!("config {at}: levels[{i}].interval must be positive");
+                }
+                Ok(d)
+            })
+            .collect::<Result<_>>()?;
+    }
+    apply_snapshot(&mut c, top.get("snapshot"), at)?;
+    if let Some(v) = top.get("l0-retention") {
+        c.l0_retention = dur(v, "l0-retention")?;
+    }
+    if let Some(v) = top.get("verify-compaction") {
+        c.verify_compaction = v
+            .as_bool()
+            .ok_or_else(|| anyhow!("config {at}: verify-compaction: expected true or false"))?;
+    }
+    if let Some(r) = top.get("retention") {
+        if let Some(e) = r.get("enabled") {
+            c.retention_enabled = e
+                .as_bool()
+                .ok_or_else(|| anyhow!("config {at}: retention.enabled: expected true or false"))?;
+        }
+    }
+    c.validate().map_err(|e| anyhow!("config {at}: {e}"))?;
+    Ok(c)
+}
+
+fn apply_snapshot(c: &mut LevelsConfig, v: Option<&Value>, at: &str) -> Result<()> {
+    let Some(v) = v else { return Ok(()) };
+    let m = v
+        .as_object()
+        .ok_or_else(|| anyhow!("config {at}: snapshot: expected {{interval, retention}}"))?;
+    check_keys(m, &[&["interval", "retention"]], &format!("{at}: snapshot"))?;
+    if let Some(i) = m.get("interval") {
+        c.snapshot_interval =
+            parse_duration_value(i).with_context(|| format!("config {at}: snapshot.interval"))?;
+        if c.snapshot_interval.is_zero() {
+            bail!("config {at}: snapshot.interval must be positive");
+        }
+    }
+    if let Some(r) = m.get("retention") {
+        c.snapshot_retention =
+            parse_duration_value(r).with_context(|| format!("config {at}: snapshot.retention"))?;
+    }
+    Ok(())
+}
+
 fn parse_db(
     m: &serde_json::Map<String, Value>,
     defaults: &BTreeMap<String, Value>,
+    levels: &LevelsConfig,
     at: &str,
 ) -> Result<DbConfig> {
     if m.contains_key("dir") || m.contains_key("pattern") {
@@ -407,6 +475,8 @@ fn parse_db(
     let meta_path = str_key(m, "meta-path", at)?
         .map(|p| expand_path(&p))
         .transpose()?;
+    let mut levels = levels.clone();
+    apply_snapshot(&mut levels, m.get("snapshot"), at)?;
     Ok(DbConfig {
         path,
         replica,
@@ -417,6 +487,7 @@ fn parse_db(
         min_checkpoint_page_count: u32_of("min-checkpoint-page-count")?,
         truncate_page_n: u32_of("truncate-page-n")?,
         max_sync_wal_bytes: num("max-sync-wal-bytes")?,
+        levels,
     })
 }
 

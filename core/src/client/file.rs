@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use futures::stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{ByteReader, FileInfo, FileStream, LtxBody, ReplicaClient};
+use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::ltx::Header;
@@ -226,5 +226,57 @@ impl ReplicaClient for FileReplicaClient {
             Err(e) => Err(Error::io(format!("delete {}", root.display()), e)),
         })
         .await
+    }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>> {
+        let dir = self.raw_path(dir)?;
+        blocking(move || {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+            };
+            let mut out = Vec::new();
+            for e in rd {
+                let e = e.ctx(|| format!("list {}", dir.display()))?;
+                let Ok(md) = e.metadata() else { continue }; // deleted meanwhile
+                out.push(RawEntry {
+                    name: e.file_name().to_string_lossy().into_owned(),
+                    is_dir: md.is_dir(),
+                    size: md.len(),
+                    modified: md
+                        .modified()
+                        .map(to_timestamp)
+                        .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                });
+            }
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader> {
+        let path = self.raw_path(path)?;
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        Ok(Box::pin(f))
+    }
+}
+
+impl FileReplicaClient {
+    /// `rel` under the root; never outside it.
+    fn raw_path(&self, rel: &str) -> Result<PathBuf> {
+        let ok = rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !ok {
+            return Err(Error::InvalidInput(format!(
+                "{}: invalid replica path {rel:?}",
+                self.root.display()
+            )));
+        }
+        Ok(self.root.join(rel))
     }
 }

@@ -169,6 +169,35 @@ pub trait ReplicaClient: Send + Sync + Debug {
 
     /// Deletes the whole replica.
     async fn delete_all(&self) -> Result<()>;
+
+    /// Lists `dir` (relative to the replica root, `/`-separated) outside
+    /// the LTX layout: used to read Litestream 0.3 replicas. A missing
+    /// directory lists as empty.
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>> {
+        Err(Error::InvalidInput(format!(
+            "{}: listing {dir} is not supported by the {} backend",
+            self.location(),
+            self.kind()
+        )))
+    }
+
+    /// Opens `path` (relative to the replica root) outside the LTX layout.
+    async fn open_raw(&self, path: &str) -> Result<ByteReader> {
+        Err(Error::InvalidInput(format!(
+            "{}: reading {path} is not supported by the {} backend",
+            self.location(),
+            self.kind()
+        )))
+    }
+}
+
+/// An entry of [`ReplicaClient::list_raw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub name: String,
+    pub is_dir: bool,
+    pub size: u64,
+    pub modified: jiff::Timestamp,
 }
 
 /// Reads a whole range of a replica file into memory.

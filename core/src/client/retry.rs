@@ -310,6 +310,14 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
     async fn delete_all(&self) -> Result<()> {
         self.retry("delete all", || self.inner.delete_all()).await
     }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<super::RawEntry>> {
+        self.retry("list", || self.inner.list_raw(dir)).await
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader> {
+        self.retry("open", || self.inner.open_raw(path)).await
+    }
 }
 
 /// Streams bytes `start..end` of a file into `tx` in chunks, reopening the

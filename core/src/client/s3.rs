@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
-use super::{ByteReader, FileInfo, FileStream, LtxBody, ReplicaClient};
+use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient};
 use crate::error::{Error, Result};
 use crate::ltx::Header;
 use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
@@ -1074,6 +1074,77 @@ impl ReplicaClient for S3ReplicaClient {
             .map(|f| self.key(f.level, f.min_txid, f.max_txid))
             .collect();
         self.delete_keys(keys).await
+    }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>> {
+        let client = self.conn.client().await?;
+        let prefix = format!("{}/{}/", self.settings().path, dir.trim_matches('/'));
+        let what = format!("list {}", self.describe(&prefix));
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.settings().bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err(e, &what))?;
+            for p in page.common_prefixes() {
+                if let Some(name) = p
+                    .prefix()
+                    .and_then(|k| k.strip_prefix(&prefix))
+                    .map(|k| k.trim_end_matches('/'))
+                    .filter(|k| !k.is_empty())
+                {
+                    out.push(RawEntry {
+                        name: name.to_string(),
+                        is_dir: true,
+                        size: 0,
+                        modified: jiff::Timestamp::UNIX_EPOCH,
+                    });
+                }
+            }
+            for o in page.contents() {
+                if let Some(name) = o
+                    .key()
+                    .and_then(|k| k.strip_prefix(&prefix))
+                    .filter(|k| !k.is_empty() && !k.contains('/'))
+                {
+                    out.push(RawEntry {
+                        name: name.to_string(),
+                        is_dir: false,
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o
+                            .last_modified()
+                            .map(to_timestamp)
+                            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader> {
+        let client = self.conn.client().await?;
+        let key = format!("{}/{}", self.settings().path, path.trim_matches('/'));
+        let mut req = client
+            .get_object()
+            .bucket(&self.settings().bucket)
+            .key(&key);
+        if let Some(k) = &self.sse_key {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&k.key_b64)
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_err(e, &format!("get {}", self.describe(&key))))?;
+        Ok(Box::pin(out.body.into_async_read()))
     }
 
     async fn delete_all(&self) -> Result<()> {

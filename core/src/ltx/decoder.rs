@@ -31,6 +31,8 @@ pub struct Decoder<R: Read> {
     lock: u32,
     pages_done: bool,
     cbuf: Vec<u8>,
+    /// The last page came as an LZ4 block (now in `cbuf`).
+    last_block: bool,
     /// Rolling checksum of a snapshot that carries checksums.
     db_checksum: Option<DatabaseChecksum>,
 }
@@ -58,6 +60,7 @@ impl<R: Read> Decoder<R> {
             prev_pgno: 0,
             pages_done: false,
             cbuf: Vec::new(),
+            last_block: false,
         })
     }
 
@@ -114,6 +117,7 @@ impl<R: Read> Decoder<R> {
             self.cbuf.resize(len, 0);
             read_exact(&mut self.r, &mut self.cbuf, &self.name, "page data")?;
             decompress_page(&self.cbuf, buf, pgno, &self.name)?;
+            self.last_block = true;
             self.n += 4 + len as u64;
             self.crc.update(&ph);
             self.crc.update(&sz);
@@ -124,6 +128,7 @@ impl<R: Read> Decoder<R> {
             };
             lz4frame::read_frame(&mut counting, buf)
                 .map_err(|e| Error::corrupt(self.name.clone(), format!("page {pgno}: {e}")))?;
+            self.last_block = false;
             self.n += counting.n;
             self.crc.update(&ph);
         } else {
@@ -140,6 +145,13 @@ impl<R: Read> Decoder<R> {
         });
         self.prev_pgno = pgno;
         Ok(Some(PageFrame { pgno }))
+    }
+
+    /// The LZ4 block the last page was stored as, so it can be copied to
+    /// another file without compressing it again (`None` for the legacy
+    /// per-page frame form). Valid until the next call to `next_page`.
+    pub fn last_block(&self) -> Option<&[u8]> {
+        self.last_block.then_some(self.cbuf.as_slice())
     }
 
     fn check_pgno(&self, pgno: u32) -> Result<()> {

@@ -162,6 +162,21 @@ impl<W: Write> Encoder<W> {
         r
     }
 
+    /// Writes a page whose LZ4 block is already known (copied from another
+    /// LTX file, see [`Decoder::last_block`](super::Decoder::last_block)):
+    /// the block is written as it is, `data` (the page) feeds the checksum.
+    pub fn write_page_block(&mut self, pgno: u32, data: &[u8], block: &[u8]) -> Result<()> {
+        self.check_next(self.prev_pgno, pgno, data.len())?;
+        let mut head = [0u8; 10];
+        head[0..4].copy_from_slice(&pgno.to_be_bytes());
+        head[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
+        head[6..10].copy_from_slice(&(block.len() as u32).to_be_bytes());
+        let mut d = super::checksum::Crc64Digest::default();
+        d.update(&head);
+        d.update(data);
+        self.write_compressed(pgno, block, d.finalize())
+    }
+
     /// Encodes a batch of pages (ascending), compressing and checksumming
     /// them on all cores. The bytes written are the same as page by page.
     pub fn encode_pages(&mut self, pages: &[(u32, &[u8])]) -> Result<()> {

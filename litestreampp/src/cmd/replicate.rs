@@ -6,17 +6,21 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::future::join_all;
 use litestreampp_core::db::DbOptions;
+use litestreampp_core::levels::LevelsConfig;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
+use litestreampp_core::scheduler::Scheduler;
 
 use super::{init_logging, load_config, runtime, shutdown_signal};
 use crate::cli::ReplicateArgs;
 use crate::config::{self, DbConfig, ReplicaConfig, parse_go_duration};
 
+/// Compactions and snapshot uploads run at once, across all databases.
+const COMPACTION_WORKERS: usize = 4;
+
 fn options(
     db: &DbConfig,
     replica: &ReplicaConfig,
-    l0_retention: Option<Duration>,
     sync_interval: Option<Duration>,
 ) -> Result<ReplicatorOptions> {
     let mut o = ReplicatorOptions {
@@ -24,6 +28,7 @@ fn options(
             meta_dir: db.meta_path.clone(),
             ..DbOptions::default()
         },
+        levels: db.levels.clone(),
         ..ReplicatorOptions::default()
     };
     if let Some(v) = db.monitor_interval {
@@ -34,9 +39,6 @@ fn options(
     }
     if let Some(v) = sync_interval {
         o.sync_interval = v;
-    }
-    if let Some(v) = l0_retention {
-        o.l0_retention = v;
     }
     if let Some(v) = db.checkpoint_interval {
         o.db.checkpoint_interval = v;
@@ -63,7 +65,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         .map(parse_go_duration)
         .transpose()
         .context("-sync-interval")?;
-    let (dbs, l0_retention, log_level) = match (&args.db_path, &args.replica_url) {
+    let (dbs, log_level) = match (&args.db_path, &args.replica_url) {
         (Some(db), Some(url)) => {
             if args.config.config.is_some() {
                 bail!("cannot use -config together with DB_PATH REPLICA_URL");
@@ -78,15 +80,16 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 min_checkpoint_page_count: None,
                 truncate_page_n: None,
                 max_sync_wal_bytes: None,
+                levels: LevelsConfig::default(),
             };
-            (vec![db], None, None)
+            (vec![db], None)
         }
         (Some(_), None) => {
             bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
         }
         _ => {
             let cfg = load_config(&args.config)?;
-            (cfg.dbs, cfg.l0_retention, cfg.log_level)
+            (cfg.dbs, cfg.log_level)
         }
     };
     init_logging(args.log_level.as_deref().or(log_level.as_deref()));
@@ -102,12 +105,25 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         let client = replica
             .client()
             .with_context(|| format!("database {}", db.path.display()))?;
-        let opts = options(db, replica, l0_retention, sync_interval)?;
+        let opts = options(db, replica, sync_interval)?;
+        if !opts.levels.retention_enabled {
+            tracing::warn!(db = %db.path.display(), "retention disabled: old replica files are never deleted; configure lifecycle rules on the bucket");
+        }
         tracing::info!(db = %db.path.display(), replica = %replica.describe(), "replicating");
         replicators.push(Replicator::new(&db.path, Replica::new(client), opts));
     }
     let rt = runtime()?;
     rt.block_on(async move {
+        // One queue and worker pool for the compaction, snapshots and
+        // retention of every database.
+        let scheduler = (!args.once).then(|| Scheduler::start(COMPACTION_WORKERS));
+        let replicators: Vec<Replicator> = replicators
+            .into_iter()
+            .map(|r| match &scheduler {
+                Some(s) => r.with_scheduler(s.clone()),
+                None => r,
+            })
+            .collect();
         if args.once {
             let mut failed = 0;
             for mut r in replicators {

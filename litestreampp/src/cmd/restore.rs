@@ -7,6 +7,7 @@ use litestreampp_core::TxId;
 use litestreampp_core::restore::{
     IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore,
 };
+use litestreampp_core::v3::{self, V3Target};
 
 use super::{init_logging, resolve_target, runtime};
 use crate::cli::RestoreArgs;
@@ -24,12 +25,29 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
         (Some(t), None) => {
             RestoreTarget::TxId(t.parse::<TxId>().map_err(|e| anyhow!("-txid: {e}"))?)
         }
-        (None, Some(ts)) => {
-            RestoreTarget::Timestamp(ts.parse::<jiff::Timestamp>().map_err(|e| {
-                anyhow!("-timestamp {ts:?}: expected RFC 3339, e.g. 2026-01-02T15:04:05Z: {e}")
-            })?)
-        }
+        (None, Some(ts)) => RestoreTarget::Timestamp(parse_timestamp(ts, jiff::Timestamp::now())?),
         (None, None) => RestoreTarget::Latest,
+    };
+    let index = args
+        .index
+        .as_deref()
+        .map(|i| {
+            u32::from_str_radix(i.trim_start_matches("0x"), 16)
+                .map_err(|_| anyhow!("-index {i:?}: expected a hex WAL index, e.g. 0000002a"))
+        })
+        .transpose()?;
+    // Flags that only mean something for a Litestream 0.3 replica.
+    let v3_only = args.generation.is_some() || index.is_some();
+    if v3_only && args.txid.is_some() {
+        bail!("-txid applies to LTX replicas; -generation/-index to Litestream 0.3 replicas");
+    }
+    let v3_target = V3Target {
+        generation: args.generation.clone(),
+        index,
+        timestamp: match target {
+            RestoreTarget::Timestamp(t) => Some(t),
+            _ => None,
+        },
     };
     let integrity_check: IntegrityCheck = args.integrity_check.parse()?;
     if args.if_db_not_exists && std::fs::symlink_metadata(&output).is_ok() {
@@ -38,6 +56,28 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
     }
     let rt = runtime()?;
     rt.block_on(async move {
+        // A Litestream 0.3 replica (generations/ layout) is read when asked
+        // for, or when there is no LTX backup that fits, as Litestream 0.5
+        // does.
+        let use_v3 = if v3_only {
+            true
+        } else {
+            match plan_restore(client.as_ref(), target).await {
+                Err(e)
+                    if e.is_not_found()
+                        || matches!(e, litestreampp_core::Error::TxNotAvailable { .. }) =>
+                {
+                    !v3::generations(client.as_ref())
+                        .await
+                        .unwrap_or_default()
+                        .is_empty()
+                }
+                _ => false,
+            }
+        };
+        if use_v3 {
+            return restore_v3(client, &output, &v3_target, &args, integrity_check).await;
+        }
         if args.dry_run {
             let plan = match plan_restore(client.as_ref(), target).await {
                 Err(e) if args.if_replica_exists && e.is_not_found() => {
@@ -81,6 +121,89 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
     })
 }
 
+async fn restore_v3(
+    client: std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>,
+    output: &std::path::Path,
+    target: &V3Target,
+    args: &RestoreArgs,
+    integrity_check: IntegrityCheck,
+) -> Result<ExitCode> {
+    if args.dry_run {
+        let plan = v3::plan(client.as_ref(), target)
+            .await
+            .with_context(|| format!("plan restore from {}", client.location()))?;
+        let files: Vec<serde_json::Value> = std::iter::once(&plan.snapshot)
+            .chain(&plan.segments)
+            .map(|f| {
+                serde_json::json!({
+                    "generation": f.generation,
+                    "index": format!("{:08x}", f.index),
+                    "offset": f.offset,
+                    "size": f.size,
+                    "kind": if std::ptr::eq(f, &plan.snapshot) { "snapshot" } else { "wal" },
+                    "timestamp": f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                })
+            })
+            .collect();
+        if args.json {
+            let v = serde_json::json!({
+                "output": output.display().to_string(),
+                "format": "litestream-0.3",
+                "files": files,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!(
+                "restore to {} from Litestream 0.3 generation {}: snapshot {:08x} and {} WAL segments",
+                output.display(),
+                plan.snapshot.generation,
+                plan.snapshot.index,
+                plan.segments.len()
+            );
+            for f in &plan.segments {
+                println!("wal {:08x} offset {} size {}", f.index, f.offset, f.size);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = RestoreOptions {
+        output: output.to_path_buf(),
+        target: RestoreTarget::Latest,
+        overwrite: args.force,
+        integrity_check,
+        parallelism: args.parallelism,
+    };
+    let s = v3::restore(client.clone(), &opts, target)
+        .await
+        .with_context(|| format!("restore {} from {}", output.display(), client.location()))?;
+    eprintln!(
+        "restored {} from a Litestream 0.3 replica ({} files, {} bytes) in {:.3}s",
+        s.output.display(),
+        s.files,
+        s.bytes_read,
+        s.elapsed.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `-timestamp`: RFC 3339, or `-<Go duration>` before `now`.
+fn parse_timestamp(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
+    if let Some(d) = s.strip_prefix('-') {
+        let d =
+            crate::config::parse_go_duration(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
+        let span =
+            jiff::SignedDuration::try_from(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
+        return now
+            .checked_sub(span)
+            .map_err(|e| anyhow!("-timestamp {s:?}: {e}"));
+    }
+    s.parse::<jiff::Timestamp>().map_err(|e| {
+        anyhow!(
+            "-timestamp {s:?}: expected RFC 3339 (2026-01-02T15:04:05Z) or a duration before now (-5m): {e}"
+        )
+    })
+}
+
 fn print_plan(
     plan: &litestreampp_core::restore::RestorePlan,
     output: &std::path::Path,
@@ -107,5 +230,31 @@ fn print_plan(
     println!("level  min_txid          max_txid          size");
     for f in &plan.files {
         println!("{:<6} {} {} {}", f.level, f.min_txid, f.max_txid, f.size);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_absolute_and_relative() {
+        let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+        let p = |s| parse_timestamp(s, now).map(|t| t.to_string());
+        assert_eq!(p("-5m").unwrap(), "2026-11-22T11:55:00Z");
+        assert_eq!(p("-1h30m").unwrap(), "2026-11-22T10:30:00Z");
+        assert_eq!(p("-0s").unwrap(), "2026-11-22T12:00:00Z");
+        assert_eq!(
+            p("2026-01-02T15:04:05.5Z").unwrap(),
+            "2026-01-02T15:04:05.5Z"
+        );
+        assert!(
+            p("-5 minutes")
+                .unwrap_err()
+                .to_string()
+                .contains("-5 minutes")
+        );
+        assert!(p("yesterday").unwrap_err().to_string().contains("RFC 3339"));
     }
 }
