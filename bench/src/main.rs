@@ -60,6 +60,19 @@ enum Cmd {
         #[arg(long)]
         sync_interval: Option<String>,
     },
+    /// A day of simulated history (every interval divided by --speed):
+    /// files per level and the restore of each tool's replica.
+    History {
+        #[arg(long, default_value_t = 256)]
+        size_mb: u64,
+        /// Simulated seconds per real second.
+        #[arg(long, default_value_t = 720)]
+        speed: u32,
+        #[arg(long, default_value_t = 20)]
+        writes_per_sec: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Everything, as recorded in docs/benchmarks.md.
     All {
         #[arg(long, default_value_t = 1024)]
@@ -454,6 +467,189 @@ impl Bench {
         ))
     }
 
+    /// A day of history at `speed` simulated seconds per second: both tools
+    /// replicate identical copies of a database under the same write load
+    /// with every interval (compaction levels, snapshots, retention) divided
+    /// by `speed`; then each replica is restored by both tools.
+    fn history(
+        &self,
+        size_mb: u64,
+        speed: u32,
+        writes_per_sec: u32,
+        runs: usize,
+    ) -> Result<String> {
+        let src = self.work.join(format!("source-{size_mb}m.db"));
+        eprintln!("generating {} ({size_mb} MiB)...", src.display());
+        generate_db(&src, size_mb)?;
+        let scaled = |secs: f64| {
+            format!(
+                "{}ms",
+                ((secs * 1000.0) / f64::from(speed)).round().max(1.0) as u64
+            )
+        };
+        let day = Duration::from_secs_f64(86_400.0 / f64::from(speed));
+        let dir = self.work.join("history");
+        fresh_dir(&dir)?;
+        let mut children = Vec::new();
+        let mut dbs = Vec::new();
+        for tool in ["go", "ours"] {
+            let db = dir.join(format!("{tool}.db"));
+            std::fs::copy(&src, &db)?;
+            let replica = dir.join(format!("replica-{tool}"));
+            let cfg = dir.join(format!("{tool}.yml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "levels:\n  - interval: {}\n  - interval: {}\n  - interval: {}\n\
+                     snapshot:\n  interval: {}\n  retention: {}\n\
+                     l0-retention: {}\nl0-retention-check-interval: {}\n\
+                     dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      type: file\n      path: {}\n      sync-interval: 100ms\n",
+                    scaled(30.0),
+                    scaled(300.0),
+                    scaled(3600.0),
+                    scaled(86_400.0),
+                    scaled(86_400.0),
+                    scaled(300.0),
+                    scaled(15.0),
+                    db.display(),
+                    replica.display()
+                ),
+            )?;
+            let mut c = if tool == "go" { self.go() } else { self.ours() };
+            c.args(["replicate", "-config"])
+                .arg(&cfg)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("{tool}.log")))?);
+            children.push(c.spawn()?);
+            dbs.push((tool, db, replica));
+        }
+        eprintln!(
+            "simulating a day: {:.0} s of writes at {writes_per_sec}/s per database...",
+            day.as_secs_f64()
+        );
+        // The same writes to both databases: updates of random rows.
+        let conns: Vec<Connection> = dbs
+            .iter()
+            .map(|(_, db, _)| {
+                let c = Connection::open(db)?;
+                c.busy_timeout(Duration::from_secs(10))?;
+                Ok(c)
+            })
+            .collect::<Result<_>>()?;
+        let rows: i64 = conns[0].query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
+        let mut rng = rand::rng();
+        let t0 = Instant::now();
+        let mut n = 0u64;
+        while t0.elapsed() < day {
+            let id = rng.random_range(1..=rows);
+            let payload: Vec<u8> = (0..300).map(|_| rng.random()).collect();
+            for c in &conns {
+                c.execute(
+                    "UPDATE events SET payload = ?1 WHERE id = ?2",
+                    rusqlite::params![payload, id],
+                )?;
+            }
+            n += 1;
+            let due = t0 + Duration::from_secs_f64(n as f64 / f64::from(writes_per_sec));
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+        }
+        drop(conns);
+        std::thread::sleep(Duration::from_secs(2));
+        for mut child in children {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            child.wait()?;
+        }
+        let mut rows_md = String::new();
+        let mut outputs = Vec::new();
+        for (tool, _, replica) in &dbs {
+            let url = format!("file://{}", replica.display());
+            let counts: Vec<String> = [0u32, 1, 2, 3, 9]
+                .iter()
+                .map(|l| {
+                    let n = std::fs::read_dir(replica.join(format!("ltx/{l}")))
+                        .map(|rd| rd.count())
+                        .unwrap_or(0);
+                    format!("L{l} {n}")
+                })
+                .collect();
+            // The plan (Litestream's algorithm, both tools use it).
+            let mut c = self.ours();
+            c.args(["restore", "-dry-run", "-json", "-o"])
+                .arg(dir.join("plan.db"))
+                .arg(&url);
+            let out = c.output()?;
+            if !out.status.success() {
+                bail!("plan {url}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let plan: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+            let files = plan["files"].as_array().map_or(0, |a| a.len());
+            let bytes = plan["total_bytes"].as_u64().unwrap_or(0);
+            let mut walls = (Vec::new(), Vec::new());
+            for run in 0..runs {
+                for who in ["go", "ours"] {
+                    let o = dir.join(format!("restored-{tool}-by-{who}.db"));
+                    let _ = std::fs::remove_file(&o);
+                    let mut c = if who == "go" { self.go() } else { self.ours() };
+                    c.args(["restore", "-o"]).arg(&o).arg(&url);
+                    let m = measure(c)?;
+                    eprintln!(
+                        "run {run}: {who} restores the {tool} replica in {:.2}s",
+                        m.wall
+                    );
+                    if who == "go" {
+                        walls.0.push(m.wall)
+                    } else {
+                        walls.1.push(m.wall)
+                    }
+                    if run + 1 == runs {
+                        outputs.push(o)
+                    } else {
+                        std::fs::remove_file(&o)?
+                    }
+                }
+            }
+            let (g, o) = (median(walls.0), median(walls.1));
+            let writer = if *tool == "go" {
+                "Go Litestream 0.5.17"
+            } else {
+                "litestreampp"
+            };
+            rows_md.push_str(&format!(
+                "| {writer} | {} | {files} files, {:.1} MB | {g:.2} s | {o:.2} s | **{:.1}×** |\n",
+                counts.join(", "),
+                bytes as f64 / 1e6,
+                g / o
+            ));
+        }
+        for pair in outputs.chunks(2) {
+            if std::fs::read(&pair[0])? != std::fs::read(&pair[1])? {
+                bail!(
+                    "restores of the same replica differ: {} {}",
+                    pair[0].display(),
+                    pair[1].display()
+                );
+            }
+        }
+        Ok(format!(
+            "A {size_mb} MiB database, {n} single-row updates over one simulated day ({writes_per_sec}/s for {:.0} s, every interval divided by {speed}: \
+             L1 {}, L2 {}, L3 {}, snapshots every {} kept {}, L0 retention {}), replicated by each tool to its own `file` replica at the same time. \
+             Then each replica is restored by both tools (outputs compared byte for byte; medians of {runs} runs).\n\n\
+             | replica written by | files per level at the end | restore plan | Go restore | litestreampp restore | ratio |\n|---|---|---|---|---|---|\n{rows_md}",
+            day.as_secs_f64(),
+            scaled(30.0),
+            scaled(300.0),
+            scaled(3600.0),
+            scaled(86_400.0),
+            scaled(86_400.0),
+            scaled(300.0),
+        ))
+    }
+
     /// Lag from commit to the replica holding it. Each write grows the
     /// database by a page, so the replica file whose header `commit` (database
     /// size in pages) reaches the size after a write holds that write.
@@ -634,6 +830,12 @@ fn main() -> Result<()> {
             "{}",
             b.lag_report(interval_ms, samples, sync_interval.as_deref())?
         ),
+        Cmd::History {
+            size_mb,
+            speed,
+            writes_per_sec,
+            runs,
+        } => println!("{}", b.history(size_mb, speed, writes_per_sec, runs)?),
         Cmd::All { size_mb, runs } => {
             println!(
                 "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",
@@ -657,6 +859,10 @@ fn main() -> Result<()> {
             println!(
                 "### Lag, a write every 100 ms, defaults\n\n{}",
                 b.lag_report(100, 100, None)?
+            );
+            println!(
+                "### Restore after a day of simulated history\n\n{}",
+                b.history(256, 720, 20, runs)?
             );
         }
     }

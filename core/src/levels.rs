@@ -95,6 +95,16 @@ impl LevelsConfig {
         Ok(())
     }
 
+    /// The shortest pause between two runs of one database's tasks.
+    fn min_gap(&self) -> Duration {
+        self.intervals
+            .iter()
+            .copied()
+            .chain([self.snapshot_interval, Duration::from_secs(1)])
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
     fn interval(&self, level: u32) -> Duration {
         if level == SNAPSHOT_LEVEL {
             self.snapshot_interval
@@ -133,6 +143,9 @@ pub struct LevelState {
     pub pending_since: [Option<Timestamp>; 10],
     /// Levels to run once at startup (as Litestream does).
     pub startup: [bool; 10],
+    /// When each level's task last ran: at most once per boundary, as
+    /// Litestream's tickers run.
+    pub last_run: [Option<Timestamp>; 10],
     /// A failed snapshot is not asked for again before this.
     pub snapshot_not_before: Option<Timestamp>,
     /// Highest TXID at any level.
@@ -205,6 +218,8 @@ pub struct Maintainer {
     state: Mutex<LevelState>,
     running: tokio::sync::Mutex<()>,
     snapshot_wanted: AtomicBool,
+    /// A snapshot is being encoded or uploaded.
+    snapshot_busy: AtomicBool,
     snapshot_notify: Notify,
     scheduler: Mutex<Option<Scheduler>>,
     failures: AtomicU64,
@@ -233,6 +248,7 @@ impl Maintainer {
             state: Mutex::new(state),
             running: tokio::sync::Mutex::new(()),
             snapshot_wanted: AtomicBool::new(false),
+            snapshot_busy: AtomicBool::new(false),
             snapshot_notify: Notify::new(),
             scheduler: Mutex::new(None),
             failures: AtomicU64::new(0),
@@ -308,26 +324,28 @@ impl Maintainer {
         self.reschedule();
     }
 
-    /// Records a snapshot written to the replica.
-    pub fn note_snapshot(&self, info: &FileInfo) {
-        self.st().add(info);
-        self.reschedule();
+    /// The database's owner starts a snapshot (asked for or not): no other
+    /// is asked for until [`end_snapshot`](Self::end_snapshot).
+    pub fn begin_snapshot(&self) {
+        self.snapshot_busy.store(true, Ordering::Release);
+        self.snapshot_wanted.store(false, Ordering::Release);
     }
 
-    /// True once a snapshot is due; the owner of the database takes it and
-    /// reports it with [`note_snapshot`](Self::note_snapshot).
-    pub fn take_snapshot_request(&self) -> bool {
-        self.snapshot_wanted.swap(false, Ordering::AcqRel)
-    }
-
-    /// A requested snapshot failed: ask again later.
-    pub fn snapshot_failed(&self) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+    /// A snapshot ended: `written` is the file now in the replica (none if
+    /// nothing needed one); `failed` asks again after a backoff.
+    pub fn end_snapshot(&self, written: Option<&FileInfo>, failed: bool) {
         {
             let mut s = self.st();
-            s.startup[SNAPSHOT_LEVEL as usize] = true;
-            s.snapshot_not_before = Some(add(Timestamp::now(), retry_delay(n)));
+            if let Some(info) = written {
+                s.add(info);
+            }
+            if failed {
+                let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                s.startup[SNAPSHOT_LEVEL as usize] = true;
+                s.snapshot_not_before = Some(add(Timestamp::now(), retry_delay(n)));
+            }
         }
+        self.snapshot_busy.store(false, Ordering::Release);
         self.reschedule();
     }
 
@@ -370,8 +388,11 @@ impl Maintainer {
             } else {
                 Task::Compact(level)
             };
-            if level == SNAPSHOT_LEVEL && self.snapshot_wanted.load(Ordering::Acquire) {
-                continue; // asked for; the database's owner is on it
+            if level == SNAPSHOT_LEVEL
+                && (self.snapshot_wanted.load(Ordering::Acquire)
+                    || self.snapshot_busy.load(Ordering::Acquire))
+            {
+                continue; // asked for, or under way: the database's owner is on it
             }
             let not_before = if level == SNAPSHOT_LEVEL {
                 s.snapshot_not_before
@@ -382,11 +403,22 @@ impl Maintainer {
                 out.push((not_before.map_or(now, |t| t.max(now)), task));
                 continue;
             }
-            let since = s.pending_since[src as usize].unwrap_or(now);
+            // New data in the source level since the last compaction; a
+            // snapshot only needs the position to have moved past the last
+            // one, whenever that happened.
+            let since = if level == SNAPSHOT_LEVEL {
+                s.newest[SNAPSHOT_LEVEL as usize]
+                    .as_ref()
+                    .map_or(now, |f| f.created_at)
+            } else {
+                s.pending_since[src as usize].unwrap_or(now)
+            };
             let dst_created = s.newest[level as usize]
                 .as_ref()
                 .map_or(since, |f| f.created_at);
-            let due = ceil_boundary(since.max(dst_created), cfg.interval(level));
+            let after_last =
+                s.last_run[level as usize].map_or(since, |t| add(t, Duration::from_nanos(1)));
+            let due = ceil_boundary(since.max(dst_created).max(after_last), cfg.interval(level));
             out.push((not_before.map_or(due, |t| t.max(due)), task));
         }
         let l1 = max_of(&s.newest[1]);
@@ -440,6 +472,7 @@ impl Maintainer {
         for task in due {
             match task {
                 Task::Compact(level) => {
+                    self.st().last_run[level as usize] = Some(now);
                     self.compact(level).await?;
                     self.st().startup[level as usize] = false;
                 }
@@ -449,6 +482,7 @@ impl Maintainer {
                         let mut s = self.st();
                         s.startup[SNAPSHOT_LEVEL as usize] = false;
                         s.snapshot_not_before = None;
+                        s.last_run[SNAPSHOT_LEVEL as usize] = Some(now);
                     }
                     self.snapshot_wanted.store(true, Ordering::Release);
                     self.snapshot_notify.notify_waiters();
@@ -787,10 +821,11 @@ impl Job for MaintainerJob {
     async fn run(&self) -> Option<tokio::time::Instant> {
         let m = &self.0;
         match m.run_due().await {
-            // Never sooner than a second from now, whatever the state says.
+            // Never sooner than the shortest interval (at most a second)
+            // from now, whatever the state says: no busy loop.
             Ok(()) => m
                 .next_due()
-                .map(|t| to_instant(t).max(tokio::time::Instant::now() + Duration::from_secs(1))),
+                .map(|t| to_instant(t).max(tokio::time::Instant::now() + m.cfg.min_gap())),
             Err(e) => {
                 let n = m.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 let retry = retry_delay(n);
@@ -805,6 +840,90 @@ impl Job for MaintainerJob {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn info(level: u32, min: u64, max: u64, created: &str) -> FileInfo {
+        FileInfo {
+            level,
+            min_txid: TxId(min),
+            max_txid: TxId(max),
+            size: 100,
+            created_at: created.parse().unwrap(),
+        }
+    }
+
+    fn maintainer(state: LevelState, dir: &Path) -> Arc<Maintainer> {
+        let client = Arc::new(crate::client::file::FileReplicaClient::new(dir.join("r")));
+        Maintainer::new(
+            "t",
+            client,
+            LevelsConfig::default(),
+            dir.join("l0"),
+            dir.join("w"),
+            state,
+        )
+    }
+
+    fn due_of(m: &Maintainer, now: &str, task: Task) -> Option<String> {
+        m.due_tasks(now.parse().unwrap())
+            .into_iter()
+            .find(|(_, t)| *t == task)
+            .map(|(t, _)| t.to_string())
+    }
+
+    #[test]
+    fn due_times_follow_litestream_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = LevelState::default();
+        for (i, t) in ["10:00:01", "10:00:12", "10:00:41"].iter().enumerate() {
+            st.add(&info(
+                0,
+                i as u64 + 1,
+                i as u64 + 1,
+                &format!("2026-11-22T{t}Z"),
+            ));
+        }
+        st.add(&info(1, 1, 1, "2026-11-22T10:00:01Z"));
+        st.pending_since[0] = Some("2026-11-22T10:00:12Z".parse().unwrap());
+        st.add(&info(SNAPSHOT_LEVEL, 1, 1, "2026-11-22T09:00:00Z"));
+        let m = maintainer(st, dir.path());
+        let now = "2026-11-22T10:00:45Z";
+        // L1: the first 30 s boundary after new L0 data (already passed: due).
+        assert_eq!(
+            due_of(&m, now, Task::Compact(1)).as_deref(),
+            Some("2026-11-22T10:00:30Z")
+        );
+        // L2 at the next 5-minute boundary after L1 gained its file; L3
+        // has nothing to merge: not due at all.
+        assert_eq!(
+            due_of(&m, now, Task::Compact(2)).as_deref(),
+            Some("2026-11-22T10:05:00Z")
+        );
+        assert_eq!(due_of(&m, now, Task::Compact(3)), None);
+        // A snapshot: the first daily boundary after the last one, however
+        // recent the newest L0 data.
+        assert_eq!(
+            due_of(&m, now, Task::Snapshot).as_deref(),
+            Some("2026-11-23T00:00:00Z")
+        );
+        // L0 retention: 5 minutes after the oldest L0 file L1 covers.
+        assert_eq!(
+            due_of(&m, now, Task::L0Retention).as_deref(),
+            Some("2026-11-22T10:05:01Z")
+        );
+        // Having run at 10:00:30, L1 waits for the next boundary even for
+        // data older than that run.
+        m.st().last_run[1] = Some("2026-11-22T10:00:30.002Z".parse().unwrap());
+        assert_eq!(
+            due_of(&m, now, Task::Compact(1)).as_deref(),
+            Some("2026-11-22T10:01:00Z")
+        );
+        // At startup everything with work runs at once, as in Litestream.
+        m.st().startup = [true; 10];
+        assert_eq!(due_of(&m, now, Task::Snapshot).as_deref(), Some(now));
+        // Nothing new anywhere: nothing due (an idle database costs nothing).
+        let idle = maintainer(LevelState::default(), dir.path());
+        assert!(idle.due_tasks(now.parse().unwrap()).is_empty());
+    }
 
     #[test]
     fn boundaries_align_like_go_truncate() {

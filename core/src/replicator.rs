@@ -244,8 +244,29 @@ impl Replicator {
     /// first, then encodes from the database and WAL without blocking
     /// writers, uploads, and records the file.
     pub async fn snapshot(&mut self) -> Result<Option<FileInfo>> {
+        match self.encode_snapshot().await {
+            Ok(Some(job)) => job.upload().await,
+            Ok(None) => {
+                if let Some(m) = &self.maint {
+                    m.end_snapshot(None, false);
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                if let Some(m) = &self.maint {
+                    m.end_snapshot(None, true);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The part of a snapshot that needs the database: sync, upload the L0
+    /// files, encode the snapshot locally. `None` if there is nothing to
+    /// snapshot or the snapshot level already covers the position.
+    async fn encode_snapshot(&mut self) -> Result<Option<SnapshotUpload>> {
         if let Some(m) = &self.maint {
-            m.take_snapshot_request();
+            m.begin_snapshot();
         }
         self.sync_once().await?;
         let mut db = self
@@ -277,30 +298,18 @@ impl Replicator {
                 .as_ref()
                 .is_some_and(|f| f.max_txid >= h.max_txid)
         });
-        let result = if covered {
-            Ok(None)
-        } else {
-            self.replica
-                .client()
-                .write_ltx_file(
-                    SNAPSHOT_LEVEL,
-                    h.min_txid,
-                    h.max_txid,
-                    LtxBody::File(path.clone()),
-                )
-                .await
-                .map(Some)
-        };
-        let _ = std::fs::remove_file(&path); // uploaded or not, the local copy is scratch
-        let info = result?;
-        if let Some(info) = &info {
-            tracing::info!(db = %self.db_path().display(), txid = %info.max_txid, size = info.size, "snapshot complete");
-            if let Some(m) = &self.maint {
-                m.note_snapshot(info);
-            }
-            self.with_status(|s| s.level_snapshots += 1);
+        if covered {
+            let _ = std::fs::remove_file(&path); // scratch copy of a snapshot already in the replica
+            return Ok(None);
         }
-        Ok(info)
+        Ok(Some(SnapshotUpload {
+            client: self.replica.client().clone(),
+            maint: self.maint.clone(),
+            status: self.status.clone(),
+            db: self.db_path(),
+            path,
+            header: h,
+        }))
     }
 
     /// Runs until `shutdown` completes, then finishes with a last sync and
@@ -317,6 +326,7 @@ impl Replicator {
         let mut started = false;
         let mut backoff = Duration::ZERO;
         let mut stopping = false;
+        let mut upload: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             if started {
                 let wait = self.opts.monitor_interval.max(backoff);
@@ -328,17 +338,37 @@ impl Replicator {
                     }
                 };
                 let mut snap = false;
+                // Biased: a requested snapshot is never starved by a
+                // database that changes all the time.
                 tokio::select! {
+                    biased;
                     _ = &mut shutdown => stopping = true,
+                    _ = snapshot_wanted => snap = true,
                     _ = changed.notified() => {},
                     _ = tokio::time::sleep(wait) => {},
-                    _ = snapshot_wanted => snap = true,
                 }
                 if snap && !stopping {
-                    if let Err(e) = self.snapshot().await {
-                        tracing::error!(db = %self.db_path().display(), error = %e, "snapshot failed");
-                        if let Some(m) = &self.maint {
-                            m.snapshot_failed();
+                    // Encode here (it needs the database), upload in the
+                    // background so syncs go on meanwhile.
+                    match self.encode_snapshot().await {
+                        Ok(Some(job)) => {
+                            if let Some(prev) = upload.take() {
+                                let _ = prev.await; // at most one in flight; it reports its own errors
+                            }
+                            upload = Some(tokio::spawn(async move {
+                                let _ = job.upload().await; // logged and recorded by upload()
+                            }));
+                        }
+                        Ok(None) => {
+                            if let Some(m) = &self.maint {
+                                m.end_snapshot(None, false);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(db = %self.db_path().display(), error = %e, "snapshot failed");
+                            if let Some(m) = &self.maint {
+                                m.end_snapshot(None, true);
+                            }
                         }
                     }
                     continue;
@@ -368,6 +398,9 @@ impl Replicator {
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
                     tracing::error!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
                     if stopping {
+                        if let Some(u) = upload.take() {
+                            let _ = u.await; // it reports its own errors
+                        }
                         self.close()?;
                         return Err(e);
                     }
@@ -376,6 +409,10 @@ impl Replicator {
             if stopping {
                 break;
             }
+        }
+        // A snapshot upload in flight completes (or fails) before we stop.
+        if let Some(u) = upload.take() {
+            let _ = u.await; // it reports its own errors
         }
         self.close()?;
         Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default())
@@ -427,6 +464,57 @@ impl Replicator {
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; polling only");
                 None
+            }
+        }
+    }
+}
+
+/// A snapshot encoded locally, waiting to be uploaded.
+struct SnapshotUpload {
+    client: Arc<dyn crate::client::ReplicaClient>,
+    maint: Option<Arc<Maintainer>>,
+    status: Arc<Mutex<ReplicatorStatus>>,
+    db: PathBuf,
+    path: PathBuf,
+    header: crate::ltx::Header,
+}
+
+impl SnapshotUpload {
+    /// Uploads, records the file (or the failure) and removes the local
+    /// copy.
+    async fn upload(self) -> Result<Option<FileInfo>> {
+        let h = self.header;
+        let r = self
+            .client
+            .write_ltx_file(
+                SNAPSHOT_LEVEL,
+                h.min_txid,
+                h.max_txid,
+                LtxBody::File(self.path.clone()),
+            )
+            .await;
+        let _ = std::fs::remove_file(&self.path); // uploaded or not, the local copy is scratch
+        match r {
+            Ok(info) => {
+                tracing::info!(db = %self.db.display(), txid = %info.max_txid, size = info.size, "snapshot complete");
+                if let Some(m) = &self.maint {
+                    m.end_snapshot(Some(&info), false);
+                }
+                if let Ok(mut s) = self.status.lock() {
+                    s.level_snapshots += 1;
+                }
+                Ok(Some(info))
+            }
+            Err(e) => {
+                tracing::error!(db = %self.db.display(), error = %e, "snapshot upload failed");
+                if let Some(m) = &self.maint {
+                    m.end_snapshot(None, true);
+                }
+                if let Ok(mut s) = self.status.lock() {
+                    s.errors += 1;
+                    s.last_error = Some(e.to_string());
+                }
+                Err(e)
             }
         }
     }
