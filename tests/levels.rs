@@ -448,3 +448,64 @@ fn snapshot_does_not_stall_writers() {
         .unwrap();
     assert_eq!(ic, "ok");
 }
+
+/// `retention.enabled: false` leaves every replica file in place (bucket
+/// lifecycle rules delete them), and the schedule still settles: no
+/// request loop over files it chose not to delete.
+#[test]
+fn retention_disabled_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keep.db");
+    let root = dir.path().join("replica");
+    let w = Workload {
+        seed: 12,
+        big_every: 0,
+        shrink_every: 0,
+    };
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    let counting = Arc::new(Counting {
+        inner: FileReplicaClient::new(&root),
+        requests: AtomicU64::new(0),
+    });
+    let client: Arc<dyn ReplicaClient> = counting.clone();
+    let mut cfg = fast_levels();
+    cfg.retention_enabled = false;
+    cfg.snapshot_interval = Duration::from_secs(1);
+    cfg.snapshot_retention = Duration::from_secs(1);
+    let rt = rt();
+    let uploaded = rt.block_on(async {
+        let sched = Scheduler::start(2);
+        let r = Replicator::new(&db, Replica::new(client.clone()), options(cfg))
+            .with_scheduler(sched.clone());
+        let status = r.status_handle();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(r.run(async {
+            let _ = stop_rx.await;
+        }));
+        for n in 1..=40 {
+            w.step(&conn, n, false);
+            tokio::time::sleep(Duration::from_millis(75)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let before = counting.count();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let during = counting.count() - before;
+        let _ = stop_tx.send(());
+        task.await.unwrap().unwrap();
+        assert_eq!(during, 0, "requests once settled with retention off");
+        assert_eq!(sched.counts(), (0, 0));
+        status.lock().unwrap().files_uploaded
+    });
+    drop(conn);
+    // Every L0 file uploaded is still there, and the expired snapshots too.
+    assert_eq!(replica_txids(&root, 0).len() as u64, uploaded);
+    assert!(
+        replica_txids(&root, SNAPSHOT_LEVEL).len() >= 2,
+        "snapshots were deleted: {:?}",
+        level_counts(&root)
+    );
+    let out = dir.path().join("out.db");
+    rt.block_on(restore_to(client, &out, RestoreTarget::Latest));
+    assert_eq!(verify_restore(&out, &w), 40);
+}

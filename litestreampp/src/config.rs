@@ -704,6 +704,45 @@ mod tests {
     }
 
     #[test]
+    fn parses_levels_snapshots_and_retention() {
+        let c = parse_config(
+            "levels:\n  - interval: 10s\n  - interval: 2m\nsnapshot:\n  interval: 12h\n  retention: 48h\nl0-retention: 1m\nl0-retention-check-interval: 5s\nretention:\n  enabled: false\nverify-compaction: true\ndbs:\n  - path: /data/a.db\n    replica:\n      url: file:///b/a\n  - path: /data/b.db\n    snapshot:\n      interval: 1h\n    replica:\n      url: file:///b/b\n",
+            Path::new("test.yml"),
+            true,
+        )
+        .unwrap();
+        let a = &c.dbs[0].levels;
+        assert_eq!(
+            a.intervals,
+            [Duration::from_secs(10), Duration::from_secs(120)]
+        );
+        assert_eq!(a.snapshot_interval, Duration::from_secs(12 * 3600));
+        assert_eq!(a.snapshot_retention, Duration::from_secs(48 * 3600));
+        assert_eq!(a.l0_retention, Duration::from_secs(60));
+        assert!(!a.retention_enabled && a.verify_compaction);
+        // A database's own snapshot settings override the top level's.
+        let b = &c.dbs[1].levels;
+        assert_eq!(b.snapshot_interval, Duration::from_secs(3600));
+        assert_eq!(b.snapshot_retention, Duration::from_secs(48 * 3600));
+        // Defaults are Litestream's.
+        let d = parse_config("dbs: []\n", Path::new("t.yml"), true).unwrap();
+        assert_eq!(d.levels, LevelsConfig::default());
+        for (bad, key) in [
+            ("levels:\n  - interval: 0s\n", "levels[0]"),
+            ("levels:\n  - {}\n", "levels[0].interval"),
+            ("snapshot:\n  interval: 0s\n", "snapshot.interval"),
+            ("snapshot:\n  every: 1h\n", "every"),
+            ("retention:\n  enabled: maybe\n", "retention.enabled"),
+        ] {
+            let e = format!(
+                "{:#}",
+                parse_config(bad, Path::new("t.yml"), true).unwrap_err()
+            );
+            assert!(e.contains(key), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
     fn parses_litestream_config() {
         let c = parse_config(
             "sync-interval: 2s\ndbs:\n  - path: /data/a.db\n    monitor-interval: 100ms\n    replica:\n      url: file:///backups/a\n  - path: /data/b.db\n    replicas:\n      - type: file\n        path: /backups/b\n        sync-interval: 5s\n",
