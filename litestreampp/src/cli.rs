@@ -29,6 +29,9 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the LTX files of a replica.
     Ltx(LtxArgs),
+    /// The fleet: every database matching --pattern, each replicated to a
+    /// replica built from the --replica template.
+    Run(RunArgs),
     /// List the databases of a config file.
     Databases(ConfigArgs),
     /// Print the version.
@@ -114,6 +117,30 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Databases to replicate: an absolute glob (`**` crosses directories),
+    /// e.g. '/data/**/*.db'. Repeatable.
+    #[arg(long, value_name = "GLOB", required = true)]
+    pub pattern: Vec<String>,
+    /// Files to leave out (glob). Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Replica URL template: {path} is the database's path under its
+    /// pattern's root, {dir} its directory, {name} its file name.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub replica: String,
+    /// Back every database up once (a sync and upload each) and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Databases backed up at once.
+    #[arg(long, default_value_t = 16)]
+    pub workers: usize,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct LtxArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -182,6 +209,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
         Command::Replicate(a) => cmd::replicate::run(a),
         Command::Restore(a) => cmd::restore::run(a),
         Command::Ltx(a) => cmd::ltx::run(a),
+        Command::Run(a) => cmd::run::run(a),
         Command::Databases(a) => cmd::databases::run(a),
         Command::Version => {
             println!(

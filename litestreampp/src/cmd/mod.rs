@@ -4,6 +4,7 @@ pub mod databases;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
+pub mod run;
 
 use std::path::PathBuf;
 use std::sync::Arc;

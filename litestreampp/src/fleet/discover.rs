@@ -1,0 +1,186 @@
+//! Finds the fleet's databases: every file under a pattern's root that
+//! matches one of the patterns (globset, `**` crosses directories), none of
+//! the excludes, and starts with SQLite's 16-byte header. Directories are
+//! walked in parallel; `-wal`, `-shm` and meta directories are skipped.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+
+/// One discovered database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub path: PathBuf,
+    /// Path relative to the root of the pattern that found it,
+    /// `/`-separated: what `{path}` expands to.
+    pub rel: String,
+}
+
+/// Patterns and excludes, compiled.
+#[derive(Debug, Clone)]
+pub struct Patterns {
+    roots: Vec<(PathBuf, GlobSet)>,
+    exclude: GlobSet,
+}
+
+/// The directory part of a pattern before its first glob metacharacter.
+fn literal_root(pattern: &str) -> PathBuf {
+    let first_meta = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
+    let lit = &pattern[..first_meta];
+    let dir = match lit.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &lit[..i],
+        None => ".",
+    };
+    PathBuf::from(dir)
+}
+
+impl Patterns {
+    /// Compiles absolute patterns such as `/data/**/*.db`.
+    pub fn new(patterns: &[String], excludes: &[String]) -> Result<Patterns> {
+        if patterns.is_empty() {
+            bail!("at least one --pattern is required");
+        }
+        let mut roots = Vec::new();
+        for p in patterns {
+            if !p.starts_with('/') {
+                bail!("--pattern {p:?}: must be an absolute path");
+            }
+            let g = Glob::new(p).with_context(|| format!("--pattern {p:?}"))?;
+            let set = GlobSetBuilder::new().add(g).build()?;
+            roots.push((literal_root(p), set));
+        }
+        let mut ex = GlobSetBuilder::new();
+        for e in excludes {
+            ex.add(Glob::new(e).with_context(|| format!("--exclude {e:?}"))?);
+        }
+        Ok(Patterns {
+            roots,
+            exclude: ex.build()?,
+        })
+    }
+
+    /// The root and relative path under which `path` is matched, if it is.
+    pub fn matches(&self, path: &Path) -> Option<String> {
+        if self.exclude.is_match(path) {
+            return None;
+        }
+        self.roots.iter().find_map(|(root, set)| {
+            if !set.is_match(path) {
+                return None;
+            }
+            let rel = path.strip_prefix(root).ok()?;
+            Some(rel.to_string_lossy().into_owned())
+        })
+    }
+
+    /// Walks every root in parallel. Unreadable directories are reported
+    /// and skipped: one bad tenant directory must not hide the others.
+    pub fn discover(&self) -> Result<Vec<Found>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (root, _) in &self.roots {
+            if !root.is_dir() {
+                bail!("pattern root {} is not a directory", root.display());
+            }
+            let mut files = Vec::new();
+            walk(root, &mut files);
+            for f in files {
+                if let Some(rel) = self.matches(&f)
+                    && is_sqlite(&f)
+                    && seen.insert(f.clone())
+                {
+                    out.push(Found { path: f, rel });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+fn skip_name(name: &str) -> bool {
+    name.ends_with("-wal")
+        || name.ends_with("-shm")
+        || name.ends_with("-journal")
+        || name.ends_with(".tmp")
+        || (name.starts_with('.') && name.ends_with("-litestream"))
+}
+
+/// Collects the files under `dir`, subdirectories in parallel.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list directory; skipped");
+            return;
+        }
+    };
+    let mut subdirs = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if skip_name(&name) {
+            continue;
+        }
+        match e.file_type() {
+            Ok(t) if t.is_dir() => subdirs.push(e.path()),
+            Ok(t) if t.is_file() => out.push(e.path()),
+            _ => {}
+        }
+    }
+    let nested: Vec<Vec<PathBuf>> = subdirs
+        .par_iter()
+        .map(|d| {
+            let mut v = Vec::new();
+            walk(d, &mut v);
+            v
+        })
+        .collect();
+    for v in nested {
+        out.extend(v);
+    }
+}
+
+/// True if the file starts with `SQLite format 3\0`.
+pub fn is_sqlite(path: &Path) -> bool {
+    litestreampp_core::db::check_sqlite_header(path).is_ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_and_matching() {
+        assert_eq!(literal_root("/data/**/*.db"), PathBuf::from("/data"));
+        assert_eq!(literal_root("/data/t1/app.db"), PathBuf::from("/data/t1"));
+        assert_eq!(literal_root("/*.db"), PathBuf::from("/"));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for p in ["a/x.db", "a/b/y.db", "c/z.db", "c/skip.db", "a/notes.txt"] {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, b"SQLite format 3\0rest").unwrap();
+        }
+        std::fs::write(root.join("a/fake.db"), b"not a database").unwrap();
+        std::fs::write(root.join("a/x.db-wal"), b"SQLite format 3\0").unwrap();
+        let pats = Patterns::new(
+            &[format!("{}/**/*.db", root.display())],
+            &["**/skip.db".to_string()],
+        )
+        .unwrap();
+        let found: Vec<String> = pats
+            .discover()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.rel)
+            .collect();
+        assert_eq!(found, ["a/b/y.db", "a/x.db", "c/z.db"]);
+        assert!(Patterns::new(&["data/*.db".into()], &[]).is_err());
+        assert!(Patterns::new(&[], &[]).is_err());
+    }
+}
