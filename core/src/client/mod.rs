@@ -278,6 +278,52 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     Ok(Arc::new(file::FileReplicaClient::new(url)))
 }
 
+/// Opens replica clients from URLs for many databases: S3 replicas with the
+/// same endpoint, region and credentials share one SDK client and its
+/// connection pool, whatever their bucket or prefix.
+#[derive(Debug, Default)]
+pub struct ClientPool {
+    s3: std::sync::Mutex<std::collections::HashMap<u64, Arc<s3::S3Connection>>>,
+}
+
+impl ClientPool {
+    /// A client for `url` (see [`from_url`]).
+    pub fn open(&self, url: &str) -> Result<Arc<dyn ReplicaClient>> {
+        if !url.starts_with("s3://") {
+            return from_url(url);
+        }
+        let settings = s3::S3Settings::from_url(url)?;
+        let key = settings.connection_key();
+        let conn = {
+            let mut m = self
+                .s3
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match m.get(&key) {
+                Some(c) => c.derive(settings)?,
+                None => {
+                    let c = s3::S3Connection::new(settings)?;
+                    m.insert(key, c.clone());
+                    c
+                }
+            }
+        };
+        let c = s3::S3ReplicaClient::with_connection(conn)?;
+        Ok(Arc::new(retry::RetryingClient::new(
+            c,
+            retry::RetryPolicy::default(),
+        )))
+    }
+
+    /// Distinct S3 connections (SDK clients) opened so far.
+    pub fn s3_connections(&self) -> usize {
+        self.s3
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+}
+
 /// An S3 replica client with the standard retry policy.
 pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
     let c = s3::S3ReplicaClient::new(settings)?;
@@ -285,4 +331,26 @@ pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
         c,
         retry::RetryPolicy::default(),
     )))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_shares_one_s3_connection_per_endpoint() {
+        let pool = ClientPool::default();
+        let q = "?endpoint=http://127.0.0.1:9&region=us-east-1&forcePathStyle=true";
+        let a = pool.open(&format!("s3://b/t1/a.db{q}")).unwrap();
+        let b = pool.open(&format!("s3://b/t2/b.db{q}")).unwrap();
+        let c = pool.open(&format!("s3://other/t3{q}")).unwrap();
+        assert_eq!(pool.s3_connections(), 1);
+        assert_ne!(a.location(), b.location());
+        assert!(c.location().contains("other"));
+        pool.open("s3://b/x?endpoint=http://127.0.0.1:10").unwrap();
+        assert_eq!(pool.s3_connections(), 2);
+        pool.open("file:///tmp/x").unwrap();
+        assert_eq!(pool.s3_connections(), 2);
+    }
 }

@@ -126,6 +126,27 @@ fn with_scheme(endpoint: &str) -> String {
 }
 
 impl S3Settings {
+    /// What decides the SDK client: endpoint, region, addressing,
+    /// credentials and request signing. Settings with the same key can
+    /// share one client (bucket, prefix and upload options are per
+    /// request). A hash: credentials never leave this function.
+    pub fn connection_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.region,
+            &self.endpoint,
+            self.force_path_style,
+            &self.access_key_id,
+            &self.secret_access_key,
+            self.sign_payload,
+            self.require_content_md5,
+            self.skip_verify,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+
     /// Parses `s3://bucket/path?endpoint=…&region=…&forcePathStyle=true`
     /// (query keys in camelCase or kebab-case, as Litestream accepts).
     pub fn from_url(url: &str) -> Result<S3Settings> {
@@ -348,7 +369,8 @@ pub fn redact(url: &str) -> String {
 #[derive(Debug)]
 pub struct S3Connection {
     settings: S3Settings,
-    client: OnceCell<aws_sdk_s3::Client>,
+    /// Shared by connections derived for other prefixes.
+    client: Arc<OnceCell<aws_sdk_s3::Client>>,
 }
 
 impl S3Connection {
@@ -357,8 +379,30 @@ impl S3Connection {
         settings.validate()?;
         Ok(Arc::new(S3Connection {
             settings,
-            client: OnceCell::new(),
+            client: Arc::new(OnceCell::new()),
         }))
+    }
+
+    /// A connection for other settings (another bucket or prefix) on the
+    /// same SDK client and connection pool. The settings must have the same
+    /// [`connection_key`](S3Settings::connection_key).
+    pub fn derive(&self, settings: S3Settings) -> Result<Arc<S3Connection>> {
+        settings.validate()?;
+        if settings.connection_key() != self.settings.connection_key() {
+            return Err(Error::InvalidInput(format!(
+                "{}: cannot share a connection made for other endpoint, region or credentials",
+                settings.location()
+            )));
+        }
+        Ok(Arc::new(S3Connection {
+            settings,
+            client: self.client.clone(),
+        }))
+    }
+
+    /// True if both use the same SDK client.
+    pub fn shares_client_with(&self, other: &S3Connection) -> bool {
+        Arc::ptr_eq(&self.client, &other.client)
     }
 
     /// The settings.

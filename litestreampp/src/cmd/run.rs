@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use futures::StreamExt;
-use litestreampp_core::client::from_url;
+use litestreampp_core::client::ClientPool;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
@@ -42,6 +42,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     );
     let workers = args.workers.max(1);
     let rt = runtime()?;
+    // One S3 client (and connection pool) per endpoint and credentials,
+    // shared by every database's replica.
+    let pool = ClientPool::default();
     let failed = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let files = Arc::new(AtomicU64::new(0));
@@ -50,9 +53,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             .for_each_concurrent(workers, |f| {
                 let (failed, bytes, files) = (failed.clone(), bytes.clone(), files.clone());
                 let url = template.expand(&f.rel);
+                let pool = &pool;
                 async move {
                     let r = async {
-                        let client = from_url(&url)?;
+                        let client = pool.open(&url)?;
                         let mut r = Replicator::new(
                             &f.path,
                             Replica::new(client),
