@@ -628,7 +628,7 @@ impl Maintainer {
     /// Deletes L0 files that L1 covers once they are older than the L0
     /// retention, oldest first, stopping at the first one too recent.
     pub async fn enforce_l0_retention(&self) -> Result<()> {
-        let threshold = add(Timestamp::now(), Duration::ZERO) - self.cfg.l0_retention;
+        let threshold = sub(Timestamp::now(), self.cfg.l0_retention);
         let doomed: Vec<FileInfo> = {
             let s = self.st();
             let l1 = max_of(&s.newest[1]);
@@ -658,7 +658,7 @@ impl Maintainer {
     /// newest), then the L1+ files that only a deleted snapshot's history
     /// needed.
     pub async fn enforce_snapshot_retention(&self) -> Result<()> {
-        let cutoff = add(Timestamp::now(), Duration::ZERO) - self.cfg.snapshot_retention;
+        let cutoff = sub(Timestamp::now(), self.cfg.snapshot_retention);
         let (doomed, floor) = {
             let s = self.st();
             let snaps = &s.snapshots;
@@ -757,6 +757,13 @@ fn remove_dir_files(dir: &Path) -> Result<()> {
 /// Backoff after the `n`th failure: 5 s more each time, at most a minute.
 fn retry_delay(n: u64) -> Duration {
     Duration::from_secs(5 * n.min(12))
+}
+
+/// `t - d`, clamped at the earliest time (a retention of centuries keeps
+/// everything rather than panicking).
+fn sub(t: Timestamp, d: Duration) -> Timestamp {
+    let span = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
+    t.checked_sub(span).unwrap_or(Timestamp::MIN)
 }
 
 fn add(t: Timestamp, d: Duration) -> Timestamp {
@@ -923,6 +930,15 @@ mod tests {
         // Nothing new anywhere: nothing due (an idle database costs nothing).
         let idle = maintainer(LevelState::default(), dir.path());
         assert!(idle.due_tasks(now.parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn huge_durations_clamp() {
+        let now = Timestamp::now();
+        let huge = Duration::from_secs(u64::MAX / 4);
+        assert_eq!(sub(now, huge), Timestamp::MIN);
+        assert_eq!(add(now, huge), Timestamp::MAX);
+        assert!(ceil_boundary(now, huge) >= now);
     }
 
     #[test]
