@@ -533,6 +533,16 @@ pub async fn restore(
     client: Arc<dyn ReplicaClient>,
     opts: &RestoreOptions,
 ) -> Result<RestoreSummary> {
+    restore_with_plan(client, opts, None).await
+}
+
+/// [`restore`] starting from a plan already made for `opts.target` (the
+/// replica is listed again only if a planned file has disappeared).
+pub async fn restore_with_plan(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+    mut plan: Option<RestorePlan>,
+) -> Result<RestoreSummary> {
     let started = Instant::now();
     let out_path = opts.output.clone();
     let out_name = out_path.display().to_string();
@@ -545,7 +555,10 @@ pub async fn restore(
     // file then covers it): plan again.
     let mut attempt = 0;
     loop {
-        let plan = plan_restore(client.as_ref(), opts.target).await?;
+        let plan = match plan.take() {
+            Some(p) => p,
+            None => plan_restore(client.as_ref(), opts.target).await?,
+        };
         match restore_plan(client.clone(), opts, &plan, started).await {
             Err(e) if e.is_not_found() && attempt < 3 => {
                 attempt += 1;

@@ -570,6 +570,27 @@ impl S3ReplicaClient {
         format!("s3://{}/{key}", self.settings().bucket)
     }
 
+    /// A GetObject stream of `key` (a byte range of it, if given).
+    async fn get(&self, key: &str, range: Option<String>) -> Result<ByteReader> {
+        let client = self.conn.client().await?;
+        let mut req = client
+            .get_object()
+            .bucket(&self.settings().bucket)
+            .key(key)
+            .set_range(range);
+        if let Some(k) = &self.sse_key {
+            req = req
+                .sse_customer_algorithm("AES256")
+                .sse_customer_key(&k.key_b64)
+                .sse_customer_key_md5(&k.md5_b64);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_err(e, &format!("get {}", self.describe(key))))?;
+        Ok(Box::pin(out.body.into_async_read()))
+    }
+
     async fn head_timestamp(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
         let client = self.conn.client().await?;
         let mut req = client
@@ -1022,29 +1043,12 @@ impl ReplicaClient for S3ReplicaClient {
         offset: u64,
         size: u64,
     ) -> Result<ByteReader> {
-        let client = self.conn.client().await?;
-        let key = self.key(level, min, max);
         let range = if size > 0 {
             format!("bytes={offset}-{}", offset + size - 1)
         } else {
             format!("bytes={offset}-")
         };
-        let mut req = client
-            .get_object()
-            .bucket(&self.settings().bucket)
-            .key(&key)
-            .range(range);
-        if let Some(k) = &self.sse_key {
-            req = req
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(&k.key_b64)
-                .sse_customer_key_md5(&k.md5_b64);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err(e, &format!("get {}", self.describe(&key))))?;
-        Ok(Box::pin(out.body.into_async_read()))
+        self.get(&self.key(level, min, max), Some(range)).await
     }
 
     async fn read_ltx_range(
@@ -1172,23 +1176,8 @@ impl ReplicaClient for S3ReplicaClient {
     }
 
     async fn open_raw(&self, path: &str) -> Result<ByteReader> {
-        let client = self.conn.client().await?;
         let key = format!("{}/{}", self.settings().path, path.trim_matches('/'));
-        let mut req = client
-            .get_object()
-            .bucket(&self.settings().bucket)
-            .key(&key);
-        if let Some(k) = &self.sse_key {
-            req = req
-                .sse_customer_algorithm("AES256")
-                .sse_customer_key(&k.key_b64)
-                .sse_customer_key_md5(&k.md5_b64);
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| map_err(e, &format!("get {}", self.describe(&key))))?;
-        Ok(Box::pin(out.body.into_async_read()))
+        self.get(&key, None).await
     }
 
     async fn delete_all(&self) -> Result<()> {

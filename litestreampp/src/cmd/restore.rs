@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::TxId;
 use litestreampp_core::restore::{
-    IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore,
+    IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore_with_plan,
 };
 use litestreampp_core::v3::{self, V3Target};
 
@@ -59,27 +59,31 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
         // A Litestream 0.3 replica (generations/ layout) is read when asked
         // for, or when there is no LTX backup that fits, as Litestream 0.5
         // does.
-        let use_v3 = if v3_only {
-            true
+        // The LTX plan is made once: it decides the format and is the
+        // restore's first plan.
+        let planned = if v3_only {
+            None
         } else {
-            match plan_restore(client.as_ref(), target).await {
-                Err(e)
-                    if e.is_not_found()
-                        || matches!(e, litestreampp_core::Error::TxNotAvailable { .. }) =>
-                {
-                    !v3::generations(client.as_ref())
-                        .await
-                        .unwrap_or_default()
-                        .is_empty()
-                }
-                _ => false,
-            }
+            Some(plan_restore(client.as_ref(), target).await)
         };
-        if use_v3 {
-            return restore_v3(client, &output, &v3_target, &args, integrity_check).await;
-        }
+        let fallback = match &planned {
+            Some(Err(e))
+                if e.is_not_found()
+                    || matches!(e, litestreampp_core::Error::TxNotAvailable { .. }) =>
+            {
+                !v3::generations(client.as_ref())
+                    .await
+                    .unwrap_or_default()
+                    .is_empty()
+            }
+            _ => false,
+        };
+        let planned = match planned {
+            Some(p) if !fallback => p,
+            _ => return restore_v3(client, &output, &v3_target, &args, integrity_check).await,
+        };
         if args.dry_run {
-            let plan = match plan_restore(client.as_ref(), target).await {
+            let plan = match planned {
                 Err(e) if args.if_replica_exists && e.is_not_found() => {
                     eprintln!("no backups found, skipping: {}", client.location());
                     return Ok(ExitCode::SUCCESS);
@@ -96,7 +100,11 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
             integrity_check,
             parallelism: args.parallelism,
         };
-        match restore(client.clone(), &opts).await {
+        let result = match planned {
+            Ok(plan) => restore_with_plan(client.clone(), &opts, Some(plan)).await,
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(s) => {
                 eprintln!(
                     "restored {} at TXID {} from {} files ({} bytes) in {:.3}s",
