@@ -22,6 +22,15 @@
 //!   we read — and ship any committed frames found there first.
 //! - Anything else (several restarts, an overwritten last frame, a truncated
 //!   old generation, a WAL that vanished) gets a snapshot.
+//! - Going cold ([`Db::seal`]): under the write lock, sync to the end and
+//!   checkpoint every frame, then empty the WAL and record the database
+//!   file's size, mtime and inode in `seal.json` of the meta directory.
+//!   When the database is opened again and its file still matches that
+//!   record (checked while our read transaction pins the WAL), the file
+//!   holds exactly the sealed TXID and whatever WAL generation is present
+//!   holds every later change: the next sync is incremental. If another
+//!   process checkpointed in between, the file no longer matches and a
+//!   snapshot is taken.
 //!
 //! We never create tables in the user's database: the read transaction
 //! reads `sqlite_schema`, and the write-lock barrier is `BEGIN IMMEDIATE` on
@@ -146,6 +155,10 @@ enum Continuity {
     /// The last sync found no WAL and read the database file alone: any
     /// generation that appears holds all later changes.
     NoWal,
+    /// The database file holds exactly our position (it matched the seal
+    /// record when the read transaction was taken): any WAL generation
+    /// present holds all later changes.
+    DbFile,
 }
 
 enum Plan {
@@ -276,6 +289,98 @@ pub fn check_sqlite_header(path: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// The identity and shape of a database file and its WAL on disk (size,
+/// modification time, inode). The fleet compares it to know a cold
+/// database was not written; [`Db::seal`] records the database part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct FileSig {
+    pub db_size: u64,
+    pub db_mtime_ns: i128,
+    pub db_ino: u64,
+    pub wal_size: u64,
+    pub wal_mtime_ns: i128,
+}
+
+impl FileSig {
+    /// The files of the database at `db` now; missing files read as zeros.
+    pub fn of(db: &Path) -> FileSig {
+        use std::os::unix::fs::MetadataExt;
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let ns =
+            |m: &fs::Metadata| i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+        let mut sig = FileSig::default();
+        if let Ok(m) = fs::metadata(db) {
+            sig.db_size = m.size();
+            sig.db_mtime_ns = ns(&m);
+            sig.db_ino = m.ino();
+        }
+        // An empty WAL and no WAL are the same state (SQLite deletes an
+        // empty WAL when its last connection closes).
+        if let Ok(m) = fs::metadata(PathBuf::from(wal))
+            && m.size() > 0
+        {
+            sig.wal_size = m.size();
+            sig.wal_mtime_ns = ns(&m);
+        }
+        sig
+    }
+
+    /// True if the database file parts are equal.
+    pub fn same_db(&self, other: &FileSig) -> bool {
+        (self.db_size, self.db_mtime_ns, self.db_ino)
+            == (other.db_size, other.db_mtime_ns, other.db_ino)
+    }
+
+    /// A 64-bit digest (FNV-1a, stable across builds), never 0.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for x in b {
+                h ^= u64::from(*x);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        eat(&self.db_size.to_le_bytes());
+        eat(&self.db_mtime_ns.to_le_bytes());
+        eat(&self.db_ino.to_le_bytes());
+        eat(&self.wal_size.to_le_bytes());
+        eat(&self.wal_mtime_ns.to_le_bytes());
+        h.max(1)
+    }
+}
+
+/// What [`Db::seal`] records in the meta directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct SealRecord {
+    txid: String,
+    salt1: u32,
+    salt2: u32,
+    wal_offset: u64,
+    db_size: u64,
+    db_mtime_ns: i128,
+    db_ino: u64,
+}
+
+impl SealRecord {
+    fn new(pos: &Position, sig: &FileSig) -> SealRecord {
+        SealRecord {
+            txid: pos.txid.to_string(),
+            salt1: pos.salt1,
+            salt2: pos.salt2,
+            wal_offset: pos.wal_offset,
+            db_size: sig.db_size,
+            db_mtime_ns: sig.db_mtime_ns,
+            db_ino: sig.db_ino,
+        }
+    }
+}
+
+/// How long the database file's mtime must lie in the past before a seal
+/// is recorded: filesystems stamp times at a coarse clock tick, and a
+/// later write must get a later mtime.
+const SEAL_MTIME_MARGIN: Duration = Duration::from_millis(20);
 
 impl Db {
     /// Prepares the engine for the database at `path`. Nothing is opened
@@ -438,7 +543,25 @@ impl Db {
         // it the damaged-WAL check below is skipped, nothing else.
         self.shm_file = File::open(PathBuf::from(shm)).ok();
         self.pos = self.load_position()?;
+        if let Some(pos) = self.pos
+            && let Some(rec) = self.read_seal_record()
+            && rec == SealRecord::new(&pos, &FileSig::of(&self.path))
+        {
+            // Checked while our read transaction pins the WAL.
+            self.continuity = Some(Continuity::DbFile);
+        }
         Ok(())
+    }
+
+    fn seal_path(&self) -> PathBuf {
+        self.meta_dir.join("seal.json")
+    }
+
+    /// The seal record, if present and readable (anything else means
+    /// "not sealed": the next sync proves continuity the usual way).
+    fn read_seal_record(&self) -> Option<SealRecord> {
+        let b = fs::read(self.seal_path()).ok()?;
+        serde_json::from_slice(&b).ok()
     }
 
     /// SQLite's own idea of the WAL: committed frame count and salts from
@@ -704,7 +827,7 @@ impl Db {
         }
         let (Some(h), Some(f)) = (header, wal_file) else {
             return Ok(match self.continuity {
-                Some(Continuity::NoWal) => Plan::Nothing,
+                Some(Continuity::NoWal | Continuity::DbFile) => Plan::Nothing,
                 Some(Continuity::Sealed { salts, offset })
                     if salts == pos.salts() && offset == pos.wal_offset =>
                 {
@@ -751,6 +874,11 @@ impl Db {
                     seed: h.checksum,
                 })
             }
+            Some(Continuity::DbFile) => Ok(Plan::Incremental {
+                header: h,
+                offset: WAL_HEADER_SIZE,
+                seed: h.checksum,
+            }),
             Some(Continuity::NoWal) if pos.salts() == (0, 0) => Ok(Plan::Incremental {
                 header: h,
                 offset: WAL_HEADER_SIZE,
@@ -1300,20 +1428,7 @@ impl Db {
         }
         let r = (|| {
             self.sync_to_end(out)?;
-            self.end_read_tx()?;
-            let ck = self.conn()?.wal_checkpoint_v2(
-                rusqlite::DEFAULT_NAME,
-                rusqlite::wal::CheckpointMode::PASSIVE,
-            );
-            self.begin_read_tx()?;
-            let (log, done) = match ck {
-                Ok(v) => v,
-                Err(e) if is_busy(&e) => (-1, -1),
-                Err(e) => return Err(Error::sqlite(format!("{}: checkpoint", self.name), e)),
-            };
-            self.last_checkpoint = Instant::now();
-            self.synced_since_checkpoint = false;
-            out.checkpoint = Some(CheckpointMode::Passive);
+            let (log, done) = self.passive_checkpoint(out)?;
             let fs = u64::from(self.page_size) + wal::FRAME_HEADER_SIZE;
             if let Some(p) = self.pos
                 && log >= 0
@@ -1330,6 +1445,28 @@ impl Db {
         })();
         let released = self.release_write_lock();
         r.and(released)
+    }
+
+    /// Runs a PASSIVE checkpoint between releasing and retaking our read
+    /// transaction (the caller holds the write lock, so no frame can
+    /// appear meanwhile). Returns SQLite's (WAL frames, frames
+    /// checkpointed), `(-1, -1)` if the database was busy.
+    fn passive_checkpoint(&mut self, out: &mut SyncOutcome) -> Result<(i32, i32)> {
+        self.end_read_tx()?;
+        let ck = self.conn()?.wal_checkpoint_v2(
+            rusqlite::DEFAULT_NAME,
+            rusqlite::wal::CheckpointMode::PASSIVE,
+        );
+        self.begin_read_tx()?;
+        let r = match ck {
+            Ok(v) => v,
+            Err(e) if is_busy(&e) => (-1, -1),
+            Err(e) => return Err(Error::sqlite(format!("{}: checkpoint", self.name), e)),
+        };
+        self.last_checkpoint = Instant::now();
+        self.synced_since_checkpoint = false;
+        out.checkpoint = Some(CheckpointMode::Passive);
+        Ok(r)
     }
 
     /// TRUNCATE checkpoint. It needs writers and readers out, so it cannot
@@ -1367,6 +1504,94 @@ impl Db {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(format!("open {}", self.wal_path.display()), e)),
         }
+    }
+
+    /// Prepares the database to go cold: under the write lock, syncs to
+    /// the end of the WAL and checkpoints every frame; then empties the
+    /// WAL (TRUNCATE) and records the database file in `seal.json`, so the
+    /// next open can continue without a snapshot. Returns the L0 files
+    /// written and the files' signature once sealed, or `None` if sealing
+    /// was not possible now (the database is busy, a reader pins frames,
+    /// or a write slipped in before the WAL was emptied).
+    pub fn seal(&mut self) -> Result<(SyncOutcome, Option<FileSig>)> {
+        self.open()?;
+        let mut out = SyncOutcome::default();
+        if !self.acquire_write_lock()? {
+            return Ok((out, None));
+        }
+        let r = self.seal_locked(&mut out);
+        let released = self.release_write_lock();
+        let sealed = r?;
+        released?;
+        let (Some(at_seal), Some(pos)) = (sealed, self.pos) else {
+            return Ok((out, None));
+        };
+        // Every frame of the WAL is in the database file: empty it.
+        self.end_read_tx()?;
+        let ck = self.conn()?.wal_checkpoint_v2(
+            rusqlite::DEFAULT_NAME,
+            rusqlite::wal::CheckpointMode::TRUNCATE,
+        );
+        self.begin_read_tx()?;
+        match ck {
+            Ok(_) => {}
+            Err(e) if is_busy(&e) => {} // a reader is active; the WAL stays, already checkpointed
+            Err(e) => {
+                return Err(Error::sqlite(
+                    format!("{}: TRUNCATE checkpoint", self.name),
+                    e,
+                ));
+            }
+        }
+        let sig = FileSig::of(&self.path);
+        if !sig.same_db(&at_seal) {
+            // A write slipped in between the barrier and the truncation:
+            // its frames are in the database file only now. The read
+            // transaction was released, so the next sync snapshots.
+            return Ok((out, None));
+        }
+        let rec = SealRecord::new(&pos, &sig);
+        let path = self.seal_path();
+        fsutil::write_atomic(&path, |w| {
+            serde_json::to_writer(&mut *w, &rec).map_err(std::io::Error::other)
+        })?;
+        self.continuity = Some(Continuity::DbFile);
+        // Sealed only with an empty WAL: a busy truncation (an open read
+        // transaction) may have let a writer append frames we have not
+        // synced. The record stays valid either way.
+        Ok((out, (sig.wal_size == 0).then_some(sig)))
+    }
+
+    /// The part of [`seal`](Self::seal) under the write lock: returns the
+    /// files' signature if every frame up to our position is checkpointed.
+    fn seal_locked(&mut self, out: &mut SyncOutcome) -> Result<Option<FileSig>> {
+        self.sync_to_end(out)?;
+        let Some(pos) = self.pos else {
+            return Ok(None);
+        };
+        let (log, done) = self.passive_checkpoint(out)?;
+        let fs = u64::from(self.page_size) + wal::FRAME_HEADER_SIZE;
+        // With the write lock held, an empty WAL index means the database
+        // file is the whole state; otherwise every frame through our
+        // position must be in it.
+        let full = log >= 0
+            && log == done
+            && (log == 0
+                || (pos.wal_offset == WAL_HEADER_SIZE + log as u64 * fs
+                    && self.current_wal_salts()? == Some(pos.salts())));
+        if !full {
+            return Ok(None);
+        }
+        let sig = FileSig::of(&self.path);
+        let age = std::time::UNIX_EPOCH
+            .elapsed()
+            .map(|d| d.as_nanos() as i128 - sig.db_mtime_ns)
+            .unwrap_or(0);
+        let margin = SEAL_MTIME_MARGIN.as_nanos() as i128;
+        if age < margin {
+            std::thread::sleep(Duration::from_nanos((margin - age.max(0)) as u64));
+        }
+        Ok(Some(sig))
     }
 
     /// Deletes local L0 files up to `through` that are older than

@@ -19,7 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 use crate::client::{FileInfo, LtxBody, SNAPSHOT_LEVEL};
-use crate::db::{Db, DbOptions, SyncOutcome};
+use crate::db::{Db, DbOptions, FileSig, SyncOutcome};
 use crate::error::{Error, Result};
 use crate::levels::{LevelState, LevelsConfig, Maintainer};
 use crate::replica::{Replica, UploadReport};
@@ -69,6 +69,11 @@ pub struct ReplicatorStatus {
     pub errors: u64,
     pub last_error: Option<String>,
     pub last_sync_at: Option<jiff::Timestamp>,
+    /// When a change was first seen that the replica does not hold yet.
+    pub pending_since: Option<Instant>,
+    /// Set when the run ended with a seal ([`Replicator::set_seal_on_stop`]):
+    /// the files as the seal left them, everything uploaded.
+    pub sealed: Option<FileSig>,
 }
 
 /// The result of one sync-and-upload pass.
@@ -88,6 +93,10 @@ pub struct Replicator {
     positioned: bool,
     scheduler: Option<Scheduler>,
     maint: Option<Arc<Maintainer>>,
+    /// Change signal from outside (the fleet's write detector) instead of
+    /// a watcher of our own.
+    changed: Option<Arc<Notify>>,
+    seal_on_stop: bool,
 }
 
 impl Replicator {
@@ -101,7 +110,23 @@ impl Replicator {
             positioned: false,
             scheduler: None,
             maint: None,
+            changed: None,
+            seal_on_stop: false,
         }
+    }
+
+    /// Syncs when `changed` is notified (and on the poll interval) instead
+    /// of watching the database's directory itself: the fleet runs one
+    /// write detector for every database.
+    pub fn set_change_signal(&mut self, changed: Arc<Notify>) {
+        self.changed = Some(changed);
+    }
+
+    /// Ends [`run`](Self::run) with a seal ([`Db::seal`]) after the final
+    /// sync: the database can then go cold and come back without a
+    /// snapshot. The status reports whether it was sealed.
+    pub fn set_seal_on_stop(&mut self, seal: bool) {
+        self.seal_on_stop = seal;
     }
 
     /// Runs compaction, snapshots and retention for this database on
@@ -139,6 +164,25 @@ impl Replicator {
     /// Syncs the WAL into L0 files and uploads what the replica lacks.
     pub async fn sync_once(&mut self) -> Result<SyncReport> {
         let r = self.sync_once_inner().await;
+        match &r {
+            Ok(rep) => {
+                metrics::counter!("litestreampp_syncs_total").increment(1);
+                if !rep.upload.files.is_empty() {
+                    metrics::counter!("litestreampp_uploaded_files_total")
+                        .increment(rep.upload.files.len() as u64);
+                    metrics::counter!("litestreampp_uploaded_bytes_total")
+                        .increment(rep.upload.bytes);
+                }
+                let wal: u64 = rep.sync.files.iter().map(|f| f.wal_bytes).sum();
+                if wal > 0 {
+                    metrics::counter!("litestreampp_wal_bytes_total").increment(wal);
+                }
+                if rep.sync.checkpoint.is_some() {
+                    metrics::counter!("litestreampp_checkpoints_total").increment(1);
+                }
+            }
+            Err(_) => metrics::counter!("litestreampp_sync_errors_total").increment(1),
+        }
         match &r {
             Ok(rep) => self.with_status(|s| {
                 s.syncs += 1;
@@ -211,7 +255,14 @@ impl Replicator {
                 return Err(e);
             }
         };
+        let began = Instant::now();
         let upload = self.replica.upload(&mut db).await;
+        if let Ok(u) = &upload
+            && !u.files.is_empty()
+        {
+            metrics::histogram!("litestreampp_upload_seconds")
+                .record(began.elapsed().as_secs_f64());
+        }
         if let (Ok(u), Some(m)) = (&upload, &self.maint) {
             m.note_uploaded(&u.files);
         }
@@ -235,6 +286,12 @@ impl Replicator {
         self.with_status(|s| {
             s.local_txid = local_txid;
             s.replica_txid = through;
+            if local_txid <= through
+                && let Some(t) = s.pending_since.take()
+            {
+                metrics::histogram!("litestreampp_replication_lag_seconds")
+                    .record(t.elapsed().as_secs_f64());
+            }
         });
         Ok(SyncReport { sync, upload })
     }
@@ -244,30 +301,32 @@ impl Replicator {
     /// first, then encodes from the database and WAL without blocking
     /// writers, uploads, and records the file.
     pub async fn snapshot(&mut self) -> Result<Option<FileInfo>> {
-        match self.encode_snapshot().await {
-            Ok(Some(job)) => job.upload().await,
-            Ok(None) => {
-                if let Some(m) = &self.maint {
-                    m.end_snapshot(None, false);
-                }
-                Ok(None)
-            }
-            Err(e) => {
-                if let Some(m) = &self.maint {
-                    m.end_snapshot(None, true);
-                }
-                Err(e)
-            }
+        match self.encode_snapshot().await? {
+            Some(job) => job.upload().await,
+            None => Ok(None),
         }
     }
 
     /// The part of a snapshot that needs the database: sync, upload the L0
     /// files, encode the snapshot locally. `None` if there is nothing to
     /// snapshot or the snapshot level already covers the position.
+    /// Ends the snapshot in the maintainer unless an upload follows.
     async fn encode_snapshot(&mut self) -> Result<Option<SnapshotUpload>> {
         if let Some(m) = &self.maint {
             m.begin_snapshot();
         }
+        let r = self.encode_snapshot_inner().await;
+        if let Some(m) = &self.maint {
+            match &r {
+                Ok(Some(_)) => {} // the upload ends it
+                Ok(None) => m.end_snapshot(None, false),
+                Err(_) => m.end_snapshot(None, true),
+            }
+        }
+        r
+    }
+
+    async fn encode_snapshot_inner(&mut self) -> Result<Option<SnapshotUpload>> {
         self.sync_once().await?;
         let mut db = self
             .db
@@ -316,8 +375,14 @@ impl Replicator {
     /// closes the database. Errors of individual syncs are logged and
     /// retried with backoff; they are visible in the status.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<ReplicatorStatus> {
-        let changed = Arc::new(Notify::new());
-        let _watcher = self.watch(changed.clone());
+        let (changed, _watcher) = match &self.changed {
+            Some(c) => (c.clone(), None),
+            None => {
+                let c = Arc::new(Notify::new());
+                let w = self.watch(c.clone());
+                (c, w)
+            }
+        };
         tokio::pin!(shutdown);
         let window = self.opts.sync_interval;
         // The window counts from the last sync that shipped something: polls
@@ -344,7 +409,9 @@ impl Replicator {
                     biased;
                     _ = &mut shutdown => stopping = true,
                     _ = snapshot_wanted => snap = true,
-                    _ = changed.notified() => {},
+                    _ = changed.notified() => self.with_status(|s| {
+                        s.pending_since.get_or_insert_with(Instant::now);
+                    }),
                     _ = tokio::time::sleep(wait) => {},
                 }
                 if snap && !stopping {
@@ -359,16 +426,9 @@ impl Replicator {
                                 let _ = job.upload().await; // logged and recorded by upload()
                             }));
                         }
-                        Ok(None) => {
-                            if let Some(m) = &self.maint {
-                                m.end_snapshot(None, false);
-                            }
-                        }
+                        Ok(None) => {}
                         Err(e) => {
                             tracing::error!(db = %self.db_path().display(), error = %e, "snapshot failed");
-                            if let Some(m) = &self.maint {
-                                m.end_snapshot(None, true);
-                            }
                         }
                     }
                     continue;
@@ -414,8 +474,51 @@ impl Replicator {
         if let Some(u) = upload.take() {
             let _ = u.await; // it reports its own errors
         }
+        if self.seal_on_stop {
+            let sealed = self.seal().await;
+            if let Err(e) = &sealed {
+                tracing::warn!(db = %self.db_path().display(), error = %e, "seal failed");
+            }
+            let closed = self.close();
+            let sealed = sealed?;
+            closed?;
+            self.with_status(|s| s.sealed = sealed);
+            return Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default());
+        }
         self.close()?;
         Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default())
+    }
+
+    /// Seals the database ([`Db::seal`]) and uploads what the seal synced.
+    /// Returns the files' signature if it sealed and the replica holds
+    /// everything.
+    pub async fn seal(&mut self) -> Result<Option<FileSig>> {
+        let mut db = self
+            .db
+            .take()
+            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
+        let (mut db, r) = tokio::task::spawn_blocking(move || {
+            let r = db.seal();
+            (db, r)
+        })
+        .await
+        .map_err(|e| Error::io("seal task", std::io::Error::other(e.to_string())))?;
+        let (_, sig) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                self.db = Some(db);
+                return Err(e);
+            }
+        };
+        let upload = self.replica.upload(&mut db).await;
+        let local = db.position().ok().flatten().map(|p| p.txid);
+        self.db = Some(db);
+        let up = upload?;
+        if let Some(m) = &self.maint {
+            m.note_uploaded(&up.files);
+        }
+        let through = self.replica.position();
+        Ok(sig.filter(|_| local.is_none() || local == through))
     }
 
     /// Releases the database and leaves the scheduler.

@@ -324,3 +324,58 @@ async fn replica_ahead_of_local_state_gets_a_higher_txid() {
     assert_eq!(e.db.position().unwrap().unwrap().txid, TxId(remote.0 + 1));
     e.check_all().await;
 }
+
+/// Going cold and back: a sealed database (WAL checkpointed and emptied,
+/// seal record written) continues without a snapshot after the
+/// application wrote while no engine was open, whether the application
+/// closed its last connection (the WAL is deleted) or kept one open (the
+/// WAL restarts); a checkpoint by the application while cold is detected
+/// and snapshotted. Every TXID restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_database_continues_without_snapshot() {
+    let mut e = Env::new(DbOptions::default(), 0);
+    let wal = e.root.join("app.db-wal");
+    e.sync().await;
+    for round in 0..3 {
+        e.insert(5, 300);
+        e.sync().await;
+        let (out, sig) = e.db.seal().unwrap();
+        assert!(out.files.iter().all(|f| !f.snapshot));
+        e.replica.upload(&mut e.db).await.unwrap();
+        let sig = sig.expect("sealed");
+        assert_eq!(sig.wal_size, 0);
+        assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
+        e.db.close().unwrap();
+        e.db = Db::new(&e.db_path, DbOptions::default());
+        if round == 0 {
+            // The application's last connection closes (the WAL goes away)
+            // and a new one writes.
+            drop(std::mem::replace(
+                &mut e.app,
+                Connection::open_in_memory().unwrap(),
+            ));
+            assert!(!wal.exists(), "the last connection removed the WAL");
+            e.app = open_app(&e.db_path, 0);
+        }
+        for _ in 0..3 {
+            e.insert(2, 200);
+        }
+        e.sync().await;
+        assert_eq!(e.snapshots, 0, "round {round}: no snapshot after a seal");
+    }
+    // Cold, and the application checkpoints behind our back: the database
+    // file no longer matches the seal, so the next sync snapshots.
+    let (_, sig) = e.db.seal().unwrap();
+    assert!(sig.is_some());
+    e.replica.upload(&mut e.db).await.unwrap();
+    e.db.close().unwrap();
+    e.db = Db::new(&e.db_path, DbOptions::default());
+    e.insert(3, 500);
+    e.app
+        .pragma_update(None, "wal_checkpoint", "TRUNCATE")
+        .unwrap();
+    e.insert(1, 100);
+    e.sync().await;
+    assert_eq!(e.snapshots, 1, "a checkpoint while cold needs a snapshot");
+    e.check_all().await;
+}

@@ -34,6 +34,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the databases of a config file.
     Databases(ConfigArgs),
+    /// Show a running fleet: databases per tier, the most lagging, errors.
+    Status(StatusArgs),
     /// Print the version.
     Version,
 }
@@ -132,12 +134,53 @@ pub struct RunArgs {
     /// Back every database up once (a sync and upload each) and exit.
     #[arg(long)]
     pub once: bool,
-    /// Databases backed up at once.
+    /// With --once: databases backed up at once.
     #[arg(long, default_value_t = 16)]
     pub workers: usize,
+    /// A hot database without writes for this long is demoted (final sync,
+    /// checkpoint, released).
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub hot_idle_timeout: String,
+    /// At most this many hot databases; the least recently written is
+    /// demoted first.
+    #[arg(long, default_value_t = 1000)]
+    pub max_hot: usize,
+    /// Backlog (databases not yet backed up): syncs started per second.
+    #[arg(long, default_value_t = 500)]
+    pub backlog_rate: u32,
+    /// Backlog syncs running at once.
+    #[arg(long, default_value_t = 8)]
+    pub backlog_workers: usize,
+    /// Uploads in flight at once, over all databases.
+    #[arg(long, default_value_t = 64)]
+    pub max_uploads: usize,
+    /// Coalescing window between syncs of a hot database.
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub sync_interval: String,
+    /// Poll the files at this interval instead of inotify (for
+    /// filesystems without change notification).
+    #[arg(long, value_name = "DURATION")]
+    pub poll_interval: Option<String>,
+    /// Where the fleet state file lives (default: .litestreampp-fleet in
+    /// the first pattern's root).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Metrics, health and status endpoint; "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    pub addr: String,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Address of the running fleet's endpoint.
+    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
+    pub addr: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,6 +254,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
         Command::Ltx(a) => cmd::ltx::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Databases(a) => cmd::databases::run(a),
+        Command::Status(a) => cmd::status::run(a),
         Command::Version => {
             println!(
                 "litestreampp {} (replicas compatible with Litestream 0.5.17)",

@@ -4,6 +4,7 @@
 
 pub mod conformance;
 pub mod file;
+pub mod limit;
 pub mod retry;
 pub mod s3;
 

@@ -5,6 +5,7 @@ pub mod ltx;
 pub mod replicate;
 pub mod restore;
 pub mod run;
+pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;

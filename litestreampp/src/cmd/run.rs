@@ -1,25 +1,25 @@
 //! `litestreampp run`: the fleet. Finds every database matching the
-//! patterns and gives each a replica from the template.
-//!
-//! Built so far: `--once`, which backs every database up once (one sync
-//! and upload each, a bounded number at a time), so every database of the
-//! fleet is restorable. Continuous replication with hot and cold tiers is
-//! the next step.
+//! patterns and gives each a replica from the template, then keeps them
+//! replicated with hot and cold tiers ([`crate::fleet::manager`]) until
+//! SIGTERM or Ctrl-C. `--once` backs every database up once and exits.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use futures::StreamExt;
 use litestreampp_core::client::ClientPool;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
-use super::{init_logging, runtime};
+use super::{init_logging, runtime, shutdown_signal};
 use crate::cli::RunArgs;
+use crate::config::parse_go_duration;
 use crate::fleet::discover::Patterns;
+use crate::fleet::http;
+use crate::fleet::manager::{self, FleetOptions};
 use crate::fleet::template::Template;
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -27,10 +27,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let patterns = Patterns::new(&args.pattern, &args.exclude)?;
     let template = Template::parse(&args.replica)?;
     if !args.once {
-        bail!(
-            "continuous fleet replication (hot and cold tiers) is not built yet: \
-             `litestreampp run --once` backs every database up once; `replicate` keeps single databases replicated"
-        );
+        return run_fleet(args, patterns, template);
     }
     let t0 = Instant::now();
     let found = patterns.discover()?;
@@ -94,6 +91,66 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The continuous fleet: hot and cold tiers until a signal.
+fn run_fleet(args: RunArgs, patterns: Patterns, template: Template) -> Result<ExitCode> {
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => patterns.first_root().join(".litestreampp-fleet"),
+    };
+    let mut opts = FleetOptions::new(state_dir);
+    opts.hot_idle_timeout = parse_go_duration(&args.hot_idle_timeout)
+        .map_err(|e| anyhow::anyhow!("--hot-idle-timeout: {e}"))?;
+    opts.max_hot = args.max_hot.max(1);
+    opts.backlog_rate = args.backlog_rate.max(1);
+    opts.backlog_workers = args.backlog_workers.max(1);
+    opts.max_uploads = args.max_uploads.max(1);
+    opts.replicator.sync_interval = parse_go_duration(&args.sync_interval)
+        .map_err(|e| anyhow::anyhow!("--sync-interval: {e}"))?;
+    // The write detector drives syncs; the replicator's own poll is only a
+    // safety net.
+    opts.replicator.monitor_interval = opts.hot_idle_timeout.max(std::time::Duration::from_secs(1));
+    if let Some(p) = &args.poll_interval {
+        opts.poll_interval =
+            Some(parse_go_duration(p).map_err(|e| anyhow::anyhow!("--poll-interval: {e}"))?);
+    }
+    let rt = runtime()?;
+    let status = rt.block_on(async {
+        let shared_slot = Arc::new(std::sync::OnceLock::new());
+        if args.addr != "off" {
+            let addr: std::net::SocketAddr = args
+                .addr
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--addr {:?}: {e}", args.addr))?;
+            let handle = http::install_recorder()?;
+            let bound = http::serve(addr, handle, shared_slot.clone()).await?;
+            tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status");
+        }
+        let slot = shared_slot.clone();
+        manager::run(patterns, template, opts, shutdown_signal(), move |shared| {
+            let _ = slot.set(shared); // set once
+        })
+        .await
+    })?;
+    eprintln!(
+        "stopped: {} databases ({} cold, {} queued, {} failed); {} promotions, {} demotions, {} errors",
+        status.databases,
+        status.cold,
+        status.queued,
+        status.failed,
+        status.promotions,
+        status.demotions,
+        status.errors
+    );
+    // Databases that failed were logged and counted while running; the
+    // exit code reports whether every hot database got its final sync.
+    Ok(if status.shutdown_errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {} final syncs failed", status.shutdown_errors);
         ExitCode::FAILURE
     })
 }

@@ -62,6 +62,14 @@ impl Patterns {
         })
     }
 
+    /// The root of the first pattern.
+    pub fn first_root(&self) -> PathBuf {
+        self.roots
+            .first()
+            .map(|(r, _)| r.clone())
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
     /// The root and relative path under which `path` is matched, if it is.
     pub fn matches(&self, path: &Path) -> Option<String> {
         if self.exclude.is_match(path) {
@@ -79,26 +87,54 @@ impl Patterns {
     /// Walks every root in parallel. Unreadable directories are reported
     /// and skipped: one bad tenant directory must not hide the others.
     pub fn discover(&self) -> Result<Vec<Found>> {
+        Ok(self.discover_with_dirs()?.0)
+    }
+
+    /// [`discover`](Self::discover), plus every directory walked (what the
+    /// write detector watches).
+    pub fn discover_with_dirs(&self) -> Result<(Vec<Found>, Vec<PathBuf>)> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
+        let mut dirs = Vec::new();
         for (root, _) in &self.roots {
             if !root.is_dir() {
                 bail!("pattern root {} is not a directory", root.display());
             }
-            let mut files = Vec::new();
-            walk(root, &mut files);
-            for f in files {
-                if let Some(rel) = self.matches(&f)
-                    && is_sqlite(&f)
-                    && seen.insert(f.clone())
-                {
-                    out.push(Found { path: f, rel });
+            let (found, d) = self.discover_under(root);
+            dirs.push(root.clone());
+            dirs.extend(d);
+            for f in found {
+                if seen.insert(f.path.clone()) {
+                    out.push(f);
                 }
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok((out, dirs))
     }
+
+    /// The databases under `dir` (a directory inside a root) and its
+    /// subdirectories.
+    pub fn discover_under(&self, dir: &Path) -> (Vec<Found>, Vec<PathBuf>) {
+        let mut w = Walked::default();
+        walk(dir, &mut w);
+        let found = w
+            .files
+            .into_par_iter()
+            .filter_map(|f| {
+                let rel = self.matches(&f)?;
+                is_sqlite(&f).then_some(Found { path: f, rel })
+            })
+            .collect();
+        (found, w.dirs)
+    }
+}
+
+/// Files and subdirectories found by a walk.
+#[derive(Debug, Default)]
+struct Walked {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 fn skip_name(name: &str) -> bool {
@@ -107,10 +143,12 @@ fn skip_name(name: &str) -> bool {
         || name.ends_with("-journal")
         || name.ends_with(".tmp")
         || (name.starts_with('.') && name.ends_with("-litestream"))
+        || name.starts_with(".litestreampp")
 }
 
-/// Collects the files under `dir`, subdirectories in parallel.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Collects the files and directories under `dir`, subdirectories in
+/// parallel.
+fn walk(dir: &Path, out: &mut Walked) {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) => {
@@ -127,21 +165,28 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         }
         match e.file_type() {
             Ok(t) if t.is_dir() => subdirs.push(e.path()),
-            Ok(t) if t.is_file() => out.push(e.path()),
+            Ok(t) if t.is_file() => out.files.push(e.path()),
             _ => {}
         }
     }
-    let nested: Vec<Vec<PathBuf>> = subdirs
+    let nested: Vec<Walked> = subdirs
         .par_iter()
         .map(|d| {
-            let mut v = Vec::new();
+            let mut v = Walked::default();
             walk(d, &mut v);
             v
         })
         .collect();
+    out.dirs.extend(subdirs);
     for v in nested {
-        out.extend(v);
+        out.files.extend(v.files);
+        out.dirs.extend(v.dirs);
     }
+}
+
+/// True if the file exists and is empty (created, not written yet).
+pub fn is_empty_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
 }
 
 /// True if the file starts with `SQLite format 3\0`.

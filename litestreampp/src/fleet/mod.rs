@@ -5,8 +5,11 @@
 //!   header check).
 //! - [`template`]: expands `{path}`, `{dir}`, `{name}` into a replica URL.
 //!
-//! Today the fleet backs every database up once (`litestreampp run
-//! --once`); continuous replication with hot and cold tiers is being built.
+//! - [`manager`]: the running fleet: registry, write detector, hot and
+//!   cold tiers, backlog, state file.
+//! - [`http`]: `/metrics`, `/healthz` and `/status` on 127.0.0.1:9090.
 
 pub mod discover;
+pub mod http;
+pub mod manager;
 pub mod template;
