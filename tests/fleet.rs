@@ -25,6 +25,19 @@ fn content(path: &Path) -> String {
     .unwrap()
 }
 
+/// A WAL-mode database with table `t` and one row, checkpointed: what
+/// every tenant of the test fleets starts as.
+fn make_template(dir: &Path) -> PathBuf {
+    let template = dir.join("template.db");
+    let c = rusqlite::Connection::open(&template).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
+         INSERT INTO t(v) VALUES ('template'); PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    template
+}
+
 #[test]
 fn run_once_backs_up_every_database_of_a_fleet() {
     let dir = tempfile::tempdir().unwrap();
@@ -32,15 +45,7 @@ fn run_once_backs_up_every_database_of_a_fleet() {
     let replicas = dir.path().join("replicas");
     // One template database, copied into 40 directories; every other
     // tenant then gets its own rows (the rest are never written).
-    let template = dir.path().join("template.db");
-    {
-        let c = rusqlite::Connection::open(&template).unwrap();
-        c.execute_batch(
-            "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-             INSERT INTO t(v) VALUES ('template'); PRAGMA wal_checkpoint(TRUNCATE);",
-        )
-        .unwrap();
-    }
+    let template = make_template(dir.path());
     let mut paths = Vec::new();
     for i in 0..TENANTS {
         let d = data.join(format!("shard-{:02}", i % 40));
@@ -202,15 +207,7 @@ fn hot_and_cold_tiers_keep_a_fleet_replicated() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let replicas = dir.path().join("replicas");
-    let template = dir.path().join("template.db");
-    {
-        let c = rusqlite::Connection::open(&template).unwrap();
-        c.execute_batch(
-            "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);
-             INSERT INTO t(v) VALUES ('template'); PRAGMA wal_checkpoint(TRUNCATE);",
-        )
-        .unwrap();
-    }
+    let template = make_template(dir.path());
     let mut paths = Vec::new();
     for i in 0..TENANTS {
         let d = data.join(format!("shard-{:02}", i % 40));
