@@ -1293,6 +1293,25 @@ impl Db {
         let ps = self.page_size as usize;
         let wal_name = self.wal_path.display().to_string();
         let names = (self.name.as_str(), wal_name.as_str());
+        if entries.len() <= BATCH_PAGES {
+            // One batch (every ordinary sync, and small databases'
+            // snapshots): no threads, one buffer of the size needed.
+            let mut buf = vec![0u8; entries.len() * ps];
+            fill_pages(ps, names, entries, &mut buf, wal_file, db_file)?;
+            let batch: Vec<(u32, &[u8])> = entries
+                .iter()
+                .zip(buf.chunks_exact(ps))
+                .map(|((p, _), data)| (*p, data))
+                .collect();
+            if batch.len() <= 16 {
+                for (p, data) in batch {
+                    enc.encode_page(p, data)?;
+                }
+            } else {
+                enc.encode_pages(&batch)?;
+            }
+            return Ok(enc);
+        }
         std::thread::scope(|s| {
             let (read_tx, read_rx) = sync_channel::<Result<(usize, Vec<u8>)>>(2);
             let (free_tx, free_rx) = sync_channel::<Vec<u8>>(4);

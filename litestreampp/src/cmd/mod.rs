@@ -46,6 +46,18 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("start async runtime")
 }
 
+/// The fleet's runtime: a bounded blocking pool (every sync, seal and
+/// snapshot runs there; more threads than this only add memory and
+/// contention), idle threads exit after 10 s.
+pub fn fleet_runtime(blocking_threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads.max(1))
+        .thread_keep_alive(std::time::Duration::from_secs(10))
+        .build()
+        .context("start async runtime")
+}
+
 /// Reads the config named by the flags (or the default path).
 pub fn load_config(args: &ConfigArgs) -> Result<Config> {
     let path = args

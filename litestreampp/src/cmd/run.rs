@@ -95,6 +95,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// Threads for the fleet's blocking work (syncs, seals, snapshots).
+const FLEET_BLOCKING_THREADS: usize = 64;
+
 /// The continuous fleet: hot and cold tiers until a signal.
 fn run_fleet(args: RunArgs, patterns: Patterns, template: Template) -> Result<ExitCode> {
     let state_dir = match &args.state_dir {
@@ -117,7 +120,8 @@ fn run_fleet(args: RunArgs, patterns: Patterns, template: Template) -> Result<Ex
         opts.poll_interval =
             Some(parse_go_duration(p).map_err(|e| anyhow::anyhow!("--poll-interval: {e}"))?);
     }
-    let rt = runtime()?;
+    crate::fleet::memory::limit_arenas();
+    let rt = super::fleet_runtime(FLEET_BLOCKING_THREADS)?;
     let status = rt.block_on(async {
         let shared_slot = Arc::new(std::sync::OnceLock::new());
         if args.addr != "off" {

@@ -137,7 +137,9 @@ struct Walked {
     dirs: Vec<PathBuf>,
 }
 
-fn skip_name(name: &str) -> bool {
+/// Names the walk and the write detector leave alone: SQLite's side
+/// files, temporary files, and replication meta directories.
+pub fn skip_name(name: &str) -> bool {
     name.ends_with("-wal")
         || name.ends_with("-shm")
         || name.ends_with("-journal")

@@ -39,6 +39,16 @@ pub async fn serve(
         .await
         .with_context(|| format!("bind the metrics endpoint {addr}"))?;
     let bound = listener.local_addr()?;
+    // Histogram samples are buffered until drained: without a scrape they
+    // would pile up (a sample per sync), so drain them every few seconds.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     tokio::spawn(async move {
         loop {
             let Ok((sock, _)) = listener.accept().await else {

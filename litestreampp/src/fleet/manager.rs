@@ -289,6 +289,13 @@ fn db_of(p: &Path) -> Option<PathBuf> {
     }
 }
 
+/// Paths the write detector ignores (meta directories, temporary files).
+fn skipped(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(super::discover::skip_name)
+}
+
 /// The write detector's callback: runs on notify's thread.
 fn on_event(shared: &Shared, tx: &mpsc::UnboundedSender<Ev>, res: notify::Result<notify::Event>) {
     let ev = match res {
@@ -307,7 +314,9 @@ fn on_event(shared: &Shared, tx: &mpsc::UnboundedSender<Ev>, res: notify::Result
         EventKind::Access(_) => {}
         EventKind::Create(notify::event::CreateKind::Folder) => {
             for p in ev.paths {
-                let _ = tx.send(Ev::NewDir(p));
+                if !skipped(&p) {
+                    let _ = tx.send(Ev::NewDir(p));
+                }
             }
         }
         EventKind::Remove(_) => {
@@ -323,6 +332,9 @@ fn on_event(shared: &Shared, tx: &mpsc::UnboundedSender<Ev>, res: notify::Result
             use notify::event::RenameMode;
             for (i, p) in ev.paths.into_iter().enumerate() {
                 let from = matches!(mode, RenameMode::From) || (mode == RenameMode::Both && i == 0);
+                if !from && skipped(&p) {
+                    continue; // our own meta directories and temporary files
+                }
                 let _ = tx.send(if from {
                     Ev::Removed(p)
                 } else if p.is_dir() {
@@ -387,6 +399,8 @@ struct Manager {
     watched: HashSet<PathBuf>,
     polling: bool,
     state_dirty: bool,
+    /// Replicators finished since memory was last trimmed.
+    trim_due: bool,
 }
 
 /// Runs the fleet until `shutdown` completes; then every hot database
@@ -423,6 +437,7 @@ pub async fn run(
         watched: HashSet::new(),
         polling: false,
         state_dirty: false,
+        trim_due: false,
     };
     fsutil_create_dir(&m.opts.state_dir)?;
     let t0 = Instant::now();
@@ -457,6 +472,8 @@ pub async fn run(
     let mut last_poll = Instant::now();
     let mut last_rescan = Instant::now();
     let mut last_save = Instant::now();
+    let mut last_trim = Instant::now();
+    super::memory::trim(); // discovery's temporary memory
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -480,6 +497,14 @@ pub async fn run(
                 if m.state_dirty && last_save.elapsed() >= Duration::from_secs(10) {
                     last_save = Instant::now();
                     m.save_state().await;
+                }
+                // Bursts of syncs leave free memory in malloc's arenas:
+                // give it back once things settle.
+                if m.trim_due && m.backlog.is_empty() && last_trim.elapsed() >= Duration::from_secs(30) {
+                    last_trim = Instant::now();
+                    m.trim_due = false;
+                    m.backlog.shrink_to_fit();
+                    super::memory::trim();
                 }
                 m.publish_gauges();
             }
@@ -776,6 +801,7 @@ impl Manager {
             }
         };
         self.hot.remove(&path);
+        self.trim_due = true;
         if hot.backlog {
             self.backlog_running -= 1;
             self.shared

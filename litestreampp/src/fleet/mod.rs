@@ -8,8 +8,10 @@
 //! - [`manager`]: the running fleet: registry, write detector, hot and
 //!   cold tiers, backlog, state file.
 //! - [`http`]: `/metrics`, `/healthz` and `/status` on 127.0.0.1:9090.
+//! - [`memory`]: malloc arena cap and trimming for a small idle process.
 
 pub mod discover;
 pub mod http;
 pub mod manager;
+pub mod memory;
 pub mod template;
