@@ -458,3 +458,94 @@ fn bad_databases_do_not_stop_the_fleet() {
     assert!(text.contains("corrupt.db"), "{text}");
     restore_all_equal(&data, &replicas, &good, &dir.path().join("restored"));
 }
+
+/// The fleet from a Litestream config file: a directory entry (`dir`,
+/// `pattern`, `recursive`) whose databases get the entry's replica path
+/// plus their relative path, and a `fleet:` section. Its `max-hot` is a
+/// hard cap: 30 databases written one after the other (with a 30 s idle
+/// timeout, so without the cap all would stay hot) never have more than 3
+/// hot at once, and every write still reaches the replica.
+#[test]
+fn config_file_fleet_keeps_a_hard_hot_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let tenants = dir.path().join("data/tenants");
+    let replicas = dir.path().join("replicas");
+    let template = make_template(dir.path());
+    let mut paths = Vec::new();
+    for i in 0..30 {
+        let d = tenants.join(if i % 2 == 0 { "a" } else { "b/c" });
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join(format!("t-{i:02}.db"));
+        std::fs::copy(&template, &p).unwrap();
+        paths.push(p);
+    }
+    // Outside the entry's pattern: not part of the fleet.
+    std::fs::copy(&template, tenants.join("a/notes.sqlite")).unwrap();
+    let port = litestreampp_e2e::moto::free_port();
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "addr: 127.0.0.1:{port}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n      type: file\n      path: {}\nfleet:\n  max-hot: 3\n  hot-idle-timeout: 30s\n  sync-interval: 100ms\n  backlog-rate: 1000\n",
+            tenants.display(),
+            replicas.display()
+        ),
+    )
+    .unwrap();
+    // `replicate` points at `run` for directory entries.
+    let out = ours()
+        .arg("replicate")
+        .arg("-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("litestreampp run"),
+        "{err}"
+    );
+
+    let log = dir.path().join("run.log");
+    let mut c = ours();
+    c.args(["run", "--config"]).arg(&cfg);
+    let child = spawn_logged(c, &log);
+    wait_for("the backlog", Duration::from_secs(60), || {
+        let s = fleet_status(port);
+        s["databases"] == 30 && s["cold"] == 30
+    });
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut max_hot = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(h) = fleet_status(port)["hot"].as_u64() {
+                    max_hot = max_hot.max(h);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            max_hot
+        })
+    };
+    for (i, p) in paths.iter().enumerate() {
+        let c = rusqlite::Connection::open(p).unwrap();
+        c.busy_timeout(Duration::from_secs(5)).unwrap();
+        c.execute("INSERT INTO t(v) VALUES (?1)", [format!("write {i}")])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("every write promoted", Duration::from_secs(60), || {
+        fleet_status(port)["promotions"].as_u64() >= Some(30)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_hot = sampler.join().unwrap();
+    assert!(
+        (1..=3).contains(&max_hot),
+        "hot databases at once: {max_hot}"
+    );
+    let code = terminate(child, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert!(!replicas.join("a/notes.sqlite").exists());
+    restore_all_equal(&tenants, &replicas, &paths, &dir.path().join("restored"));
+}

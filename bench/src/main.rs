@@ -19,6 +19,8 @@ use nix::sys::resource::{UsageWho, getrusage};
 use rand::Rng;
 use rusqlite::Connection;
 
+mod fleet;
+
 #[derive(Parser)]
 #[command(name = "lsbench", about = "litestreampp vs Go Litestream benchmarks")]
 struct Cli {
@@ -72,6 +74,36 @@ enum Cmd {
         writes_per_sec: u32,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// The fleet (litestreampp run): backlog, idle memory and CPU,
+    /// restart, write -> promotion, lag with many hot databases; Go
+    /// Litestream's directory mode on a fleet of --go-count.
+    Fleet {
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
+        #[arg(long, default_value_t = 100)]
+        shards: usize,
+        /// Hot databases under load (each written once a second).
+        #[arg(long, default_value_t = 1000)]
+        hot: usize,
+        /// Of the hot databases, this many measure write -> replica lag.
+        #[arg(long, default_value_t = 50)]
+        probes: usize,
+        /// Writes to idle databases (promotion latency samples).
+        #[arg(long, default_value_t = 100)]
+        promotions: usize,
+        #[arg(long, default_value_t = 60)]
+        load_seconds: u64,
+        #[arg(long, default_value_t = 60)]
+        idle_seconds: u64,
+        /// Go Litestream (and litestreampp again) on a fleet of this size; 0 skips Go.
+        #[arg(long, default_value_t = 10_000)]
+        go_count: usize,
+        /// Count the S3 requests of an idle fleet of this size on moto; 0 skips.
+        #[arg(long, default_value_t = 2_000)]
+        s3_count: usize,
+        #[arg(long, default_value = "target/release/lsdemo")]
+        lsdemo: PathBuf,
     },
     /// Everything, as recorded in docs/benchmarks.md.
     All {
@@ -836,6 +868,32 @@ fn main() -> Result<()> {
             writes_per_sec,
             runs,
         } => println!("{}", b.history(size_mb, speed, writes_per_sec, runs)?),
+        Cmd::Fleet {
+            count,
+            shards,
+            hot,
+            probes,
+            promotions,
+            load_seconds,
+            idle_seconds,
+            go_count,
+            s3_count,
+            lsdemo,
+        } => println!(
+            "{}",
+            b.fleet(&fleet::FleetArgs {
+                count,
+                shards,
+                hot,
+                probes,
+                promotions,
+                load_seconds,
+                idle_seconds,
+                go_count,
+                s3_count,
+                lsdemo,
+            })?
+        ),
         Cmd::All { size_mb, runs } => {
             println!(
                 "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",

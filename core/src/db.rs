@@ -726,7 +726,9 @@ impl Db {
         }
         self.write_locked = false;
         let name = self.name.clone();
-        match self.lock_conn.as_ref() {
+        // The lock connection is closed until the next checkpoint: a fleet
+        // holds hundreds of hot databases, and checkpoints are rare.
+        match self.lock_conn.take() {
             Some(lc) => lc
                 .execute_batch("ROLLBACK")
                 .sql_ctx(|| format!("{name}: release write lock")),

@@ -29,8 +29,8 @@ pub enum Command {
     Restore(RestoreArgs),
     /// List the LTX files of a replica.
     Ltx(LtxArgs),
-    /// The fleet: every database matching --pattern, each replicated to a
-    /// replica built from the --replica template.
+    /// The fleet: every database matching --pattern (or the config's
+    /// directory entries), each replicated to its own replica.
     Run(RunArgs),
     /// List the databases of a config file.
     Databases(ConfigArgs),
@@ -120,17 +120,27 @@ pub struct RestoreArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Databases to replicate: an absolute glob (`**` crosses directories),
-    /// e.g. '/data/**/*.db'. Repeatable.
-    #[arg(long, value_name = "GLOB", required = true)]
+    /// Databases to replicate: an absolute glob (`*` within a directory,
+    /// `**` across directories), e.g. '/data/**/*.db'. Repeatable. Without
+    /// it, the config file's `dbs` entries with `dir` are the fleet.
+    #[arg(long, value_name = "GLOB", requires = "replica")]
     pub pattern: Vec<String>,
     /// Files to leave out (glob). Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// Replica URL template: {path} is the database's path under its
     /// pattern's root, {dir} its directory, {name} its file name.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub replica: String,
+    #[arg(long, value_name = "TEMPLATE", requires = "pattern")]
+    pub replica: Option<String>,
+    /// Config file with `dbs` directory entries (`dir`, `pattern`,
+    /// `recursive`, `replica`) and a `fleet:` section; read when no
+    /// --pattern is given (default: $LITESTREAM_CONFIG or
+    /// /etc/litestream.yml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Do not expand $VARIABLES in the config file.
+    #[arg(long)]
+    pub no_expand_env: bool,
     /// Back every database up once (a sync and upload each) and exit.
     #[arg(long)]
     pub once: bool,
@@ -138,25 +148,27 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 16)]
     pub workers: usize,
     /// A hot database without writes for this long is demoted (final sync,
-    /// checkpoint, released).
-    #[arg(long, default_value = "30s", value_name = "DURATION")]
-    pub hot_idle_timeout: String,
-    /// At most this many hot databases; the least recently written is
-    /// demoted first.
-    #[arg(long, default_value_t = 1000)]
-    pub max_hot: usize,
-    /// Backlog (databases not yet backed up): syncs started per second.
-    #[arg(long, default_value_t = 500)]
-    pub backlog_rate: u32,
-    /// Backlog syncs running at once.
-    #[arg(long, default_value_t = 8)]
-    pub backlog_workers: usize,
-    /// Uploads in flight at once, over all databases.
-    #[arg(long, default_value_t = 64)]
-    pub max_uploads: usize,
-    /// Coalescing window between syncs of a hot database.
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
-    pub sync_interval: String,
+    /// checkpoint, released) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub hot_idle_timeout: Option<String>,
+    /// At most this many hot databases (each holds a SQLite connection); a
+    /// write to a cold database waits for a slot, the least recently
+    /// written hot database is demoted to make one [default: 1000].
+    #[arg(long)]
+    pub max_hot: Option<usize>,
+    /// Backlog (databases not yet backed up): syncs started per second
+    /// [default: 500].
+    #[arg(long)]
+    pub backlog_rate: Option<u32>,
+    /// Backlog syncs running at once [default: 8].
+    #[arg(long)]
+    pub backlog_workers: Option<usize>,
+    /// Uploads in flight at once, over all databases [default: 64].
+    #[arg(long)]
+    pub max_uploads: Option<usize>,
+    /// Coalescing window between syncs of a hot database [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub sync_interval: Option<String>,
     /// Poll the files at this interval instead of inotify (for
     /// filesystems without change notification).
     #[arg(long, value_name = "DURATION")]
@@ -165,9 +177,10 @@ pub struct RunArgs {
     /// the first pattern's root).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Metrics, health and status endpoint; "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
-    pub addr: String,
+    /// Metrics, health and status endpoint; "off" disables it (default:
+    /// the config's `addr`, else 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR")]
+    pub addr: Option<String>,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,

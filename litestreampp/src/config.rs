@@ -142,6 +142,39 @@ impl ReplicaConfig {
         }
     }
 
+    /// This replica with `rel` (a database's path relative to a directory
+    /// entry's `dir`) appended to its path, as Litestream does for
+    /// directory replication.
+    pub fn with_relative_path(&self, rel: &str) -> Result<ReplicaConfig> {
+        let rel = rel.trim_start_matches('/');
+        let mut r = self.clone();
+        if let Some(u) = &self.url {
+            let mut parsed =
+                url::Url::parse(u).with_context(|| format!("replica url {}", redact_url(u)))?;
+            let joined = format!("{}/{rel}", parsed.path().trim_end_matches('/'));
+            parsed.set_path(&joined);
+            r.url = Some(parsed.to_string());
+        } else {
+            r.path = Some(match &self.path {
+                Some(p) if !p.is_empty() => format!("{}/{rel}", p.trim_end_matches('/')),
+                _ => rel.to_string(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Opens the storage client, S3 through `pool` (one SDK client per
+    /// endpoint and credentials).
+    pub fn client_in(
+        &self,
+        pool: &litestreampp_core::client::ClientPool,
+    ) -> Result<std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>> {
+        if self.kind == "s3" {
+            return pool.open_s3(self.s3_settings()?).map_err(|e| anyhow!(e));
+        }
+        self.client()
+    }
+
     /// Opens the storage client.
     pub fn client(&self) -> Result<std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>> {
         match self.kind.as_str() {
@@ -263,11 +296,68 @@ pub struct DbConfig {
     pub levels: LevelsConfig,
 }
 
+/// A `dbs` entry with `dir` (Litestream's directory replication): every
+/// SQLite file under `dir` whose name matches `pattern` (in subdirectories
+/// too with `recursive`), each replicated to the replica's path plus the
+/// database's path relative to `dir`.
+#[derive(Debug, Clone)]
+pub struct DirConfig {
+    pub dir: PathBuf,
+    pub pattern: String,
+    pub recursive: bool,
+    pub replica: ReplicaConfig,
+}
+
+impl DirConfig {
+    /// The absolute glob this entry stands for.
+    pub fn glob(&self) -> String {
+        let dir = self.dir.display().to_string();
+        let dir = dir.trim_end_matches('/');
+        if self.recursive {
+            format!("{dir}/**/{}", self.pattern)
+        } else {
+            format!("{dir}/{}", self.pattern)
+        }
+    }
+}
+
+/// The `fleet:` section (`litestreampp run`); every key is optional and a
+/// command-line flag wins over it.
+#[derive(Debug, Clone, Default)]
+pub struct FleetConfig {
+    pub hot_idle_timeout: Option<Duration>,
+    pub max_hot: Option<usize>,
+    pub backlog_rate: Option<u32>,
+    pub backlog_workers: Option<usize>,
+    pub max_uploads: Option<usize>,
+    pub sync_interval: Option<Duration>,
+    pub poll_interval: Option<Duration>,
+    pub state_dir: Option<PathBuf>,
+    pub exclude: Vec<String>,
+}
+
+const FLEET_KEYS: &[&str] = &[
+    "hot-idle-timeout",
+    "max-hot",
+    "backlog-rate",
+    "backlog-workers",
+    "max-uploads",
+    "sync-interval",
+    "poll-interval",
+    "state-dir",
+    "exclude",
+];
+
 /// The whole file.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub dbs: Vec<DbConfig>,
+    /// `dbs` entries with `dir` (replicated by `litestreampp run`).
+    pub dirs: Vec<DirConfig>,
+    pub fleet: FleetConfig,
+    /// Top-level `addr` (metrics endpoint), as written.
+    pub addr: Option<String>,
     pub levels: LevelsConfig,
     pub log_level: Option<String>,
 }
@@ -319,6 +409,7 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
 
     let levels = parse_levels(top, &where_)?;
     let mut dbs = Vec::new();
+    let mut dirs = Vec::new();
     if let Some(list) = top.get("dbs") {
         let list = list
             .as_array()
@@ -329,9 +420,15 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
                 .as_object()
                 .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
             check_keys(m, &[DB_KEYS], &at)?;
-            dbs.push(parse_db(m, &defaults, &levels, &at)?);
+            if m.contains_key("dir") || m.contains_key("pattern") {
+                dirs.push(parse_dir(m, &defaults, &at)?);
+            } else {
+                dbs.push(parse_db(m, &defaults, &levels, &at)?);
+            }
         }
     }
+    let fleet = parse_fleet(top.get("fleet"), &where_)?;
+    let addr = str_key(top, "addr", &where_)?;
     let log_level = top
         .get("logging")
         .and_then(|l| l.get("level"))
@@ -340,6 +437,9 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
     Ok(Config {
         path: path.to_path_buf(),
         dbs,
+        dirs,
+        fleet,
+        addr,
         levels,
         log_level,
     })
@@ -426,11 +526,6 @@ fn parse_db(
     levels: &LevelsConfig,
     at: &str,
 ) -> Result<DbConfig> {
-    if m.contains_key("dir") || m.contains_key("pattern") {
-        bail!(
-            "config {at}: directory entries (dir/pattern) are replicated by `litestreampp run`, not `replicate`"
-        );
-    }
     let path = str_key(m, "path", at)?.ok_or_else(|| anyhow!("config {at}: path required"))?;
     let path = expand_path(&path).with_context(|| format!("config {at}: path"))?;
     let replica = match (m.get("replica"), m.get("replicas")) {
@@ -489,6 +584,96 @@ fn parse_db(
         max_sync_wal_bytes: num("max-sync-wal-bytes")?,
         levels,
     })
+}
+
+/// A directory entry. Per-database tuning keys are accepted as in
+/// Litestream but the fleet uses its own (`fleet:`) settings.
+fn parse_dir(
+    m: &serde_json::Map<String, Value>,
+    defaults: &BTreeMap<String, Value>,
+    at: &str,
+) -> Result<DirConfig> {
+    if m.contains_key("path") {
+        bail!("config {at}: use path (one database) or dir (a directory), not both");
+    }
+    let dir = str_key(m, "dir", at)?.ok_or_else(|| anyhow!("config {at}: dir required"))?;
+    let dir = expand_path(&dir).with_context(|| format!("config {at}: dir"))?;
+    let pattern = str_key(m, "pattern", at)?
+        .ok_or_else(|| anyhow!("config {at}: pattern required for directory replication"))?;
+    if pattern.contains('/') {
+        bail!("config {at}: pattern {pattern:?} matches file names and cannot contain '/'");
+    }
+    let flag = |k: &str| -> Result<bool> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(other) => bail!("config {at}: {k}: expected true or false, got {other}"),
+        }
+    };
+    let recursive = flag("recursive")?;
+    flag("watch")?; // the fleet always watches
+    let replica = match (m.get("replica"), m.get("replicas")) {
+        (Some(r), None) => parse_replica(r, defaults, &format!("{at}.replica"))?,
+        (None, Some(Value::Array(list))) if list.len() == 1 => {
+            parse_replica(&list[0], defaults, &format!("{at}.replicas[0]"))?
+        }
+        (None, None) => bail!("config {at}: replica required"),
+        _ => bail!("config {at}: exactly one replica per directory entry"),
+    };
+    Ok(DirConfig {
+        dir,
+        pattern,
+        recursive,
+        replica,
+    })
+}
+
+fn parse_fleet(v: Option<&Value>, at: &str) -> Result<FleetConfig> {
+    let mut f = FleetConfig::default();
+    let Some(v) = v else { return Ok(f) };
+    let at = format!("{at}: fleet");
+    let m = v
+        .as_object()
+        .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
+    check_keys(m, &[FLEET_KEYS], &at)?;
+    let dur = |k: &str| -> Result<Option<Duration>> {
+        m.get(k)
+            .map(|v| parse_duration_value(v).with_context(|| format!("config {at}.{k}")))
+            .transpose()
+    };
+    let num = |k: &str| -> Result<Option<u64>> {
+        m.get(k)
+            .map(|v| {
+                v.as_u64()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| anyhow!("config {at}.{k}: expected a positive integer"))
+            })
+            .transpose()
+    };
+    f.hot_idle_timeout = dur("hot-idle-timeout")?;
+    f.sync_interval = dur("sync-interval")?;
+    f.poll_interval = dur("poll-interval")?;
+    f.max_hot = num("max-hot")?.map(|n| n as usize);
+    f.backlog_workers = num("backlog-workers")?.map(|n| n as usize);
+    f.max_uploads = num("max-uploads")?.map(|n| n as usize);
+    f.backlog_rate = num("backlog-rate")?
+        .map(|n| u32::try_from(n).map_err(|_| anyhow!("config {at}.backlog-rate: too large")))
+        .transpose()?;
+    f.state_dir = str_key(m, "state-dir", &at)?
+        .map(|p| expand_path(&p))
+        .transpose()?;
+    if let Some(v) = m.get("exclude") {
+        let list = v
+            .as_array()
+            .ok_or_else(|| anyhow!("config {at}.exclude: expected a list of globs"))?;
+        for e in list {
+            let s = e
+                .as_str()
+                .ok_or_else(|| anyhow!("config {at}.exclude: expected a list of globs"))?;
+            f.exclude.push(s.to_string());
+        }
+    }
+    Ok(f)
 }
 
 fn parse_replica(v: &Value, defaults: &BTreeMap<String, Value>, at: &str) -> Result<ReplicaConfig> {
@@ -784,6 +969,53 @@ mod tests {
                 "monitor-interval",
             ),
             ("dbs: [", "config t.yml"),
+        ] {
+            let err = format!(
+                "{:#}",
+                parse_config(text, Path::new("t.yml"), false).unwrap_err()
+            );
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn parses_directory_entries_and_the_fleet_section() {
+        let c = parse_config(
+            "addr: \":9090\"\ndbs:\n  - path: /one.db\n    replica: {url: 'file:///b/one'}\n  - dir: /data/tenants/\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n      type: s3\n      bucket: bkt\n      path: tenants\n      region: eu-west-1\n  - dir: /data/flat\n    pattern: \"t-*.sqlite\"\n    replica: {url: 'file:///b/flat'}\nfleet:\n  hot-idle-timeout: 10s\n  max-hot: 50\n  backlog-rate: 20\n  exclude: ['**/tmp/*.db']\n",
+            Path::new("t.yml"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(c.dbs.len(), 1);
+        assert_eq!(c.dirs.len(), 2);
+        assert_eq!(c.dirs[0].glob(), "/data/tenants/**/*.db");
+        assert_eq!(c.dirs[1].glob(), "/data/flat/t-*.sqlite");
+        let r = c.dirs[0].replica.with_relative_path("a/x.db").unwrap();
+        let s = r.s3_settings().unwrap();
+        assert_eq!(
+            (s.bucket.as_str(), s.path.as_str()),
+            ("bkt", "tenants/a/x.db")
+        );
+        assert_eq!(c.fleet.hot_idle_timeout, Some(Duration::from_secs(10)));
+        assert_eq!(c.fleet.max_hot, Some(50));
+        assert_eq!(c.fleet.backlog_rate, Some(20));
+        assert_eq!(c.fleet.exclude, ["**/tmp/*.db"]);
+        assert_eq!(c.addr.as_deref(), Some(":9090"));
+        for (text, want) in [
+            (
+                "dbs:\n  - dir: /d\n    replica: {url: 'file:///x'}\n",
+                "pattern required",
+            ),
+            (
+                "dbs:\n  - dir: /d\n    pattern: '*.db'\n",
+                "replica required",
+            ),
+            (
+                "dbs:\n  - dir: /d\n    pattern: 'a/*.db'\n    replica: {url: 'file:///x'}\n",
+                "file names",
+            ),
+            ("fleet:\n  max-hot: 0\n", "max-hot"),
+            ("fleet:\n  hot-timeout: 1s\n", "unknown key \"hot-timeout\""),
         ] {
             let err = format!(
                 "{:#}",

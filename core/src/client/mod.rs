@@ -293,7 +293,12 @@ impl ClientPool {
         if !url.starts_with("s3://") {
             return from_url(url);
         }
-        let settings = s3::S3Settings::from_url(url)?;
+        self.open_s3(s3::S3Settings::from_url(url)?)
+    }
+
+    /// An S3 client for `settings`, sharing the SDK client of any earlier
+    /// one with the same endpoint, region and credentials.
+    pub fn open_s3(&self, settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
         let key = settings.connection_key();
         let conn = {
             let mut m = self

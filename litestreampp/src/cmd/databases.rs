@@ -18,5 +18,12 @@ pub fn run(args: ConfigArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| "-".into());
         println!("{}\t{r}", db.path.display());
     }
+    for d in &cfg.dirs {
+        println!(
+            "{} (each database under it)\t{}/<relative path>",
+            d.glob(),
+            d.replica.describe()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

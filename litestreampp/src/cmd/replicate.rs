@@ -89,6 +89,15 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         }
         _ => {
             let cfg = load_config(&args.config)?;
+            if let Some(d) = cfg.dirs.first() {
+                bail!(
+                    "{}: directory entry {} ({}) is replicated by `litestreampp run --config {}` (the fleet: hot and cold tiers)",
+                    cfg.path.display(),
+                    d.dir.display(),
+                    d.pattern,
+                    cfg.path.display()
+                );
+            }
             (cfg.dbs, cfg.log_level)
         }
     };

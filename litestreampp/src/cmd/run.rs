@@ -6,9 +6,9 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use litestreampp_core::client::ClientPool;
 use litestreampp_core::replica::Replica;
@@ -16,19 +16,84 @@ use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
 use super::{init_logging, runtime, shutdown_signal};
 use crate::cli::RunArgs;
-use crate::config::parse_go_duration;
+use crate::config::{Config, parse_go_duration};
 use crate::fleet::discover::Patterns;
 use crate::fleet::http;
 use crate::fleet::manager::{self, FleetOptions};
 use crate::fleet::template::Template;
 
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    init_logging(args.log_level.as_deref());
-    let patterns = Patterns::new(&args.pattern, &args.exclude)?;
-    let template = Template::parse(&args.replica)?;
-    if !args.once {
-        return run_fleet(args, patterns, template);
+/// Patterns, one replica template per pattern, and the config file (if
+/// one was read).
+struct Sources {
+    patterns: Patterns,
+    templates: Vec<Template>,
+    config: Option<Config>,
+}
+
+/// `--pattern`/`--replica` from the command line, and the config file's
+/// directory entries when `--config` is given or no `--pattern` is.
+fn sources(args: &RunArgs) -> Result<Sources> {
+    let mut globs = Vec::new();
+    let mut templates = Vec::new();
+    if let Some(r) = &args.replica {
+        let t = Template::parse(r)?;
+        for p in &args.pattern {
+            globs.push(p.clone());
+            templates.push(t.clone());
+        }
     }
+    let config = if args.config.is_some() || args.pattern.is_empty() {
+        let path = args
+            .config
+            .clone()
+            .unwrap_or_else(crate::config::default_config_path);
+        let cfg = crate::config::read_config(&path, !args.no_expand_env).with_context(|| {
+            if args.config.is_none() {
+                "no --pattern given, so the databases come from the config file".to_string()
+            } else {
+                "--config".to_string()
+            }
+        })?;
+        for d in &cfg.dirs {
+            globs.push(d.glob());
+            templates.push(Template::from_replica(d.replica.clone()));
+        }
+        if globs.is_empty() {
+            bail!(
+                "{}: no directory entries (dbs: - dir: ... pattern: ...); give them, or --pattern and --replica",
+                path.display()
+            );
+        }
+        Some(cfg)
+    } else {
+        None
+    };
+    let mut excludes = args.exclude.clone();
+    if let Some(c) = &config {
+        excludes.extend(c.fleet.exclude.iter().cloned());
+    }
+    Ok(Sources {
+        patterns: Patterns::new(&globs, &excludes)?,
+        templates,
+        config,
+    })
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let src = sources(&args)?;
+    let level = args
+        .log_level
+        .clone()
+        .or_else(|| src.config.as_ref().and_then(|c| c.log_level.clone()));
+    init_logging(level.as_deref());
+    if !args.once {
+        return run_fleet(args, src);
+    }
+    let Sources {
+        patterns,
+        templates,
+        ..
+    } = src;
     let t0 = Instant::now();
     let found = patterns.discover()?;
     let discovered_in = t0.elapsed();
@@ -49,11 +114,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         futures::stream::iter(found)
             .for_each_concurrent(workers, |f| {
                 let (failed, bytes, files) = (failed.clone(), bytes.clone(), files.clone());
-                let url = template.expand(&f.rel);
+                let template = &templates[f.source];
                 let pool = &pool;
                 async move {
                     let r = async {
-                        let client = pool.open(&url)?;
+                        let client = template.open(pool, &f.rel)?;
                         let mut r = Replicator::new(
                             &f.path,
                             Replica::new(client),
@@ -63,7 +128,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                         let closed = r.close();
                         let rep = rep?;
                         closed?;
-                        Ok::<_, litestreampp_core::Error>(rep)
+                        Ok::<_, anyhow::Error>(rep)
                     }
                     .await;
                     match r {
@@ -73,8 +138,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                         }
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::error!(db = %f.path.display(), error = %e, "backup failed");
-                            eprintln!("error: {}: {e}", f.path.display());
+                            tracing::error!(db = %f.path.display(), error = %format!("{e:#}"), "backup failed");
+                            eprintln!("error: {}: {e:#}", f.path.display());
                         }
                     }
                 }
@@ -96,45 +161,83 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
 }
 
 /// Threads for the fleet's blocking work (syncs, seals, snapshots).
-const FLEET_BLOCKING_THREADS: usize = 64;
+const FLEET_BLOCKING_THREADS: usize = 32;
 
 /// The continuous fleet: hot and cold tiers until a signal.
-fn run_fleet(args: RunArgs, patterns: Patterns, template: Template) -> Result<ExitCode> {
-    let state_dir = match &args.state_dir {
-        Some(d) => d.clone(),
-        None => patterns.first_root().join(".litestreampp-fleet"),
+fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
+    let Sources {
+        patterns,
+        templates,
+        config,
+    } = src;
+    let fc = config.as_ref().map(|c| c.fleet.clone()).unwrap_or_default();
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(fc.state_dir.clone())
+        .unwrap_or_else(|| patterns.first_root().join(".litestreampp-fleet"));
+    let duration = |flag: &Option<String>, name: &str, from_config: Option<Duration>| match flag {
+        Some(v) => parse_go_duration(v)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--{name}: {e}")),
+        None => Ok(from_config),
     };
     let mut opts = FleetOptions::new(state_dir);
-    opts.hot_idle_timeout = parse_go_duration(&args.hot_idle_timeout)
-        .map_err(|e| anyhow::anyhow!("--hot-idle-timeout: {e}"))?;
-    opts.max_hot = args.max_hot.max(1);
-    opts.backlog_rate = args.backlog_rate.max(1);
-    opts.backlog_workers = args.backlog_workers.max(1);
-    opts.max_uploads = args.max_uploads.max(1);
-    opts.replicator.sync_interval = parse_go_duration(&args.sync_interval)
-        .map_err(|e| anyhow::anyhow!("--sync-interval: {e}"))?;
+    if let Some(c) = &config {
+        // Compaction levels, snapshots and retention from the file.
+        opts.replicator.levels = c.levels.clone();
+    }
+    if let Some(d) = duration(
+        &args.hot_idle_timeout,
+        "hot-idle-timeout",
+        fc.hot_idle_timeout,
+    )? {
+        opts.hot_idle_timeout = d;
+    }
+    if let Some(d) = duration(&args.sync_interval, "sync-interval", fc.sync_interval)? {
+        opts.replicator.sync_interval = d;
+    }
+    opts.poll_interval = duration(&args.poll_interval, "poll-interval", fc.poll_interval)?;
+    let pick = |flag: Option<usize>, file: Option<usize>, default: usize| {
+        flag.or(file).unwrap_or(default).max(1)
+    };
+    opts.max_hot = pick(args.max_hot, fc.max_hot, opts.max_hot);
+    opts.backlog_workers = pick(
+        args.backlog_workers,
+        fc.backlog_workers,
+        opts.backlog_workers,
+    );
+    opts.max_uploads = pick(args.max_uploads, fc.max_uploads, opts.max_uploads);
+    opts.backlog_rate = args
+        .backlog_rate
+        .or(fc.backlog_rate)
+        .unwrap_or(opts.backlog_rate)
+        .max(1);
     // The write detector drives syncs; the replicator's own poll is only a
     // safety net.
-    opts.replicator.monitor_interval = opts.hot_idle_timeout.max(std::time::Duration::from_secs(1));
-    if let Some(p) = &args.poll_interval {
-        opts.poll_interval =
-            Some(parse_go_duration(p).map_err(|e| anyhow::anyhow!("--poll-interval: {e}"))?);
-    }
+    opts.replicator.monitor_interval = opts.hot_idle_timeout.max(Duration::from_secs(1));
+    // --addr, else the config's `addr` (Litestream's ":9090" means every
+    // interface, as there), else 127.0.0.1:9090.
+    let addr = match (&args.addr, config.as_ref().and_then(|c| c.addr.clone())) {
+        (Some(a), _) => a.clone(),
+        (None, Some(a)) if a.starts_with(':') => format!("0.0.0.0{a}"),
+        (None, Some(a)) => a,
+        (None, None) => "127.0.0.1:9090".to_string(),
+    };
     crate::fleet::memory::limit_arenas();
     let rt = super::fleet_runtime(FLEET_BLOCKING_THREADS)?;
     let status = rt.block_on(async {
         let shared_slot = Arc::new(std::sync::OnceLock::new());
-        if args.addr != "off" {
-            let addr: std::net::SocketAddr = args
-                .addr
+        if addr != "off" {
+            let addr: std::net::SocketAddr = addr
                 .parse()
-                .map_err(|e| anyhow::anyhow!("--addr {:?}: {e}", args.addr))?;
+                .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
             let handle = http::install_recorder()?;
             let bound = http::serve(addr, handle, shared_slot.clone()).await?;
             tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status");
         }
         let slot = shared_slot.clone();
-        manager::run(patterns, template, opts, shutdown_signal(), move |shared| {
+        manager::run(patterns, templates, opts, shutdown_signal(), move |shared| {
             let _ = slot.set(shared); // set once
         })
         .await

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 
 /// One discovered database.
@@ -16,6 +16,8 @@ pub struct Found {
     /// Path relative to the root of the pattern that found it,
     /// `/`-separated: what `{path}` expands to.
     pub rel: String,
+    /// Which pattern found it (index into the patterns given).
+    pub source: usize,
 }
 
 /// Patterns and excludes, compiled.
@@ -48,7 +50,11 @@ impl Patterns {
             if !p.starts_with('/') {
                 bail!("--pattern {p:?}: must be an absolute path");
             }
-            let g = Glob::new(p).with_context(|| format!("--pattern {p:?}"))?;
+            // `*` stays within a directory; `**` crosses directories.
+            let g = GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .with_context(|| format!("--pattern {p:?}"))?;
             let set = GlobSetBuilder::new().add(g).build()?;
             roots.push((literal_root(p), set));
         }
@@ -70,17 +76,24 @@ impl Patterns {
             .unwrap_or_else(|| PathBuf::from("."))
     }
 
-    /// The root and relative path under which `path` is matched, if it is.
+    /// The path relative to the root of the pattern that matches `path`,
+    /// if one does.
     pub fn matches(&self, path: &Path) -> Option<String> {
+        self.matches_at(path).map(|(_, rel)| rel)
+    }
+
+    /// Which pattern (the first) matches `path`, and the path relative to
+    /// its root.
+    pub fn matches_at(&self, path: &Path) -> Option<(usize, String)> {
         if self.exclude.is_match(path) {
             return None;
         }
-        self.roots.iter().find_map(|(root, set)| {
+        self.roots.iter().enumerate().find_map(|(i, (root, set))| {
             if !set.is_match(path) {
                 return None;
             }
             let rel = path.strip_prefix(root).ok()?;
-            Some(rel.to_string_lossy().into_owned())
+            Some((i, rel.to_string_lossy().into_owned()))
         })
     }
 
@@ -122,8 +135,12 @@ impl Patterns {
             .files
             .into_par_iter()
             .filter_map(|f| {
-                let rel = self.matches(&f)?;
-                is_sqlite(&f).then_some(Found { path: f, rel })
+                let (source, rel) = self.matches_at(&f)?;
+                is_sqlite(&f).then_some(Found {
+                    path: f,
+                    rel,
+                    source,
+                })
             })
             .collect();
         (found, w.dirs)
@@ -227,6 +244,15 @@ mod tests {
             .map(|f| f.rel)
             .collect();
         assert_eq!(found, ["a/b/y.db", "a/x.db", "c/z.db"]);
+        // `*` stays within one directory.
+        let flat = Patterns::new(&[format!("{}/a/*.db", root.display())], &[]).unwrap();
+        let found: Vec<String> = flat
+            .discover()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.rel)
+            .collect();
+        assert_eq!(found, ["x.db"]);
         assert!(Patterns::new(&["data/*.db".into()], &[]).is_err());
         assert!(Patterns::new(&[], &[]).is_err());
     }

@@ -385,7 +385,8 @@ type Done = std::result::Result<Finished, tokio::task::JoinError>;
 /// Everything the manager task owns.
 struct Manager {
     shared: Arc<Shared>,
-    template: Template,
+    /// One per pattern, in order.
+    templates: Vec<Template>,
     opts: FleetOptions,
     pool: ClientPool,
     uploads: Arc<Semaphore>,
@@ -394,6 +395,11 @@ struct Manager {
     hot: HashMap<PathBuf, Arc<Hot>>,
     backlog: VecDeque<PathBuf>,
     backlog_running: usize,
+    /// Hot databases outside the backlog (each holds a connection).
+    live_hot: usize,
+    /// Written cold databases waiting for a slot under `max_hot`.
+    waiting: VecDeque<PathBuf>,
+    waiting_set: HashSet<PathBuf>,
     backlog_tokens: f64,
     watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
@@ -407,7 +413,7 @@ struct Manager {
 /// gets its final sync and seal, and the state file is written.
 pub async fn run(
     patterns: Patterns,
-    template: Template,
+    templates: Vec<Template>,
     opts: FleetOptions,
     shutdown: impl std::future::Future<Output = ()>,
     started: impl FnOnce(Arc<Shared>),
@@ -423,7 +429,7 @@ pub async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut m = Manager {
         shared: shared.clone(),
-        template,
+        templates,
         uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         opts,
@@ -432,6 +438,9 @@ pub async fn run(
         hot: HashMap::new(),
         backlog: VecDeque::new(),
         backlog_running: 0,
+        live_hot: 0,
+        waiting: VecDeque::new(),
+        waiting_set: HashSet::new(),
         backlog_tokens: 0.0,
         watcher: None,
         watched: HashSet::new(),
@@ -480,6 +489,7 @@ pub async fn run(
             Some(ev) = rx.recv() => m.handle(ev).await,
             Some(done) = m.tasks.join_next(), if !m.tasks.is_empty() => {
                 m.finished(done);
+                m.start_waiting();
                 m.start_backlog();
             }
             _ = tick.tick() => {
@@ -724,6 +734,9 @@ impl Manager {
             self.shared.counters.retired.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("litestreampp_databases_retired_total").increment(1);
             self.backlog.retain(|b| b != db);
+            if self.waiting_set.remove(db) {
+                self.waiting.retain(|b| b != db);
+            }
             self.state_dirty = true;
         }
     }
@@ -739,16 +752,28 @@ impl Manager {
             h.changed.notify_one();
             return;
         }
-        let Some(rel) = self.shared.patterns.matches(p) else {
+        if !backlog && self.live_hot >= self.opts.max_hot {
+            // No free connection slot: wait for one, and demote the least
+            // recently written to make it.
+            drop(e);
+            if self.waiting_set.insert(p.to_path_buf()) {
+                self.waiting.push_back(p.to_path_buf());
+            }
+            self.demote_idle();
+            return;
+        }
+        let Some((source, rel)) = self.shared.patterns.matches_at(p) else {
             return;
         };
-        let url = self.template.expand(&rel);
-        let client = match self.pool.open(&url) {
+        let Some(template) = self.templates.get(source) else {
+            return;
+        };
+        let client = match template.open(&self.pool, &rel) {
             Ok(c) => c,
             Err(err) => {
                 e.tier = Tier::Failed;
                 drop(e);
-                self.shared.record_error(p, &err.to_string());
+                self.shared.record_error(p, &format!("{err:#}"));
                 return;
             }
         };
@@ -772,6 +797,7 @@ impl Manager {
             hot.stop.notify_one();
             self.backlog_running += 1;
         } else {
+            self.live_hot += 1;
             self.shared
                 .counters
                 .promotions
@@ -809,6 +835,7 @@ impl Manager {
                 .backlog_done
                 .fetch_add(1, Ordering::Relaxed);
         } else {
+            self.live_hot -= 1;
             self.shared
                 .counters
                 .demotions
@@ -897,13 +924,27 @@ impl Manager {
                 active.push((last, h));
             }
         }
-        if active.len() > self.opts.max_hot {
+        // Databases waiting for a slot count as active: the least
+        // recently written make room for them.
+        let demand = active.len() + self.waiting.len();
+        if demand > self.opts.max_hot {
             active.sort_by_key(|(last, _)| *last);
-            let over = active.len() - self.opts.max_hot;
+            let over = demand - self.opts.max_hot;
             for (_, h) in active.into_iter().take(over) {
                 h.stopping.store(true, Ordering::Relaxed);
                 h.stop.notify_one();
             }
+        }
+    }
+
+    /// Promotes databases that waited for a slot, while slots are free.
+    fn start_waiting(&mut self) {
+        while self.live_hot < self.opts.max_hot {
+            let Some(p) = self.waiting.pop_front() else {
+                break;
+            };
+            self.waiting_set.remove(&p);
+            self.promote(&p, false);
         }
     }
 

@@ -3,13 +3,49 @@
 //! pattern that found it, `{dir}` that path's directory (empty at the root),
 //! `{name}` the file name.
 
-use anyhow::{Result, bail};
+use std::sync::Arc;
 
-/// A replica URL template.
+use anyhow::{Result, anyhow, bail};
+use litestreampp_core::client::{ClientPool, ReplicaClient};
+
+use crate::config::ReplicaConfig;
+
+/// How each database of a pattern gets its replica.
 #[derive(Debug, Clone)]
-pub struct Template(String);
+pub enum Template {
+    /// `--replica` URL template with `{path}`, `{dir}`, `{name}`.
+    Url(String),
+    /// A config file's directory entry: its replica, with the database's
+    /// relative path appended to the replica's path (Litestream's rule).
+    Replica(Box<ReplicaConfig>),
+}
 
 impl Template {
+    /// A directory entry's replica.
+    pub fn from_replica(r: ReplicaConfig) -> Template {
+        Template::Replica(Box::new(r))
+    }
+
+    /// Opens the replica client of the database at `rel`; S3 replicas
+    /// share `pool`'s SDK clients.
+    pub fn open(&self, pool: &ClientPool, rel: &str) -> Result<Arc<dyn ReplicaClient>> {
+        match self {
+            Template::Url(_) => pool.open(&self.expand(rel)).map_err(|e| anyhow!(e)),
+            Template::Replica(r) => r.with_relative_path(rel)?.client_in(pool),
+        }
+    }
+
+    /// Where the database at `rel` is replicated, for messages (no
+    /// credentials).
+    pub fn describe(&self, rel: &str) -> String {
+        match self {
+            Template::Url(_) => crate::config::redact_url(&self.expand(rel)),
+            Template::Replica(r) => r
+                .with_relative_path(rel)
+                .map_or_else(|_| r.describe(), |r| r.describe()),
+        }
+    }
+
     /// Checks that the template names each database apart (`{path}`, or
     /// `{dir}` with `{name}`) and uses no unknown placeholder.
     pub fn parse(s: &str) -> Result<Template> {
@@ -32,15 +68,18 @@ impl Template {
                 "replica template {s:?}: must contain {{path}} (or {{dir}} and {{name}}) so each database gets its own replica"
             );
         }
-        Ok(Template(s.to_string()))
+        Ok(Template::Url(s.to_string()))
     }
 
     /// The replica URL of the database at `rel` (relative to its pattern's
     /// root, `/`-separated).
     pub fn expand(&self, rel: &str) -> String {
+        let t = match self {
+            Template::Url(t) => t,
+            Template::Replica(_) => return self.describe(rel),
+        };
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
-        let s = self
-            .0
+        let s = t
             .replace("{path}", rel)
             .replace("{dir}", dir)
             .replace("{name}", name);
@@ -94,5 +133,30 @@ mod tests {
         assert!(Template::parse("file:///r/{name}").is_err());
         assert!(Template::parse("file:///r/{tenant}/{path}").is_err());
         assert!(Template::parse("file:///r/{path").is_err());
+    }
+
+    #[test]
+    fn directory_entries_append_the_relative_path() {
+        let file = ReplicaConfig {
+            kind: "file".into(),
+            path: Some("/backups/tenants/".into()),
+            ..Default::default()
+        };
+        let t = Template::from_replica(file);
+        assert_eq!(t.describe("a/x.db"), "file:///backups/tenants/a/x.db");
+        let url = ReplicaConfig::from_url("s3://bkt/pre?endpoint=http://127.0.0.1:9&region=r");
+        let r = url.with_relative_path("a/x.db").unwrap();
+        assert_eq!(
+            r.url.as_deref(),
+            Some("s3://bkt/pre/a/x.db?endpoint=http://127.0.0.1:9&region=r")
+        );
+        let bare = ReplicaConfig {
+            kind: "s3".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            bare.with_relative_path("x.db").unwrap().path.as_deref(),
+            Some("x.db")
+        );
     }
 }

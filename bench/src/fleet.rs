@@ -1,0 +1,869 @@
+//! `lsbench fleet`: the fleet figures of issue 5, with Go Litestream's
+//! directory mode (`dir` + `pattern` + `recursive` + `watch`) on the same
+//! fleet size where it copes.
+//!
+//! Each tool gets its own copy of the fleet (both keep meta directories
+//! next to the databases) and a file replica; an optional S3 phase counts
+//! the requests an idle fleet sends to a local moto server.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rand::Rng;
+use rand::seq::SliceRandom;
+use rusqlite::Connection;
+
+use super::{Bench, fresh_dir, median, percentile};
+
+/// What one `lsbench fleet` run does.
+pub struct FleetArgs {
+    pub count: usize,
+    pub shards: usize,
+    pub hot: usize,
+    pub probes: usize,
+    pub promotions: usize,
+    pub load_seconds: u64,
+    pub idle_seconds: u64,
+    /// Go Litestream runs the same phases on a fleet of this size (0: not at all).
+    pub go_count: usize,
+    /// Idle S3 requests are counted on a fleet of this size (0: skipped).
+    pub s3_count: usize,
+    pub lsdemo: PathBuf,
+}
+
+/// A running tool.
+struct Running {
+    child: Child,
+    /// stderr lines (ours: the startup line).
+    lines: mpsc::Receiver<String>,
+    port: Option<u16>,
+}
+
+impl Running {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn rss_mb(&self) -> f64 {
+        proc_status_kb(self.pid(), "VmRSS:") as f64 / 1024.0
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        proc_cpu_secs(self.pid())
+    }
+
+    fn metrics(&self) -> Result<String> {
+        get(self.port.context("no metrics port")?, "/metrics")
+    }
+
+    fn stop(mut self) -> Result<()> {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        let t0 = Instant::now();
+        loop {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                let _ = self.child.kill(); // a benchmark must end
+                bail!("did not stop within 120 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn proc_status_kb(pid: i32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of a running process.
+fn proc_cpu_secs(pid: i32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// GET from 127.0.0.1; the body.
+fn get(port: u16, path: &str) -> Result<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// The value of an unlabelled (or exactly labelled) series.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn rel(i: usize, shards: usize) -> String {
+    format!("shard-{:03}/tenant-{i:06}.db", i % shards.max(1))
+}
+
+/// The highest commit (database size in pages) among the replica's L0
+/// files not seen before, with when they were first seen.
+fn scan_l0(dir: &Path, known: &mut std::collections::HashSet<std::ffi::OsString>) -> Option<u32> {
+    let mut best = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().ends_with(".ltx") || known.contains(&name) {
+            continue;
+        }
+        if let Ok(b) = std::fs::read(e.path())
+            && b.len() >= 100
+        {
+            let commit = u32::from_be_bytes([b[12], b[13], b[14], b[15]]);
+            best = best.max(Some(commit));
+            known.insert(name);
+        }
+    }
+    best
+}
+
+impl Bench {
+    fn build_fleet(&self, a: &FleetArgs, dir: &Path, count: usize) -> Result<f64> {
+        let _ = std::fs::remove_dir_all(dir);
+        let out = Command::new(&a.lsdemo)
+            .args(["fleet-build", "--count", &count.to_string()])
+            .args(["--shards", &a.shards.to_string(), "--dir"])
+            .arg(dir)
+            .output()
+            .context("run lsdemo fleet-build (cargo build --release first)")?;
+        if !out.status.success() {
+            bail!("fleet-build: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        // "built N databases in Xs (R databases/s) under DIR"
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rate = text
+            .split('(')
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        Ok(rate)
+    }
+
+    fn start_ours(&self, data: &Path, replica: &str, extra: &[&str]) -> Result<Running> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut c = self.ours();
+        c.args(["run", "--pattern", &format!("{}/**/*.db", data.display())])
+            .args(["--replica", replica])
+            .args([
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--log-level",
+                "warn",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn()?;
+        let lines = forward_lines(child.stderr.take());
+        Ok(Running {
+            child,
+            lines,
+            port: Some(port),
+        })
+    }
+
+    fn start_go(&self, data: &Path, replica: &str, dir: &Path) -> Result<Running> {
+        let cfg = dir.join("go-fleet.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n{replica}",
+                data.display()
+            ),
+        )?;
+        let mut c = self.go();
+        c.args(["replicate", "-config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn()?;
+        let lines = forward_lines(child.stderr.take());
+        Ok(Running {
+            child,
+            lines,
+            port: None,
+        })
+    }
+
+    /// The whole fleet benchmark; Markdown.
+    pub fn fleet(&self, a: &FleetArgs) -> Result<String> {
+        let root = self.work.join("fleet");
+        fresh_dir(&root)?;
+        let mut md = String::new();
+        let ours = self.fleet_ours(a, &root, a.count)?;
+        md.push_str(&format!(
+            "### litestreampp, {} databases ({} directories), file replica\n\n{}\n",
+            a.count,
+            a.shards,
+            ours.table(None)
+        ));
+        if a.go_count > 0 {
+            let ours_small = if a.go_count == a.count {
+                ours.clone()
+            } else {
+                self.fleet_ours(a, &root, a.go_count)?
+            };
+            let go = self.fleet_go(a, &root, a.go_count)?;
+            md.push_str(&format!(
+                "### Side by side, {} databases, file replica\n\nGo Litestream 0.5.17 in directory mode (`dir`, `pattern: \"*.db\"`, `recursive: true`, `watch: true`) on its own copy of the same fleet.\n\n{}\n",
+                a.go_count,
+                ours_small.table(Some(&go))
+            ));
+        }
+        if a.s3_count > 0 {
+            md.push_str(&self.fleet_s3_idle(a, &root)?);
+        }
+        Ok(md)
+    }
+
+    fn fleet_ours(&self, a: &FleetArgs, root: &Path, count: usize) -> Result<FleetFigures> {
+        let data = root.join(format!("ours-{count}"));
+        let rep = root.join(format!("ours-{count}-replica"));
+        let _ = std::fs::remove_dir_all(&rep);
+        eprintln!("fleet: building {count} databases for litestreampp...");
+        let build_rate = self.build_fleet(a, &data, count)?;
+        let template = format!("file://{}/{{path}}", rep.display());
+        let hot_cap = (a.hot + a.promotions + 100).to_string();
+        let args = ["--backlog-rate", "1000000", "--max-hot", hot_cap.as_str()];
+        nix::unistd::sync();
+        let t0 = Instant::now();
+        let r = self.start_ours(&data, &template, &args)?;
+        let startup = startup_seconds(&r, t0)?;
+        eprintln!("fleet: discovery and registration {startup:.2}s; waiting for the backlog...");
+        wait_backlog(&r, count, t0, Duration::from_secs(3600))?;
+        let backlog = t0.elapsed().as_secs_f64();
+        eprintln!("fleet: backlog done in {backlog:.1}s; idle phase...");
+        // The trim after the backlog runs within 30 s.
+        std::thread::sleep(Duration::from_secs(35));
+        let (idle_rss, idle_cpu) = idle_sample(&r, a.idle_seconds);
+        r.stop()?;
+        // Restart: every database is cold in the state file.
+        let t1 = Instant::now();
+        let r = self.start_ours(&data, &template, &args)?;
+        let restart = startup_seconds(&r, t1)?;
+        wait_backlog(&r, count, t1, Duration::from_secs(600))?;
+        std::thread::sleep(Duration::from_secs(2));
+        let restart_rss = r.rss_mb();
+        eprintln!("fleet: restart {restart:.2}s; promotions...");
+        let mut pick: Vec<usize> = (0..count).collect();
+        pick.shuffle(&mut rand::rng());
+        let (promo, cold_write) = self.promotions(
+            &r,
+            &data,
+            &rep,
+            a.shards,
+            &pick[..a.promotions.min(count / 2)],
+        )?;
+        eprintln!("fleet: {} hot databases under load...", a.hot);
+        let hot_set = &pick[count / 2..(count / 2 + a.hot).min(count)];
+        let load = self.hot_load(&r, &data, &rep, a, hot_set)?;
+        r.stop()?;
+        Ok(FleetFigures {
+            count,
+            build_rate,
+            startup,
+            backlog,
+            idle_rss,
+            idle_cpu,
+            restart: Some(restart),
+            restart_rss: Some(restart_rss),
+            promotion: Some(promo),
+            cold_write,
+            load,
+        })
+    }
+
+    fn fleet_go(&self, a: &FleetArgs, root: &Path, count: usize) -> Result<FleetFigures> {
+        let data = root.join(format!("go-{count}"));
+        let rep = root.join(format!("go-{count}-replica"));
+        let _ = std::fs::remove_dir_all(&rep);
+        eprintln!("fleet: building {count} databases for Go Litestream...");
+        let build_rate = self.build_fleet(a, &data, count)?;
+        nix::unistd::sync();
+        let t0 = Instant::now();
+        let r = self.start_go(
+            &data,
+            &format!("      type: file\n      path: {}\n", rep.display()),
+            root,
+        )?;
+        // Go reports no totals: count replicas with an L0 file.
+        let startup = f64::NAN;
+        let mut done = 0;
+        while done < count {
+            if t0.elapsed() > Duration::from_secs(3600) {
+                let _ = r.stop();
+                bail!("Go: only {done} of {count} databases replicated after an hour");
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            done = (0..count)
+                .filter(|i| {
+                    std::fs::read_dir(rep.join(rel(*i, a.shards)).join("ltx/0"))
+                        .is_ok_and(|mut d| d.next().is_some())
+                })
+                .count();
+        }
+        let backlog = t0.elapsed().as_secs_f64();
+        eprintln!("fleet: Go backlog done in {backlog:.1}s; idle phase...");
+        std::thread::sleep(Duration::from_secs(35));
+        let (idle_rss, idle_cpu) = idle_sample(&r, a.idle_seconds);
+        let mut pick: Vec<usize> = (0..count).collect();
+        pick.shuffle(&mut rand::rng());
+        let (_, cold_write) = self.promotions(
+            &r,
+            &data,
+            &rep,
+            a.shards,
+            &pick[..a.promotions.min(count / 2)],
+        )?;
+        let hot_set = &pick[count / 2..(count / 2 + a.hot).min(count)];
+        let load = self.hot_load(&r, &data, &rep, a, hot_set)?;
+        r.stop()?;
+        Ok(FleetFigures {
+            count,
+            build_rate,
+            startup,
+            backlog,
+            idle_rss,
+            idle_cpu,
+            restart: None,
+            restart_rss: None,
+            promotion: None,
+            cold_write,
+            load,
+        })
+    }
+
+    /// Writes once to each database in `dbs` (idle ones), one after the
+    /// other: milliseconds to promotion (ours: the promotions counter
+    /// moves) and to the replica holding the write.
+    fn promotions(
+        &self,
+        r: &Running,
+        data: &Path,
+        rep: &Path,
+        shards: usize,
+        dbs: &[usize],
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let mut promo = Vec::new();
+        let mut replica = Vec::new();
+        let counter = |r: &Running| {
+            r.metrics()
+                .ok()
+                .and_then(|m| metric(&m, "litestreampp_promotions_total"))
+        };
+        for &i in dbs {
+            let rel = rel(i, shards);
+            let l0 = rep.join(&rel).join("ltx/0");
+            let mut known = std::collections::HashSet::new();
+            scan_l0(&l0, &mut known);
+            let before = if r.port.is_some() {
+                counter(r).unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            let c = Connection::open(data.join(&rel))?;
+            c.execute(
+                "INSERT INTO orders(customer, amount_cents) VALUES ('bench', 1)",
+                [],
+            )?;
+            let t = Instant::now();
+            let pages: u32 = c.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+            let (mut p, mut w) = (r.port.is_none(), false);
+            while !(p && w) {
+                if t.elapsed() > Duration::from_secs(30) {
+                    bail!("{rel}: write not replicated within 30 s");
+                }
+                if !p && counter(r).is_some_and(|v| v > before) {
+                    promo.push(t.elapsed().as_secs_f64() * 1000.0);
+                    p = true;
+                }
+                if !w && scan_l0(&l0, &mut known).is_some_and(|c| c >= pages) {
+                    replica.push(t.elapsed().as_secs_f64() * 1000.0);
+                    w = true;
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            drop(c);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok((promo, replica))
+    }
+
+    /// `a.hot` databases written once a second each; `a.probes` of them
+    /// are written by a prober that measures write → replica lag.
+    fn hot_load(
+        &self,
+        r: &Running,
+        data: &Path,
+        rep: &Path,
+        a: &FleetArgs,
+        dbs: &[usize],
+    ) -> Result<LoadFigures> {
+        let probes = a.probes.min(dbs.len());
+        let (probe_dbs, load_dbs) = dbs.split_at(probes);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut threads = Vec::new();
+        let writers = 4;
+        for w in 0..writers {
+            let mine: Vec<PathBuf> = load_dbs
+                .iter()
+                .skip(w)
+                .step_by(writers)
+                .map(|i| data.join(rel(*i, a.shards)))
+                .collect();
+            let (stop, writes) = (stop.clone(), writes.clone());
+            threads.push(std::thread::spawn(move || -> Result<()> {
+                let conns: Vec<Connection> = mine
+                    .iter()
+                    .map(|p| {
+                        let c = Connection::open(p)?;
+                        c.busy_timeout(Duration::from_secs(5))?;
+                        Ok(c)
+                    })
+                    .collect::<Result<_>>()?;
+                let mut rng = rand::rng();
+                let mut next = Instant::now() + Duration::from_millis(rng.random_range(0..1000));
+                let step = Duration::from_secs_f64(1.0 / conns.len().max(1) as f64);
+                while !stop.load(Ordering::Relaxed) {
+                    for c in &conns {
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                        // Random phases: writes land anywhere in a sync window.
+                        next += step.mul_f64(rng.random_range(0.0..2.0));
+                        c.execute(
+                            "INSERT INTO orders(customer, amount_cents) VALUES ('load', 1)",
+                            [],
+                        )?;
+                        writes.fetch_add(1, Ordering::Relaxed);
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }));
+        }
+        // Observer of the probe databases' replicas.
+        let seen: Arc<Mutex<Vec<(usize, u32, Instant)>>> = Arc::default();
+        let observer = {
+            let dirs: Vec<PathBuf> = probe_dbs
+                .iter()
+                .map(|i| rep.join(rel(*i, a.shards)).join("ltx/0"))
+                .collect();
+            let (stop, seen) = (stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut known: Vec<std::collections::HashSet<std::ffi::OsString>> =
+                    vec![Default::default(); dirs.len()];
+                while !stop.load(Ordering::Relaxed) {
+                    for (j, d) in dirs.iter().enumerate() {
+                        if let Some(c) = scan_l0(d, &mut known[j]) {
+                            seen.lock().unwrap().push((j, c, Instant::now()));
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        let probe_conns: Vec<Connection> = probe_dbs
+            .iter()
+            .map(|i| Connection::open(data.join(rel(*i, a.shards))))
+            .collect::<rusqlite::Result<_>>()?;
+        // Warm-up: every database promoted and replicating.
+        let warm = Duration::from_secs(15);
+        let t0 = Instant::now();
+        let cpu0 = r.cpu_secs();
+        let mut sent: Vec<(usize, u32, Instant)> = Vec::new();
+        let mut rss = Vec::new();
+        let total = warm + Duration::from_secs(a.load_seconds);
+        let step = Duration::from_secs_f64(1.0 / probe_conns.len().max(1) as f64);
+        let mut next = Instant::now();
+        let mut cpu_measured = None;
+        let mut rng = rand::rng();
+        'outer: loop {
+            for (j, c) in probe_conns.iter().enumerate() {
+                if t0.elapsed() >= total {
+                    break 'outer;
+                }
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                // Each probe written about once a second, at a random
+                // phase of its sync window.
+                next += step.mul_f64(rng.random_range(0.0..2.0));
+                c.execute(
+                    "INSERT INTO orders(customer, amount_cents) VALUES ('probe', zeroblob(3000))",
+                    [],
+                )?;
+                let t = Instant::now();
+                let pages: u32 = c.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+                if t0.elapsed() >= warm {
+                    if cpu_measured.is_none() {
+                        cpu_measured = Some((r.cpu_secs(), Instant::now()));
+                    }
+                    sent.push((j, pages, t));
+                    if sent.len().is_multiple_of(probe_conns.len()) {
+                        rss.push(r.rss_mb());
+                    }
+                }
+            }
+        }
+        let (cpu_a, ta) = cpu_measured.unwrap_or((cpu0, t0));
+        let cpu = (r.cpu_secs() - cpu_a) / ta.elapsed().as_secs_f64() * 100.0;
+        let hist = r.metrics().ok();
+        std::thread::sleep(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        }
+        observer.join().ok();
+        let seen = seen.lock().unwrap().clone();
+        let mut lags = Vec::new();
+        let mut missing = 0;
+        for (j, pages, t) in sent {
+            match seen
+                .iter()
+                .filter(|(k, c, when)| *k == j && *c >= pages && *when >= t)
+                .map(|(_, _, when)| *when)
+                .min()
+            {
+                Some(when) => lags.push(when.duration_since(t).as_secs_f64() * 1000.0),
+                None => missing += 1,
+            }
+        }
+        Ok(LoadFigures {
+            hot: dbs.len(),
+            writes_per_sec: writes.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64(),
+            lags,
+            missing,
+            rss: median(rss),
+            cpu,
+            metrics_lag_p99: hist.as_deref().and_then(histogram_p99),
+        })
+    }
+
+    /// Counts S3 requests (moto's request log) while a fleet on S3 is idle.
+    fn fleet_s3_idle(&self, a: &FleetArgs, root: &Path) -> Result<String> {
+        let count = a.s3_count;
+        let data = root.join(format!("s3-{count}"));
+        eprintln!("fleet: {count} databases on S3 (moto)...");
+        self.build_fleet(a, &data, count)?;
+        let log = root.join("moto.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut moto = Command::new(".venv/bin/moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("start moto (run tests/setup.sh first)")?;
+        let requests = || -> usize {
+            std::fs::read_to_string(&log)
+                .map(|s| s.lines().filter(|l| l.contains(" HTTP/1.1\" ")).count())
+                .unwrap_or(0)
+        };
+        let result = (|| -> Result<String> {
+            let t0 = Instant::now();
+            while super::http(port, "PUT", "/fleet")
+                .map(|c| c != 200)
+                .unwrap_or(true)
+            {
+                if t0.elapsed() > Duration::from_secs(30) {
+                    bail!("moto did not start");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let template = format!(
+                "s3://fleet/{{path}}?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true"
+            );
+            let base = requests();
+            let t0 = Instant::now();
+            let r = self.start_ours(&data, &template, &["--backlog-rate", "1000000"])?;
+            startup_seconds(&r, t0)?;
+            wait_backlog(&r, count, t0, Duration::from_secs(3600))?;
+            let backlog = t0.elapsed().as_secs_f64();
+            let after_backlog = requests();
+            std::thread::sleep(Duration::from_secs(5));
+            let idle0 = requests();
+            std::thread::sleep(Duration::from_secs(a.idle_seconds));
+            let idle = requests() - idle0;
+            r.stop()?;
+            Ok(format!(
+                "### An idle fleet on S3 (moto), {count} databases\n\n\
+                 | | litestreampp |\n|---|---|\n\
+                 | initial backlog | {backlog:.1} s ({:.0} databases/s) |\n\
+                 | S3 requests per new database (backlog) | {:.1} |\n\
+                 | S3 requests while idle, {} s | **{idle}** (goal 0) |\n",
+                count as f64 / backlog,
+                (after_backlog - base) as f64 / count as f64,
+                a.idle_seconds,
+            ))
+        })();
+        let _ = moto.kill(); // the phase is over
+        let _ = moto.wait();
+        result
+    }
+}
+
+/// Forwards a child's stderr lines to a channel (and drains it).
+fn forward_lines(stderr: Option<std::process::ChildStderr>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(e) = stderr {
+        std::thread::spawn(move || {
+            for line in BufReader::new(e).lines().map_while(Result::ok) {
+                let _ = tx.send(line); // the reader may be gone
+            }
+        });
+    }
+    rx
+}
+
+/// Seconds to "fleet: N databases (...) in X s"; our own figure.
+fn startup_seconds(r: &Running, t0: Instant) -> Result<f64> {
+    loop {
+        let line = r
+            .lines
+            .recv_timeout(Duration::from_secs(120))
+            .context("no startup line from litestreampp run")?;
+        if let Some(rest) = line.strip_prefix("fleet: ") {
+            let secs = rest
+                .split(" in ")
+                .nth(1)
+                .and_then(|s| s.split('s').next())
+                .and_then(|v| v.parse().ok());
+            return Ok(secs.unwrap_or_else(|| t0.elapsed().as_secs_f64()));
+        }
+        if line.starts_with("error") {
+            bail!("litestreampp run: {line}");
+        }
+    }
+}
+
+/// Waits until every database is cold (backed up and sealed).
+fn wait_backlog(r: &Running, count: usize, t0: Instant, limit: Duration) -> Result<()> {
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Ok(m) = r.metrics() {
+            let cold = metric(&m, "litestreampp_databases{tier=\"cold\"}").unwrap_or(0.0);
+            if cold as usize >= count {
+                return Ok(());
+            }
+        }
+        if t0.elapsed() > limit {
+            bail!("backlog not done after {:?}", limit);
+        }
+    }
+}
+
+/// Median RSS (MB) and CPU (% of a core) over `secs` of idleness.
+fn idle_sample(r: &Running, secs: u64) -> (f64, f64) {
+    let cpu0 = r.cpu_secs();
+    let t0 = Instant::now();
+    let mut rss = Vec::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        rss.push(r.rss_mb());
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let cpu = (r.cpu_secs() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    (median(rss), cpu)
+}
+
+/// p99 of `litestreampp_replication_lag_seconds` from its buckets (upper
+/// bound of the bucket), in ms.
+fn histogram_p99(m: &str) -> Option<f64> {
+    let name = "litestreampp_replication_lag_seconds";
+    let total = metric(m, &format!("{name}_count"))?;
+    if total == 0.0 {
+        return None;
+    }
+    for l in m.lines() {
+        let Some(rest) = l.strip_prefix(&format!("{name}_bucket{{le=\"")) else {
+            continue;
+        };
+        let (le, v) = rest.split_once("\"} ")?;
+        let v: f64 = v.parse().ok()?;
+        if v >= total * 0.99 {
+            return if le == "+Inf" {
+                Some(f64::INFINITY)
+            } else {
+                le.parse::<f64>().ok().map(|s| s * 1000.0)
+            };
+        }
+    }
+    None
+}
+
+#[derive(Clone)]
+struct LoadFigures {
+    hot: usize,
+    writes_per_sec: f64,
+    lags: Vec<f64>,
+    missing: usize,
+    rss: f64,
+    cpu: f64,
+    metrics_lag_p99: Option<f64>,
+}
+
+#[derive(Clone)]
+struct FleetFigures {
+    count: usize,
+    build_rate: f64,
+    startup: f64,
+    backlog: f64,
+    idle_rss: f64,
+    idle_cpu: f64,
+    restart: Option<f64>,
+    restart_rss: Option<f64>,
+    promotion: Option<Vec<f64>>,
+    cold_write: Vec<f64>,
+    load: LoadFigures,
+}
+
+impl FleetFigures {
+    fn rows(&self) -> Vec<(&'static str, String)> {
+        let ms = |v: &Vec<f64>, p: f64| format!("{:.0} ms", percentile(v.clone(), p));
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
+        let l = &self.load;
+        vec![
+            (
+                "demo fleet built (lsdemo fleet-build)",
+                format!("{:.0} databases/s", self.build_rate),
+            ),
+            (
+                "discovery and registration at start",
+                if self.startup.is_nan() {
+                    "n/a".into()
+                } else {
+                    format!("{:.2} s", self.startup)
+                },
+            ),
+            (
+                "initial backlog (every database backed up)",
+                format!(
+                    "{:.1} s ({:.0} databases/s)",
+                    self.backlog,
+                    self.count as f64 / self.backlog
+                ),
+            ),
+            (
+                "RSS, idle after the backlog",
+                format!("{:.1} MB", self.idle_rss),
+            ),
+            ("CPU, idle", format!("{:.2}% of a core", self.idle_cpu)),
+            (
+                "restart with every database known (to watching)",
+                opt(self.restart.map(|s| format!("{s:.2} s"))),
+            ),
+            (
+                "RSS after the restart",
+                opt(self.restart_rss.map(|s| format!("{s:.1} MB"))),
+            ),
+            (
+                "write → promotion, p50 / p99",
+                opt(self
+                    .promotion
+                    .as_ref()
+                    .map(|v| format!("{} / {}", ms(v, 50.0), ms(v, 99.0)))),
+            ),
+            (
+                "write to an idle database → replica, p50 / p99",
+                format!(
+                    "{} / {}",
+                    ms(&self.cold_write, 50.0),
+                    ms(&self.cold_write, 99.0)
+                ),
+            ),
+            (
+                "hot databases under load (writes/s)",
+                format!("{} ({:.0} writes/s)", l.hot, l.writes_per_sec),
+            ),
+            (
+                "lag under load, p50 / p99 / max",
+                format!(
+                    "{} / {} / {:.0} ms ({} samples{})",
+                    ms(&l.lags, 50.0),
+                    ms(&l.lags, 99.0),
+                    l.lags.iter().cloned().fold(0.0, f64::max),
+                    l.lags.len(),
+                    if l.missing > 0 {
+                        format!(", {} not seen", l.missing)
+                    } else {
+                        String::new()
+                    }
+                ),
+            ),
+            (
+                "lag p99 from our own histogram (bucket bound)",
+                opt(l.metrics_lag_p99.map(|v| format!("≤ {v:.0} ms"))),
+            ),
+            ("RSS under load", format!("{:.1} MB", l.rss)),
+            (
+                "memory per hot database ((load − idle) / hot)",
+                format!(
+                    "{:.0} KB",
+                    (l.rss - self.idle_rss) * 1024.0 / l.hot.max(1) as f64
+                ),
+            ),
+            ("CPU under load", format!("{:.0}% of a core", l.cpu)),
+        ]
+    }
+
+    fn table(&self, go: Option<&FleetFigures>) -> String {
+        let mine = self.rows();
+        match go {
+            None => {
+                let mut s = String::from("| | litestreampp |\n|---|---|\n");
+                for (k, v) in mine {
+                    s.push_str(&format!("| {k} | {v} |\n"));
+                }
+                s
+            }
+            Some(g) => {
+                let mut s =
+                    String::from("| | Go Litestream 0.5.17 | litestreampp |\n|---|---|---|\n");
+                for ((k, v), (_, gv)) in mine.into_iter().zip(g.rows()) {
+                    s.push_str(&format!("| {k} | {gv} | {v} |\n"));
+                }
+                s
+            }
+        }
+    }
+}
