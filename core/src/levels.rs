@@ -160,8 +160,14 @@ impl LevelState {
     /// Lists every level once.
     pub async fn load(client: &dyn ReplicaClient) -> Result<LevelState> {
         let mut s = LevelState::default();
+        let mut by_level: [Vec<FileInfo>; SNAPSHOT_LEVEL as usize + 1] = Default::default();
+        for f in client.all_ltx_files().await? {
+            if let Some(v) = by_level.get_mut(f.level as usize) {
+                v.push(f);
+            }
+        }
         for level in 0..=SNAPSHOT_LEVEL {
-            let files = list_all(client, level, false).await?;
+            let files = std::mem::take(&mut by_level[level as usize]);
             let newest = files.iter().max_by_key(|f| f.max_txid).cloned();
             s.position = s.position.max(max_of(&newest));
             if let Some(n) = &newest {

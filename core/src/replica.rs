@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::client::{FileInfo, LtxBody, ReplicaClient, SNAPSHOT_LEVEL, max_file};
+use crate::client::{FileInfo, LtxBody, ReplicaClient};
 use crate::db::Db;
 use crate::error::Result;
 use crate::ltx::PageIndex;
@@ -50,14 +50,17 @@ impl Replica {
     }
 
     /// Learns the replica's position: the highest TXID at any level. One
-    /// listing per level, done once; afterwards uploads keep it current.
+    /// listing of every level (S3: one request for a new replica), done
+    /// once; afterwards uploads keep it current.
     pub async fn fetch_position(&mut self) -> Result<TxId> {
-        let mut best = TxId::ZERO;
-        for level in (0..=SNAPSHOT_LEVEL).rev() {
-            if let Some(f) = max_file(self.client.as_ref(), level).await? {
-                best = best.max(f.max_txid);
-            }
-        }
+        let best = self
+            .client
+            .all_ltx_files()
+            .await?
+            .iter()
+            .map(|f| f.max_txid)
+            .max()
+            .unwrap_or(TxId::ZERO);
         self.pos = Some(best);
         Ok(best)
     }

@@ -166,6 +166,18 @@ pub async fn run(client: &dyn ReplicaClient) {
         "{loc}: seek start"
     );
     assert_eq!(seeked.len() as u64, 6 + n - 1000, "{loc}: seek count");
+    // All levels at once: the same files as level by level.
+    let all = ok(c.all_ltx_files().await, "list all levels");
+    let mut by_level = Vec::new();
+    for level in 0..=SNAPSHOT_LEVEL {
+        by_level.extend(ok(list_all(c, level, false).await, "list a level"));
+    }
+    let key = |f: &FileInfo| (f.level, f.min_txid, f.max_txid, f.size);
+    assert_eq!(
+        all.iter().map(key).collect::<Vec<_>>(),
+        by_level.iter().map(key).collect::<Vec<_>>(),
+        "{loc}: all_ltx_files"
+    );
     let with_meta = ok(list_all(c, 0, true).await, "list with metadata");
     assert!(
         with_meta

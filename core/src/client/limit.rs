@@ -46,6 +46,10 @@ impl ReplicaClient for UploadLimited {
         self.inner.ltx_files(level, seek, use_metadata).await
     }
 
+    async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
+        self.inner.all_ltx_files().await
+    }
+
     async fn open_ltx_file(
         &self,
         level: u32,

@@ -117,6 +117,21 @@ pub trait ReplicaClient: Send + Sync + Debug {
     /// object stores; needed for point-in-time restore).
     async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream>;
 
+    /// Every file of every level (0-9), each level ordered by min TXID, in
+    /// as few requests as the backend allows (S3: one listing instead of
+    /// ten; what a fleet's new database costs at startup).
+    async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
+        use futures::TryStreamExt;
+        let mut out = Vec::new();
+        for level in 0..=SNAPSHOT_LEVEL {
+            let mut files = self.ltx_files(level, TxId(0), false).await?;
+            while let Some(f) = files.try_next().await? {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+
     /// Opens a file for reading from `offset`; `size` 0 reads to the end.
     /// Missing files give [`Error::NotFound`].
     async fn open_ltx_file(

@@ -144,6 +144,10 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
 
     /// Lazy; a listing that fails midway restarts after the last file it
     /// had produced.
+    async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
+        self.retry("list", || self.inner.all_ltx_files()).await
+    }
+
     async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
         let first = self
             .retry("list", || self.inner.ltx_files(level, seek, use_metadata))

@@ -27,7 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use tokio::sync::OnceCell;
 
-use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient};
+use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL};
 use crate::error::{Error, Result};
 use crate::ltx::Header;
 use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
@@ -956,6 +956,21 @@ pub fn format_timestamp(ms: i64) -> String {
     }
 }
 
+/// A listed object named like an LTX file, as a file of `level`.
+fn object_file_info(level: u32, name: &str, o: &aws_sdk_s3::types::Object) -> Option<FileInfo> {
+    let (min, max) = parse_ltx_file_name(name)?;
+    Some(FileInfo {
+        level,
+        min_txid: min,
+        max_txid: max,
+        size: o.size().unwrap_or(0).max(0) as u64,
+        created_at: o
+            .last_modified()
+            .map(to_timestamp)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    })
+}
+
 fn to_timestamp(d: &aws_sdk_s3::primitives::DateTime) -> jiff::Timestamp {
     jiff::Timestamp::new(d.secs(), d.subsec_nanos() as i32).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
@@ -968,6 +983,41 @@ impl ReplicaClient for S3ReplicaClient {
 
     fn location(&self) -> String {
         self.settings().location()
+    }
+
+    async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
+        // One listing of `<path>/`: keys `<path>/<level:04x>/<ltx name>`;
+        // anything else under the prefix is not ours and is skipped.
+        let client = self.conn.client().await?.clone();
+        let prefix = format!("{}/", self.settings().path);
+        let what = format!("list s3://{}/{prefix}", self.settings().bucket);
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.settings().bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err(e, &what))?;
+            for o in page.contents() {
+                let Some((level, name)) = o
+                    .key()
+                    .and_then(|k| k.strip_prefix(&prefix))
+                    .and_then(|rest| rest.split_once('/'))
+                else {
+                    continue;
+                };
+                let level = match u32::from_str_radix(level, 16) {
+                    Ok(l) if level.len() == 4 && l <= SNAPSHOT_LEVEL => l,
+                    _ => continue,
+                };
+                if let Some(f) = object_file_info(level, name, o) {
+                    out.push(f);
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
@@ -992,19 +1042,8 @@ impl ReplicaClient for S3ReplicaClient {
                         .contents()
                         .iter()
                         .filter_map(|o| {
-                            let key = o.key()?;
-                            let name = key.rsplit('/').next()?;
-                            let (min, max) = parse_ltx_file_name(name)?;
-                            Some(FileInfo {
-                                level,
-                                min_txid: min,
-                                max_txid: max,
-                                size: o.size().unwrap_or(0).max(0) as u64,
-                                created_at: o
-                                    .last_modified()
-                                    .map(to_timestamp)
-                                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                            })
+                            let name = o.key()?.rsplit('/').next()?;
+                            object_file_info(level, name, o)
                         })
                         .filter(|f| f.min_txid >= seek)
                         .collect();

@@ -407,6 +407,7 @@ struct Manager {
     state_dirty: bool,
     /// Replicators finished since memory was last trimmed.
     trim_due: bool,
+    last_finished: Instant,
 }
 
 /// Runs the fleet until `shutdown` completes; then every hot database
@@ -447,6 +448,7 @@ pub async fn run(
         polling: false,
         state_dirty: false,
         trim_due: false,
+        last_finished: Instant::now(),
     };
     fsutil_create_dir(&m.opts.state_dir)?;
     let t0 = Instant::now();
@@ -509,8 +511,11 @@ pub async fn run(
                     m.save_state().await;
                 }
                 // Bursts of syncs leave free memory in malloc's arenas:
-                // give it back once things settle.
-                if m.trim_due && m.backlog.is_empty() && last_trim.elapsed() >= Duration::from_secs(30) {
+                // give it back once things settle (5 s without a replicator
+                // finishing), or every 5 minutes under constant churn.
+                let settled = m.last_finished.elapsed() >= Duration::from_secs(5)
+                    && last_trim.elapsed() >= Duration::from_secs(30);
+                if m.trim_due && (settled || last_trim.elapsed() >= Duration::from_secs(300)) {
                     last_trim = Instant::now();
                     m.trim_due = false;
                     m.backlog.shrink_to_fit();
@@ -828,6 +833,7 @@ impl Manager {
         };
         self.hot.remove(&path);
         self.trim_due = true;
+        self.last_finished = Instant::now();
         if hot.backlog {
             self.backlog_running -= 1;
             self.shared
