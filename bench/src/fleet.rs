@@ -21,18 +21,34 @@ use rusqlite::Connection;
 use super::{Bench, fresh_dir, median, percentile};
 
 /// What one `lsbench fleet` run does.
+#[derive(clap::Args)]
 pub struct FleetArgs {
+    #[arg(long, default_value_t = 100_000)]
     pub count: usize,
+    #[arg(long, default_value_t = 100)]
     pub shards: usize,
+    /// Hot databases under load (each written once a second).
+    #[arg(long, default_value_t = 1000)]
     pub hot: usize,
+    /// Of the hot databases, this many measure write -> replica lag.
+    #[arg(long, default_value_t = 50)]
     pub probes: usize,
+    /// Writes to idle databases (promotion latency samples).
+    #[arg(long, default_value_t = 100)]
     pub promotions: usize,
+    #[arg(long, default_value_t = 60)]
     pub load_seconds: u64,
+    #[arg(long, default_value_t = 60)]
     pub idle_seconds: u64,
-    /// Go Litestream runs the same phases on a fleet of this size (0: not at all).
+    /// Go Litestream (and litestreampp again) on a fleet of this size; 0
+    /// skips Go. Go keeps every database open (several files each): at
+    /// 10,000 it stalls at this machine's limit of 20,000 open files.
+    #[arg(long, default_value_t = 2_000)]
     pub go_count: usize,
-    /// Idle S3 requests are counted on a fleet of this size (0: skipped).
+    /// Count the S3 requests of an idle fleet of this size on moto; 0 skips.
+    #[arg(long, default_value_t = 2_000)]
     pub s3_count: usize,
+    #[arg(long, default_value = "target/release/lsdemo")]
     pub lsdemo: PathBuf,
 }
 

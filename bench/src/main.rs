@@ -78,35 +78,7 @@ enum Cmd {
     /// The fleet (litestreampp run): backlog, idle memory and CPU,
     /// restart, write -> promotion, lag with many hot databases; Go
     /// Litestream's directory mode on a fleet of --go-count.
-    Fleet {
-        #[arg(long, default_value_t = 100_000)]
-        count: usize,
-        #[arg(long, default_value_t = 100)]
-        shards: usize,
-        /// Hot databases under load (each written once a second).
-        #[arg(long, default_value_t = 1000)]
-        hot: usize,
-        /// Of the hot databases, this many measure write -> replica lag.
-        #[arg(long, default_value_t = 50)]
-        probes: usize,
-        /// Writes to idle databases (promotion latency samples).
-        #[arg(long, default_value_t = 100)]
-        promotions: usize,
-        #[arg(long, default_value_t = 60)]
-        load_seconds: u64,
-        #[arg(long, default_value_t = 60)]
-        idle_seconds: u64,
-        /// Go Litestream (and litestreampp again) on a fleet of this size; 0
-        /// skips Go. Go keeps every database open (several files each): at
-        /// 10,000 it stalls at this machine's limit of 20,000 open files.
-        #[arg(long, default_value_t = 2_000)]
-        go_count: usize,
-        /// Count the S3 requests of an idle fleet of this size on moto; 0 skips.
-        #[arg(long, default_value_t = 2_000)]
-        s3_count: usize,
-        #[arg(long, default_value = "target/release/lsdemo")]
-        lsdemo: PathBuf,
-    },
+    Fleet(fleet::FleetArgs),
     /// Everything, as recorded in docs/benchmarks.md.
     All {
         #[arg(long, default_value_t = 1024)]
@@ -870,29 +842,7 @@ fn main() -> Result<()> {
             writes_per_sec,
             runs,
         } => println!("{}", b.history(size_mb, speed, writes_per_sec, runs)?),
-        Cmd::Fleet {
-            count,
-            shards,
-            hot,
-            probes,
-            promotions,
-            load_seconds,
-            idle_seconds,
-            go_count,
-            s3_count,
-            lsdemo,
-        } => b.fleet(&fleet::FleetArgs {
-            count,
-            shards,
-            hot,
-            probes,
-            promotions,
-            load_seconds,
-            idle_seconds,
-            go_count,
-            s3_count,
-            lsdemo,
-        })?,
+        Cmd::Fleet(args) => b.fleet(&args)?,
         Cmd::All { size_mb, runs } => {
             println!(
                 "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",
