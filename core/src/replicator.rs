@@ -283,12 +283,16 @@ impl Replicator {
         self.db = Some(db);
         let upload = upload?;
         pruned?;
+        let shipped = !upload.files.is_empty();
         self.with_status(|s| {
             s.local_txid = local_txid;
             s.replica_txid = through;
             if local_txid <= through
                 && let Some(t) = s.pending_since.take()
+                && shipped
             {
+                // A change notice that arrives after the sync that shipped
+                // its write finds nothing new: it is cleared, not counted.
                 metrics::histogram!("litestreampp_replication_lag_seconds")
                     .record(t.elapsed().as_secs_f64());
             }
