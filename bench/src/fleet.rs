@@ -296,11 +296,7 @@ impl Bench {
         wait_backlog(&r, count, t0, Duration::from_secs(3600))?;
         let backlog = t0.elapsed().as_secs_f64();
         eprintln!("fleet: backlog done in {backlog:.1}s; idle phase...");
-        // The trim after the backlog runs within 30 s; the backlog's dirty
-        // pages are written back first so they do not weigh on what follows.
-        nix::unistd::sync();
-        std::thread::sleep(Duration::from_secs(35));
-        let (idle_rss, idle_cpu) = idle_sample(&r, a.idle_seconds);
+        let (idle_rss, idle_cpu) = settle_and_sample_idle(&r, a.idle_seconds);
         r.stop()?;
         // Restart: every database is cold in the state file.
         let t1 = Instant::now();
@@ -310,18 +306,7 @@ impl Bench {
         std::thread::sleep(Duration::from_secs(2));
         let restart_rss = r.rss_mb();
         eprintln!("fleet: restart {restart:.2}s; promotions...");
-        let mut pick: Vec<usize> = (0..count).collect();
-        pick.shuffle(&mut rand::rng());
-        let (promo, cold_write) = self.promotions(
-            &r,
-            &data,
-            &rep,
-            a.shards,
-            &pick[..a.promotions.min(count / 2)],
-        )?;
-        eprintln!("fleet: {} hot databases under load...", a.hot);
-        let hot_set = &pick[count / 2..(count / 2 + a.hot).min(count)];
-        let load = self.hot_load(&r, &data, &rep, a, hot_set)?;
+        let (promo, cold_write, load) = self.writes(&r, &data, &rep, a, count)?;
         r.stop()?;
         Ok(FleetFigures {
             count,
@@ -377,20 +362,8 @@ impl Bench {
         }
         let backlog = t0.elapsed().as_secs_f64();
         eprintln!("fleet: Go backlog done in {backlog:.1}s; idle phase...");
-        nix::unistd::sync();
-        std::thread::sleep(Duration::from_secs(35));
-        let (idle_rss, idle_cpu) = idle_sample(&r, a.idle_seconds);
-        let mut pick: Vec<usize> = (0..count).collect();
-        pick.shuffle(&mut rand::rng());
-        let (_, cold_write) = self.promotions(
-            &r,
-            &data,
-            &rep,
-            a.shards,
-            &pick[..a.promotions.min(count / 2)],
-        )?;
-        let hot_set = &pick[count / 2..(count / 2 + a.hot).min(count)];
-        let load = self.hot_load(&r, &data, &rep, a, hot_set)?;
+        let (idle_rss, idle_cpu) = settle_and_sample_idle(&r, a.idle_seconds);
+        let (_, cold_write, load) = self.writes(&r, &data, &rep, a, count)?;
         r.stop()?;
         Ok(FleetFigures {
             count,
@@ -405,6 +378,26 @@ impl Bench {
             cold_write,
             load,
         })
+    }
+
+    /// The written phases, on random databases: writes to idle ones
+    /// (promotion and write -> replica), then `a.hot` under load.
+    fn writes(
+        &self,
+        r: &Running,
+        data: &Path,
+        rep: &Path,
+        a: &FleetArgs,
+        count: usize,
+    ) -> Result<(Vec<f64>, Vec<f64>, LoadFigures)> {
+        let mut pick: Vec<usize> = (0..count).collect();
+        pick.shuffle(&mut rand::rng());
+        let idle = &pick[..a.promotions.min(count / 2)];
+        let (promo, cold_write) = self.promotions(r, data, rep, a.shards, idle)?;
+        eprintln!("fleet: {} hot databases under load...", a.hot);
+        let hot_set = &pick[count / 2..(count / 2 + a.hot).min(count)];
+        let load = self.hot_load(r, data, rep, a, hot_set)?;
+        Ok((promo, cold_write, load))
     }
 
     /// Writes once to each database in `dbs` (idle ones), one after the
@@ -739,6 +732,14 @@ fn wait_backlog(r: &Running, count: usize, t0: Instant, limit: Duration) -> Resu
             bail!("backlog not done after {:?}", limit);
         }
     }
+}
+
+/// After the backlog: its dirty pages written back, 35 s for the fleet to
+/// settle (its memory trim), then [`idle_sample`].
+fn settle_and_sample_idle(r: &Running, secs: u64) -> (f64, f64) {
+    nix::unistd::sync();
+    std::thread::sleep(Duration::from_secs(35));
+    idle_sample(r, secs)
 }
 
 /// Median RSS (MB) and CPU (% of a core) over `secs` of idleness.
