@@ -195,6 +195,15 @@ fn restores_litestream_0_3_file_replica() {
     run_ok(c);
     assert_eq!(verify_restore(&ts_out, &w), steps);
 
+    // restore-pattern recognises the 0.3 layout among what it lists.
+    let fleet_out = dir.path().join("fleet-out");
+    let mut c = ours();
+    c.args(["restore-pattern", "--output-dir"])
+        .arg(&fleet_out)
+        .arg(format!("file://{}/rep*", dir.path().display()));
+    run_ok(c);
+    assert_eq!(verify_restore(&fleet_out.join("replica"), &w), steps);
+
     // A damaged segment is an error naming it, and leaves nothing behind.
     let seg = files_under(&replica)
         .into_iter()

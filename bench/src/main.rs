@@ -20,6 +20,7 @@ use rand::Rng;
 use rusqlite::Connection;
 
 mod fleet;
+mod restore_pattern;
 
 #[derive(Parser)]
 #[command(name = "lsbench", about = "litestreampp vs Go Litestream benchmarks")]
@@ -79,6 +80,9 @@ enum Cmd {
     /// restart, write -> promotion, lag with many hot databases; Go
     /// Litestream's directory mode on a fleet of --go-count.
     Fleet(fleet::FleetArgs),
+    /// A fleet restored from moto by restore-pattern, against a loop of Go
+    /// `litestream restore`; then a mix with a few large databases.
+    RestorePattern(restore_pattern::RestorePatternArgs),
     /// Everything, as recorded in docs/benchmarks.md.
     All {
         #[arg(long, default_value_t = 1024)]
@@ -843,6 +847,7 @@ fn main() -> Result<()> {
             runs,
         } => println!("{}", b.history(size_mb, speed, writes_per_sec, runs)?),
         Cmd::Fleet(args) => b.fleet(&args)?,
+        Cmd::RestorePattern(args) => b.restore_pattern(&args)?,
         Cmd::All { size_mb, runs } => {
             println!(
                 "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",

@@ -63,7 +63,11 @@ pub fn write_atomic(
         f.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
         drop(f);
         fs::rename(&tmp, path).ctx(|| format!("rename {} to {name}", tmp.display()))?;
-        fsync_dir(path.parent().unwrap_or(Path::new(".")))
+        fsync_dir(
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp); // best effort: the error below is what matters

@@ -13,12 +13,14 @@
 //! - [`scheduler`]: one timer queue and worker pool for that work.
 //! - [`restore`]: plans and performs (point-in-time) restores.
 //! - [`v3`]: restores Litestream 0.3 replicas (generations layout).
+//! - [`discover`]: finds the replicas under a root (fleet restores).
 //!
 //! No CLI, no config files, no fleet: those live in the `litestreampp` crate.
 
 pub mod client;
 pub mod compact;
 pub mod db;
+pub mod discover;
 pub mod error;
 pub mod fsutil;
 pub mod lease;

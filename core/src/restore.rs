@@ -137,13 +137,54 @@ pub async fn plan_restore(
     target: RestoreTarget,
 ) -> Result<RestorePlan> {
     let use_metadata = matches!(target, RestoreTarget::Timestamp(_));
+    let loc = client.location();
+    let snapshots = list_all(client, SNAPSHOT_LEVEL, use_metadata).await?;
+    let mut levels = Vec::new();
+    for level in (0..SNAPSHOT_LEVEL).rev() {
+        levels.push(list_all(client, level, use_metadata).await?);
+    }
+    plan_listed(&loc, snapshots, levels, target)
+}
+
+/// Plans a restore from files already listed (every level, as from
+/// [`ReplicaClient::all_ltx_files`] or a listing of many replicas at once):
+/// no request is made. `created_at` must be exact for
+/// [`RestoreTarget::Timestamp`] (S3 listings give the upload time; use
+/// [`plan_restore`] there).
+pub fn plan_from_files(
+    location: &str,
+    files: Vec<FileInfo>,
+    target: RestoreTarget,
+) -> Result<RestorePlan> {
+    let mut snapshots = Vec::new();
+    let mut levels: Vec<Vec<FileInfo>> = vec![Vec::new(); SNAPSHOT_LEVEL as usize];
+    for f in files {
+        match f.level {
+            SNAPSHOT_LEVEL => snapshots.push(f),
+            // Highest level first, as plan_restore lists them.
+            l if l < SNAPSHOT_LEVEL => levels[(SNAPSHOT_LEVEL - 1 - l) as usize].push(f),
+            _ => {}
+        }
+    }
+    for l in &mut levels {
+        l.sort_by_key(|f| (f.min_txid, f.max_txid));
+    }
+    plan_listed(location, snapshots, levels, target)
+}
+
+/// Steps 1–3 of the plan over listed files: `levels` holds levels 8 down
+/// to 0.
+fn plan_listed(
+    loc: &str,
+    snapshots: Vec<FileInfo>,
+    levels: Vec<Vec<FileInfo>>,
+    target: RestoreTarget,
+) -> Result<RestorePlan> {
     let fits = |f: &FileInfo| match target {
         RestoreTarget::Latest => true,
         RestoreTarget::TxId(t) => f.max_txid <= t,
         RestoreTarget::Timestamp(ts) => f.created_at < ts,
     };
-    let loc = client.location();
-    let snapshots = list_all(client, SNAPSHOT_LEVEL, use_metadata).await?;
     let mut files = Vec::new();
     if let Some(s) = snapshots.iter().filter(|f| fits(f)).max_by(|a, b| {
         a.max_txid
@@ -153,10 +194,6 @@ pub async fn plan_restore(
         files.push(s.clone());
     }
     let mut cur = files.last().map(|f| f.max_txid).unwrap_or(TxId::ZERO);
-    let mut levels = Vec::new();
-    for level in (0..SNAPSHOT_LEVEL).rev() {
-        levels.push(list_all(client, level, use_metadata).await?);
-    }
     let any_files = !snapshots.is_empty() || levels.iter().any(|l| !l.is_empty());
     if !any_files {
         return Err(Error::NotFound {
@@ -591,10 +628,12 @@ async fn restore_plan(
             keep
         })
         .collect();
-    let files: Vec<PlannedFile> = futures::stream::iter(plan.files.iter().zip(keeps))
+    // Owned inputs: a future that borrows from the iterator would not be
+    // `Send` for every lifetime, and callers spawn restores.
+    let files: Vec<PlannedFile> = futures::stream::iter(plan.files.clone().into_iter().zip(keeps))
         .map(|(f, keep)| {
             let c = client.clone();
-            async move { load_file(c.as_ref(), f, keep).await }
+            async move { load_file(c.as_ref(), &f, keep).await }
         })
         .buffered(par)
         .try_collect()
@@ -843,4 +882,46 @@ pub fn check_integrity(path: &Path, mode: IntegrityCheck) -> Result<()> {
     })();
     remove_sidecars(path);
     r
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// Restores can be spawned (fleet restores and embedding applications
+    /// run them on tokio tasks).
+    #[test]
+    fn restore_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let client: Arc<dyn ReplicaClient> =
+            Arc::new(crate::client::file::FileReplicaClient::new("/nonexistent"));
+        let opts = RestoreOptions::new("/nonexistent/out.db");
+        let f = restore_with_plan(client.clone(), &opts, None);
+        assert_send(&f);
+        let p = plan_restore(client.as_ref(), RestoreTarget::Latest);
+        assert_send(&p);
+    }
+
+    #[test]
+    fn plans_from_listed_files() {
+        let f = |level, min, max| FileInfo {
+            level,
+            min_txid: TxId(min),
+            max_txid: TxId(max),
+            size: 100,
+            created_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let files = vec![f(0, 4, 4), f(9, 1, 3), f(0, 5, 5), f(1, 1, 2), f(0, 3, 3)];
+        let p = plan_from_files("r", files.clone(), RestoreTarget::Latest).unwrap();
+        let got: Vec<(u32, u64)> = p.files.iter().map(|f| (f.level, f.max_txid.0)).collect();
+        assert_eq!(got, [(9, 3), (0, 4), (0, 5)]);
+        assert_eq!(p.txid, TxId(5));
+        let p = plan_from_files("r", files, RestoreTarget::TxId(TxId(4))).unwrap();
+        assert_eq!(p.txid, TxId(4));
+        let e = plan_from_files("r", vec![f(0, 2, 2)], RestoreTarget::Latest).unwrap_err();
+        assert!(matches!(e, Error::TxNotAvailable { .. }), "{e}");
+        let e = plan_from_files("r", vec![], RestoreTarget::Latest).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+    }
 }

@@ -27,6 +27,10 @@ pub enum Command {
     Replicate(ReplicateArgs),
     /// Restore a database from its replica.
     Restore(RestoreArgs),
+    /// Restore every database matching a pattern, in parallel: the
+    /// databases of a config file, or the replicas under a URL
+    /// (s3://bucket/backups/**/*.db, file:///backups/**/*.db).
+    RestorePattern(RestorePatternArgs),
     /// List the LTX files of a replica.
     Ltx(LtxArgs),
     /// The fleet: every database matching --pattern (or the config's
@@ -116,6 +120,56 @@ pub struct RestoreArgs {
     pub log_level: Option<String>,
     /// Database path (from the config) or replica URL.
     pub target: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestorePatternArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Databases restored at once.
+    #[arg(long, default_value_t = 10)]
+    pub workers: usize,
+    /// Restore under this directory, mirroring each database's path
+    /// relative to the pattern's root (required for a URL pattern; with a
+    /// config file the default is each database's own path).
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Skip databases whose output already exists.
+    #[arg(long)]
+    pub if_db_not_exists: bool,
+    /// Replace existing outputs.
+    #[arg(long)]
+    pub force: bool,
+    /// Restore every database to this transaction ID (16 hex digits).
+    #[arg(long, value_name = "TXID")]
+    pub txid: Option<String>,
+    /// Restore every database to its state at this time: RFC 3339 or a
+    /// duration before now (-5m).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub timestamp: Option<String>,
+    /// Check each restored database: none, quick or full.
+    #[arg(long, default_value = "none", value_name = "MODE")]
+    pub integrity_check: String,
+    /// Range reads in flight per restore.
+    #[arg(long, default_value_t = 8)]
+    pub parallelism: usize,
+    /// Attempts after the first for a database that fails (exponential
+    /// backoff from 250 ms).
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// Print what would be restored, where, how many files and bytes;
+    /// write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write a JSON report (one object per database) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Log level: trace, debug, info, warn, error.
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// A glob over database paths (with a config file) or a replica URL
+    /// with a glob (s3://bucket/prefix/**/*.db, file:///dir/**/*.db).
+    pub pattern: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -264,6 +318,7 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
     match cli.command {
         Command::Replicate(a) => cmd::replicate::run(a),
         Command::Restore(a) => cmd::restore::run(a),
+        Command::RestorePattern(a) => cmd::restore_pattern::run(a),
         Command::Ltx(a) => cmd::ltx::run(a),
         Command::Run(a) => cmd::run::run(a),
         Command::Databases(a) => cmd::databases::run(a),

@@ -256,6 +256,17 @@ impl ReplicaClient for FileReplicaClient {
         .await
     }
 
+    async fn list_tree(&self) -> Result<Vec<RawEntry>> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            walk_tree(&root, "", &mut out)?;
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(out)
+        })
+        .await
+    }
+
     async fn open_raw(&self, path: &str) -> Result<ByteReader> {
         let path = self.raw_path(path)?;
         let f = tokio::fs::File::open(&path)
@@ -263,6 +274,40 @@ impl ReplicaClient for FileReplicaClient {
             .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         Ok(Box::pin(f))
     }
+}
+
+/// Adds the files under `dir` to `out`, named `<prefix><name>`. Symbolic
+/// links are not followed (a link could lead outside the replica); names
+/// that are not UTF-8 are skipped with a warning.
+fn walk_tree(dir: &Path, prefix: &str, out: &mut Vec<RawEntry>) -> Result<()> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound && prefix.is_empty() => return Ok(()),
+        Err(e) => return Err(Error::io(format!("list {}", dir.display()), e)),
+    };
+    for e in rd {
+        let e = e.ctx(|| format!("list {}", dir.display()))?;
+        let Some(name) = e.file_name().to_str().map(str::to_string) else {
+            tracing::warn!(path = %e.path().display(), "skipping a name that is not UTF-8");
+            continue;
+        };
+        let Ok(ft) = e.file_type() else { continue }; // deleted meanwhile
+        if ft.is_dir() {
+            walk_tree(&e.path(), &format!("{prefix}{name}/"), out)?;
+        } else if ft.is_file() {
+            let Ok(md) = e.metadata() else { continue };
+            out.push(RawEntry {
+                name: format!("{prefix}{name}"),
+                is_dir: false,
+                size: md.len(),
+                modified: md
+                    .modified()
+                    .map(to_timestamp)
+                    .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl FileReplicaClient {

@@ -103,6 +103,10 @@ impl ReplicaClient for UploadLimited {
         self.inner.list_raw(dir).await
     }
 
+    async fn list_tree(&self) -> Result<Vec<RawEntry>> {
+        self.inner.list_tree().await
+    }
+
     async fn open_raw(&self, path: &str) -> Result<ByteReader> {
         self.inner.open_raw(path).await
     }

@@ -197,6 +197,18 @@ pub trait ReplicaClient: Send + Sync + Debug {
         )))
     }
 
+    /// Every file under the replica root, in any layout, named by its path
+    /// relative to the root (`/`-separated): how `restore-pattern` finds the
+    /// replicas under a prefix. S3: one paginated listing without a
+    /// delimiter. A missing root lists as empty.
+    async fn list_tree(&self) -> Result<Vec<RawEntry>> {
+        Err(Error::InvalidInput(format!(
+            "{}: listing a tree is not supported by the {} backend",
+            self.location(),
+            self.kind()
+        )))
+    }
+
     /// Opens `path` (relative to the replica root) outside the LTX layout.
     async fn open_raw(&self, path: &str) -> Result<ByteReader> {
         Err(Error::InvalidInput(format!(

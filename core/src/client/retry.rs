@@ -319,6 +319,10 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
         self.retry("list", || self.inner.list_raw(dir)).await
     }
 
+    async fn list_tree(&self) -> Result<Vec<super::RawEntry>> {
+        self.retry("list", || self.inner.list_tree()).await
+    }
+
     async fn open_raw(&self, path: &str) -> Result<ByteReader> {
         self.retry("open", || self.inner.open_raw(path)).await
     }

@@ -566,6 +566,25 @@ impl S3ReplicaClient {
         format!("{}{}", self.level_prefix(level), ltx_file_name(min, max))
     }
 
+    /// Every object whose key starts with `prefix` (paginated, no
+    /// delimiter).
+    async fn objects_under(&self, prefix: &str) -> Result<Vec<aws_sdk_s3::types::Object>> {
+        let client = self.conn.client().await?;
+        let what = format!("list {}", self.describe(prefix));
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(&self.settings().bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_err(e, &what))?;
+            out.extend(page.contents().iter().cloned());
+        }
+        Ok(out)
+    }
+
     fn describe(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.settings().bucket)
     }
@@ -956,6 +975,19 @@ pub fn format_timestamp(ms: i64) -> String {
     }
 }
 
+/// A listed object as a [`RawEntry`] named `name`.
+fn raw_entry(name: &str, o: &aws_sdk_s3::types::Object) -> RawEntry {
+    RawEntry {
+        name: name.to_string(),
+        is_dir: false,
+        size: o.size().unwrap_or(0).max(0) as u64,
+        modified: o
+            .last_modified()
+            .map(to_timestamp)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    }
+}
+
 /// A listed object named like an LTX file, as a file of `level`.
 fn object_file_info(level: u32, name: &str, o: &aws_sdk_s3::types::Object) -> Option<FileInfo> {
     let (min, max) = parse_ltx_file_name(name)?;
@@ -988,33 +1020,22 @@ impl ReplicaClient for S3ReplicaClient {
     async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
         // One listing of `<path>/`: keys `<path>/<level:04x>/<ltx name>`;
         // anything else under the prefix is not ours and is skipped.
-        let client = self.conn.client().await?.clone();
         let prefix = format!("{}/", self.settings().path);
-        let what = format!("list s3://{}/{prefix}", self.settings().bucket);
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&self.settings().bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_err(e, &what))?;
-            for o in page.contents() {
-                let Some((level, name)) = o
-                    .key()
-                    .and_then(|k| k.strip_prefix(&prefix))
-                    .and_then(|rest| rest.split_once('/'))
-                else {
-                    continue;
-                };
-                let level = match u32::from_str_radix(level, 16) {
-                    Ok(l) if level.len() == 4 && l <= SNAPSHOT_LEVEL => l,
-                    _ => continue,
-                };
-                if let Some(f) = object_file_info(level, name, o) {
-                    out.push(f);
-                }
+        for o in self.objects_under(&prefix).await? {
+            let Some((level, name)) = o
+                .key()
+                .and_then(|k| k.strip_prefix(&prefix))
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let level = match u32::from_str_radix(level, 16) {
+                Ok(l) if level.len() == 4 && l <= SNAPSHOT_LEVEL => l,
+                _ => continue,
+            };
+            if let Some(f) = object_file_info(level, name, &o) {
+                out.push(f);
             }
         }
         Ok(out)
@@ -1198,20 +1219,29 @@ impl ReplicaClient for S3ReplicaClient {
                     .and_then(|k| k.strip_prefix(&prefix))
                     .filter(|k| !k.is_empty() && !k.contains('/'))
                 {
-                    out.push(RawEntry {
-                        name: name.to_string(),
-                        is_dir: false,
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                        modified: o
-                            .last_modified()
-                            .map(to_timestamp)
-                            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-                    });
+                    out.push(raw_entry(name, o));
                 }
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    async fn list_tree(&self) -> Result<Vec<RawEntry>> {
+        // An empty path is the whole bucket (restore-pattern's root).
+        let prefix = match self.settings().path.trim_end_matches('/') {
+            "" => String::new(),
+            p => format!("{p}/"),
+        };
+        Ok(self
+            .objects_under(&prefix)
+            .await?
+            .iter()
+            .filter_map(|o| {
+                let name = o.key()?.strip_prefix(&prefix)?;
+                (!name.is_empty()).then(|| raw_entry(name, o))
+            })
+            .collect())
     }
 
     async fn open_raw(&self, path: &str) -> Result<ByteReader> {

@@ -4,6 +4,7 @@ pub mod databases;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
+pub mod restore_pattern;
 pub mod run;
 pub mod status;
 

@@ -195,7 +195,7 @@ async fn restore_v3(
 }
 
 /// `-timestamp`: RFC 3339, or `-<Go duration>` before `now`.
-fn parse_timestamp(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
+pub(crate) fn parse_timestamp(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
     if let Some(d) = s.strip_prefix('-') {
         let d =
             crate::config::parse_go_duration(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;

@@ -224,7 +224,7 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         (None, Some(a)) => a,
         (None, None) => "127.0.0.1:9090".to_string(),
     };
-    crate::fleet::memory::limit_arenas();
+    crate::fleet::memory::tune_allocator();
     let rt = super::fleet_runtime(FLEET_BLOCKING_THREADS)?;
     let status = rt.block_on(async {
         let shared_slot = Arc::new(std::sync::OnceLock::new());

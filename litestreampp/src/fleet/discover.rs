@@ -28,7 +28,7 @@ pub struct Patterns {
 }
 
 /// The directory part of a pattern before its first glob metacharacter.
-fn literal_root(pattern: &str) -> PathBuf {
+pub fn literal_root(pattern: &str) -> PathBuf {
     let first_meta = pattern.find(['*', '?', '[', '{']).unwrap_or(pattern.len());
     let lit = &pattern[..first_meta];
     let dir = match lit.rfind('/') {
@@ -74,6 +74,23 @@ impl Patterns {
             .first()
             .map(|(r, _)| r.clone())
             .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The deepest directory every pattern's root is under (`/` at worst).
+    pub fn common_root(&self) -> PathBuf {
+        let mut roots = self.roots.iter().map(|(r, _)| r.as_path());
+        let Some(first) = roots.next() else {
+            return PathBuf::from("/");
+        };
+        let mut common = first.to_path_buf();
+        for r in roots {
+            while !r.starts_with(&common) {
+                if !common.pop() {
+                    return PathBuf::from("/");
+                }
+            }
+        }
+        common
     }
 
     /// The path relative to the root of the pattern that matches `path`,
@@ -255,5 +272,23 @@ mod tests {
         assert_eq!(found, ["x.db"]);
         assert!(Patterns::new(&["data/*.db".into()], &[]).is_err());
         assert!(Patterns::new(&[], &[]).is_err());
+    }
+
+    #[test]
+    fn common_root_of_patterns() {
+        let root = |ps: &[&str]| {
+            let ps: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+            Patterns::new(&ps, &[]).unwrap().common_root()
+        };
+        assert_eq!(root(&["/data/**/*.db"]), PathBuf::from("/data"));
+        assert_eq!(
+            root(&["/data/a/**/*.db", "/data/b/*.db"]),
+            PathBuf::from("/data")
+        );
+        assert_eq!(root(&["/data/**/*.db", "/srv/*.db"]), PathBuf::from("/"));
+        assert_eq!(
+            root(&["/data/a/*.db", "/data/a/b/**/*.db"]),
+            PathBuf::from("/data/a")
+        );
     }
 }
