@@ -289,6 +289,36 @@ fn hostile_keys_write_nothing_outside_the_output() {
     let r = report(&rep);
     assert_eq!(count(&r, "restored"), 3);
     assert_eq!(count(&r, "failed"), 3, "{r:?}");
+
+    // The same bucket as a config file's directory entry: the hostile
+    // replicas are that run's failures, the others are restored.
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    replica:\n      type: s3\n      bucket: evil\n      path: b\n      endpoint: {}\n      region: us-east-1\n      force-path-style: true\n",
+            data.display(),
+            moto.endpoint()
+        ),
+    )
+    .unwrap();
+    let out4 = dir.path().join("out4");
+    let rep4 = dir.path().join("report4.json");
+    let mut c = s3_cmd();
+    c.args(["restore-pattern", "-config"])
+        .arg(&cfg)
+        .arg("-output-dir")
+        .arg(&out4)
+        .arg("-report")
+        .arg(&rep4)
+        .arg(format!("{}/**/*.db", data.display()));
+    let (_, stderr) = run_err(c);
+    assert!(stderr.contains("refusing"), "{stderr}");
+    assert_restored(&data, &dbs, &out4);
+    let r = report(&rep4);
+    assert_eq!(count(&r, "failed"), 2, "{r:?}");
+    assert_eq!(count(&r, "restored"), 4, "{r:?}");
+    assert!(!dir.path().join("x.db").exists() && !dir.path().join("y.db").exists());
 }
 
 /// File replicas: dry run, restore, a second run skips everything, exists

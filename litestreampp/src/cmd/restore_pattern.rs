@@ -148,6 +148,11 @@ impl Journal {
             .append(true)
             .open(path)
             .with_context(|| format!("open the journal {}", path.display()))?;
+        // A new journal's name must survive a crash with the outputs it
+        // will describe.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            litestreampp_core::fsutil::fsync_dir(dir)?;
+        }
         let (tx, mut rx) =
             mpsc::unbounded_channel::<(String, oneshot::Sender<std::io::Result<()>>)>();
         let file = Arc::new(std::sync::Mutex::new(file));
@@ -290,9 +295,12 @@ fn compile(pattern: &str) -> Result<GlobMatcher> {
 /// Splits `s3://bkt/a/**/*.db?query` / `file:///a/**/*.db` into scheme,
 /// bucket, path and query.
 fn split_url(url: &str) -> Result<(&str, &str, &str, &str)> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| anyhow!("{url}: expected s3://BUCKET/GLOB or file:///GLOB"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        anyhow!(
+            "{}: expected s3://BUCKET/GLOB or file:///GLOB",
+            crate::config::redact_url(url)
+        )
+    })?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     Ok((scheme, host, path, query))
@@ -483,9 +491,21 @@ async fn config_jobs(
             .unrecognised
             .extend(found.unrecognised.iter().cloned());
         for r in found.replicas {
-            let sub = safe_rel(&r.path)
-                .with_context(|| format!("replica {} of {}", r.path, dir.replica.describe()))?;
-            let local = dir.dir.join(&sub);
+            let local = match safe_rel(&r.path) {
+                Ok(sub) => dir.dir.join(sub),
+                Err(_) => {
+                    // Refused with the others before anything is written.
+                    jobs.push(Job {
+                        source: format!("{} ({})", r.path, dir.replica.describe()),
+                        rel: PathBuf::from(&r.path),
+                        output: out_root.join(&r.path),
+                        replica: Source::Config(Box::new(dir.replica.clone())),
+                        files: None,
+                        v3: false,
+                    });
+                    continue;
+                }
+            };
             if !glob.is_match(&local) {
                 listing.unmatched += 1;
                 continue;
