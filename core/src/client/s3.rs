@@ -975,31 +975,37 @@ pub fn format_timestamp(ms: i64) -> String {
     }
 }
 
+/// A listed object's size and last-modified time.
+fn size_and_time(o: &aws_sdk_s3::types::Object) -> (u64, jiff::Timestamp) {
+    let size = o.size().unwrap_or(0).max(0) as u64;
+    let time = o
+        .last_modified()
+        .map(to_timestamp)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    (size, time)
+}
+
 /// A listed object as a [`RawEntry`] named `name`.
 fn raw_entry(name: &str, o: &aws_sdk_s3::types::Object) -> RawEntry {
+    let (size, modified) = size_and_time(o);
     RawEntry {
         name: name.to_string(),
         is_dir: false,
-        size: o.size().unwrap_or(0).max(0) as u64,
-        modified: o
-            .last_modified()
-            .map(to_timestamp)
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        size,
+        modified,
     }
 }
 
 /// A listed object named like an LTX file, as a file of `level`.
 fn object_file_info(level: u32, name: &str, o: &aws_sdk_s3::types::Object) -> Option<FileInfo> {
     let (min, max) = parse_ltx_file_name(name)?;
+    let (size, created_at) = size_and_time(o);
     Some(FileInfo {
         level,
         min_txid: min,
         max_txid: max,
-        size: o.size().unwrap_or(0).max(0) as u64,
-        created_at: o
-            .last_modified()
-            .map(to_timestamp)
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        size,
+        created_at,
     })
 }
 

@@ -81,9 +81,13 @@ struct Outcome {
 
 impl Outcome {
     fn new(job: &Job, status: &'static str) -> Outcome {
+        Outcome::of(job.source.clone(), &job.output, status)
+    }
+
+    fn of(source: String, output: &Path, status: &'static str) -> Outcome {
         Outcome {
-            source: job.source.clone(),
-            output: job.output.display().to_string(),
+            source,
+            output: output.display().to_string(),
             status,
             reason: None,
             error: None,
@@ -155,15 +159,14 @@ impl Journal {
         }
         let (tx, mut rx) =
             mpsc::unbounded_channel::<(String, oneshot::Sender<std::io::Result<()>>)>();
-        let file = Arc::new(std::sync::Mutex::new(file));
+        let file = Arc::new(file); // one writer task: no lock needed
         tokio::spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
                 let lines: String = batch.iter().map(|(l, _)| l.as_str()).collect();
                 let f = file.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    let mut f = f.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    f.write_all(lines.as_bytes())?;
+                    (&*f).write_all(lines.as_bytes())?;
                     f.sync_data()
                 })
                 .await
@@ -685,16 +688,8 @@ fn v3_target(target: RestoreTarget) -> V3Target {
 }
 
 async fn plan_job(job: &Job, ctx: &Ctx) -> Result<Option<Restored>, Failure> {
-    if std::fs::symlink_metadata(ctx.out_root.join(&job.rel)).is_ok() {
-        if ctx.if_db_not_exists {
-            return Ok(None);
-        }
-        if !ctx.force {
-            return Err(Failure::permanent(anyhow!(
-                "output already exists: {} (use --force to replace it, --if-db-not-exists to skip it)",
-                job.output.display()
-            )));
-        }
+    if output_taken(ctx, &ctx.out_root.join(&job.rel))? {
+        return Ok(None);
     }
     let client = ctx.client(job).map_err(Failure::permanent)?;
     match ltx_plan(job, ctx, client.as_ref()).await? {
@@ -718,19 +713,29 @@ async fn plan_job(job: &Job, ctx: &Ctx) -> Result<Option<Restored>, Failure> {
     }
 }
 
+/// True if `output` exists and is to be skipped (`--if-db-not-exists`);
+/// an error if it exists and may not be replaced (no `--force`).
+fn output_taken(ctx: &Ctx, output: &Path) -> Result<bool, Failure> {
+    if std::fs::symlink_metadata(output).is_err() {
+        return Ok(false);
+    }
+    if ctx.if_db_not_exists {
+        return Ok(true);
+    }
+    if !ctx.force {
+        return Err(Failure::permanent(anyhow!(
+            "output already exists: {} (use --force to replace it, --if-db-not-exists to skip it)",
+            output.display()
+        )));
+    }
+    Ok(false)
+}
+
 /// One attempt: restore to a staging name, journal, rename into place.
 async fn restore_job(job: &Job, ctx: &Ctx) -> Result<Option<Restored>, Failure> {
     let output = prepare_output(&ctx.out_root, &job.rel).map_err(Failure::permanent)?;
-    if std::fs::symlink_metadata(&output).is_ok() {
-        if ctx.if_db_not_exists {
-            return Ok(None);
-        }
-        if !ctx.force {
-            return Err(Failure::permanent(anyhow!(
-                "output already exists: {} (use --force to replace it, --if-db-not-exists to skip it)",
-                output.display()
-            )));
-        }
+    if output_taken(ctx, &output)? {
+        return Ok(None);
     }
     let name = output
         .file_name()
@@ -986,18 +991,10 @@ pub fn run(args: RestorePatternArgs) -> Result<ExitCode> {
                             // A panic is this database's failure, not the run's.
                             Err(e) => {
                                 ctx.progress.failed.fetch_add(1, Ordering::Relaxed);
-                                Some(Outcome {
-                                    source,
-                                    output: output.display().to_string(),
-                                    status: "failed",
-                                    reason: None,
-                                    error: Some(format!("restore task failed: {e}")),
-                                    txid: None,
-                                    files: 0,
-                                    bytes: 0,
-                                    attempts: 1,
-                                    duration_ms: 0,
-                                })
+                                let mut o = Outcome::of(source, &output, "failed");
+                                o.error = Some(format!("restore task failed: {e}"));
+                                o.attempts = 1;
+                                Some(o)
                             }
                         }
                     }
