@@ -73,6 +73,17 @@ impl Running {
         proc_cpu_secs(self.pid())
     }
 
+    /// Private (anonymous) memory, MB: heap, stacks, task memory.
+    fn anon_mb(&self) -> f64 {
+        smaps_kb(self.pid(), "smaps_rollup", |_| true, "Anonymous:") as f64 / 1024.0
+    }
+
+    /// Resident pages of SQLite's `-shm` (WAL index) mappings, MB: file
+    /// pages shared with every process that has the database open.
+    fn shm_mb(&self) -> f64 {
+        smaps_kb(self.pid(), "smaps", |m| m.ends_with("-shm"), "Rss:") as f64 / 1024.0
+    }
+
     fn metrics(&self) -> Result<String> {
         get(self.port.context("no metrics port")?, "/metrics")
     }
@@ -105,6 +116,30 @@ fn proc_status_kb(pid: i32, key: &str) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// Sum of `field` over the mappings of `/proc/PID/<file>` whose name
+/// passes `pick` (KB).
+fn smaps_kb(pid: i32, file: &str, pick: impl Fn(&str) -> bool, field: &str) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/{file}")) else {
+        return 0;
+    };
+    let mut on = false;
+    let mut kb = 0;
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            // A mapping's header: range, perms, offset, dev, inode, name.
+            on = pick(words.nth(4).unwrap_or(""));
+        } else if on && first == field {
+            kb += words
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    kb
 }
 
 /// User + system CPU seconds of a running process.
@@ -297,6 +332,7 @@ impl Bench {
         let backlog = t0.elapsed().as_secs_f64();
         eprintln!("fleet: backlog done in {backlog:.1}s; idle phase...");
         let (idle_rss, idle_cpu) = settle_and_sample_idle(&r, a.idle_seconds);
+        let idle_anon = r.anon_mb();
         r.stop()?;
         // Restart: every database is cold in the state file.
         let t1 = Instant::now();
@@ -314,6 +350,7 @@ impl Bench {
             startup,
             backlog,
             idle_rss,
+            idle_anon,
             idle_cpu,
             restart: Some(restart),
             restart_rss: Some(restart_rss),
@@ -363,6 +400,7 @@ impl Bench {
         let backlog = t0.elapsed().as_secs_f64();
         eprintln!("fleet: Go backlog done in {backlog:.1}s; idle phase...");
         let (idle_rss, idle_cpu) = settle_and_sample_idle(&r, a.idle_seconds);
+        let idle_anon = r.anon_mb();
         let (_, cold_write, load) = self.writes(&r, &data, &rep, a, count)?;
         r.stop()?;
         Ok(FleetFigures {
@@ -371,6 +409,7 @@ impl Bench {
             startup,
             backlog,
             idle_rss,
+            idle_anon,
             idle_cpu,
             restart: None,
             restart_rss: None,
@@ -481,6 +520,18 @@ impl Bench {
         }
         std::thread::sleep(Duration::from_secs(8));
         let quiet_rss = r.rss_mb();
+        let quiet_anon = r.anon_mb();
+        let quiet_shm = r.shm_mb();
+        // Databases promoted by the promotions phase may still be hot:
+        // count what is hot now (Go keeps every database open).
+        let hot_now = || {
+            r.metrics()
+                .ok()
+                .and_then(|m| metric(&m, "litestreampp_databases{tier=\"hot\"}"))
+                .unwrap_or(dbs.len() as f64)
+        };
+        let quiet_hot = hot_now() as usize;
+        let mut hot_samples = Vec::new();
         let stop = Arc::new(AtomicBool::new(false));
         let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut threads = Vec::new();
@@ -581,6 +632,7 @@ impl Bench {
                     sent.push((j, pages, t));
                     if sent.len().is_multiple_of(probe_conns.len()) {
                         rss.push(r.rss_mb());
+                        hot_samples.push(hot_now());
                     }
                 }
             }
@@ -614,7 +666,11 @@ impl Bench {
             lags,
             missing,
             rss: median(rss),
+            load_hot: median(hot_samples),
             quiet_rss,
+            quiet_anon,
+            quiet_shm,
+            quiet_hot,
             cpu,
             metrics_lag_p99: hist.as_deref().and_then(histogram_p99),
         })
@@ -787,8 +843,15 @@ struct LoadFigures {
     lags: Vec<f64>,
     missing: usize,
     rss: f64,
+    /// Databases hot while `rss` was sampled (median).
+    load_hot: f64,
     /// RSS with every hot database promoted and quiet.
     quiet_rss: f64,
+    /// Anonymous memory and `-shm` mappings at that moment (MB).
+    quiet_anon: f64,
+    quiet_shm: f64,
+    /// Databases hot at that moment.
+    quiet_hot: usize,
     cpu: f64,
     metrics_lag_p99: Option<f64>,
 }
@@ -800,6 +863,8 @@ struct FleetFigures {
     startup: f64,
     backlog: f64,
     idle_rss: f64,
+    /// Anonymous memory at the end of the idle phase (MB).
+    idle_anon: f64,
     idle_cpu: f64,
     restart: Option<f64>,
     restart_rss: Option<f64>,
@@ -889,19 +954,31 @@ impl FleetFigures {
                 "RSS, every hot database promoted and between writes",
                 format!("{:.1} MB", l.quiet_rss),
             ),
+            ("databases hot at that moment", l.quiet_hot.to_string()),
             (
                 "memory per hot database ((that − idle) / hot)",
                 format!(
                     "{:.0} KB",
-                    (l.quiet_rss - self.idle_rss) * 1024.0 / l.hot.max(1) as f64
+                    (l.quiet_rss - self.idle_rss) * 1024.0 / l.quiet_hot.max(1) as f64
                 ),
+            ),
+            (
+                "of which private (anonymous) memory",
+                format!(
+                    "{:.0} KB",
+                    (l.quiet_anon - self.idle_anon) * 1024.0 / l.quiet_hot.max(1) as f64
+                ),
+            ),
+            (
+                "of which SQLite's WAL index (`-shm` pages, shared with the application)",
+                format!("{:.0} KB", l.quiet_shm * 1024.0 / l.quiet_hot.max(1) as f64),
             ),
             ("RSS under load", format!("{:.1} MB", l.rss)),
             (
                 "working set per hot database under load ((load − idle) / hot)",
                 format!(
                     "{:.0} KB",
-                    (l.rss - self.idle_rss) * 1024.0 / l.hot.max(1) as f64
+                    (l.rss - self.idle_rss) * 1024.0 / l.load_hot.max(1.0)
                 ),
             ),
             ("CPU under load", format!("{:.0}% of a core", l.cpu)),

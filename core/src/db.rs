@@ -33,8 +33,8 @@
 //!   snapshot is taken.
 //!
 //! We never create tables in the user's database: the read transaction
-//! reads `sqlite_schema`, and the write-lock barrier is `BEGIN IMMEDIATE` on
-//! a second connection that never writes.
+//! reads the schema cookie (`PRAGMA schema_version`), and the write-lock
+//! barrier is `BEGIN IMMEDIATE` on a second connection that never writes.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -290,6 +290,13 @@ pub fn check_sqlite_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether the database file's header marks it as being in WAL mode (file
+/// format read and write versions 2), as SQLite itself decides on open.
+fn header_says_wal(f: &File) -> bool {
+    let mut b = [0u8; 2];
+    matches!(wal::read_full_at(f, &mut b, 18), Ok(2)) && b == [2, 2]
+}
+
 /// The identity and shape of a database file and its WAL on disk (size,
 /// modification time, inode). The fleet compares it to know a cold
 /// database was not written; [`Db::seal`] records the database part.
@@ -519,13 +526,18 @@ impl Db {
         check_sqlite_header(&self.path)?;
         let db_file = File::open(&self.path).ctx(|| format!("open database {name}"))?;
         let conn = self.open_connection()?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
-            .sql_ctx(|| format!("{name}: enable WAL mode"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::InvalidInput(format!(
-                "{name}: cannot switch to WAL mode (journal_mode is {mode:?})"
-            )));
+        // The journal_mode pragma loads the schema, which then stays in
+        // memory as long as the connection (1–2 KB a hot database in a
+        // fleet); a database already in WAL mode says so in its header.
+        if !header_says_wal(&db_file) {
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+                .sql_ctx(|| format!("{name}: enable WAL mode"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(Error::InvalidInput(format!(
+                    "{name}: cannot switch to WAL mode (journal_mode is {mode:?})"
+                )));
+            }
         }
         let page_size: u32 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
@@ -667,8 +679,10 @@ impl Db {
         let conn = self.conn()?;
         conn.execute_batch("BEGIN DEFERRED")
             .sql_ctx(|| format!("{name}: begin read transaction"))?;
-        let r: rusqlite::Result<i64> =
-            conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0));
+        // Reading the schema cookie starts the read transaction (and reads
+        // page 1, so a file that is not a database fails here) without
+        // parsing the schema into memory.
+        let r: rusqlite::Result<i64> = conn.query_row("PRAGMA schema_version", [], |r| r.get(0));
         if let Err(e) = r {
             let _ = conn.execute_batch("ROLLBACK"); // the read error is what we report
             return Err(Error::sqlite(format!("{name}: take read lock"), e));

@@ -397,6 +397,11 @@ impl Replicator {
         let mut stopping = false;
         let mut upload: Option<tokio::task::JoinHandle<()>> = None;
         loop {
+            // A finished upload's task is freed with its handle (a hot
+            // database in a fleet waits for hours between snapshots).
+            if upload.as_ref().is_some_and(|u| u.is_finished()) {
+                upload = None;
+            }
             if started {
                 let wait = self.opts.monitor_interval.max(backoff);
                 let maint = self.maint.clone();
@@ -421,7 +426,7 @@ impl Replicator {
                 if snap && !stopping {
                     // Encode here (it needs the database), upload in the
                     // background so syncs go on meanwhile.
-                    match self.encode_snapshot().await {
+                    match Box::pin(self.encode_snapshot()).await {
                         Ok(Some(job)) => {
                             if let Some(prev) = upload.take() {
                                 let _ = prev.await; // at most one in flight; it reports its own errors
@@ -450,7 +455,7 @@ impl Replicator {
                 }
             }
             let began = Instant::now();
-            match self.sync_once().await {
+            match Box::pin(self.sync_once()).await {
                 Ok(rep) => {
                     backoff = Duration::ZERO;
                     if !rep.sync.files.is_empty() {
@@ -479,7 +484,7 @@ impl Replicator {
             let _ = u.await; // it reports its own errors
         }
         if self.seal_on_stop {
-            let sealed = self.seal().await;
+            let sealed = Box::pin(self.seal()).await;
             if let Err(e) = &sealed {
                 tracing::warn!(db = %self.db_path().display(), error = %e, "seal failed");
             }

@@ -936,10 +936,10 @@ impl Manager {
         self.hot.insert(p.to_path_buf(), hot.clone());
         let stop = hot.stop.clone();
         let path = p.to_path_buf();
-        self.tasks.spawn(async move {
-            let r = r.run(async move { stop.notified().await }).await;
-            (path, hot, r)
-        });
+        // Boxed, so the task holds the replicator's future once (a future
+        // captured by an async block and awaited in it is stored twice).
+        let run = Box::pin(r.run(async move { stop.notified().await }));
+        self.tasks.spawn(async move { (path, hot, run.await) });
     }
 
     /// A replicator stopped: the database goes cold if it was sealed and
