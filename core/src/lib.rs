@@ -14,6 +14,8 @@
 //! - [`restore`]: plans and performs (point-in-time) restores.
 //! - [`v3`]: restores Litestream 0.3 replicas (generations layout).
 //! - [`discover`]: finds the replicas under a root (fleet restores).
+//! - [`embed`]: replication embedded in an application: restore before
+//!   serving, replicate alongside, flush on shutdown.
 //!
 //! No CLI, no config files, no fleet: those live in the `litestreampp` crate.
 
@@ -21,6 +23,7 @@ pub mod client;
 pub mod compact;
 pub mod db;
 pub mod discover;
+pub mod embed;
 pub mod error;
 pub mod fsutil;
 pub mod lease;

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::{FileInfo, LtxBody, SNAPSHOT_LEVEL};
 use crate::db::{Db, DbOptions, FileSig, SyncOutcome};
@@ -66,6 +66,8 @@ pub struct ReplicatorStatus {
     pub checkpoints: u64,
     /// Snapshots written to the snapshot level.
     pub level_snapshots: u64,
+    /// When the last of those was uploaded.
+    pub last_snapshot_at: Option<jiff::Timestamp>,
     pub errors: u64,
     pub last_error: Option<String>,
     pub last_sync_at: Option<jiff::Timestamp>,
@@ -97,6 +99,30 @@ pub struct Replicator {
     /// a watcher of our own.
     changed: Option<Arc<Notify>>,
     seal_on_stop: bool,
+    /// Requests to sync now and report the replica's position.
+    flush_rx: Option<mpsc::UnboundedReceiver<FlushRequest>>,
+}
+
+/// A waiter for the next sync: answered with the replica's TXID after it.
+type FlushRequest = oneshot::Sender<Result<TxId>>;
+
+/// Asks a running [`Replicator`] to sync now (see
+/// [`Replicator::flush_handle`]).
+#[derive(Debug, Clone)]
+pub struct FlushHandle {
+    tx: mpsc::UnboundedSender<FlushRequest>,
+    db: PathBuf,
+}
+
+impl FlushHandle {
+    /// Syncs now; returns once every transaction committed before the call
+    /// is in the replica, with the replica's TXID.
+    pub async fn flush(&self) -> Result<TxId> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || Error::InvalidInput(format!("{}: replication stopped", self.db.display()));
+        self.tx.send(tx).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
 }
 
 impl Replicator {
@@ -112,6 +138,19 @@ impl Replicator {
             maint: None,
             changed: None,
             seal_on_stop: false,
+            flush_rx: None,
+        }
+    }
+
+    /// A handle that makes the running replicator sync at once, skipping
+    /// the sync interval, and reports when the replica holds everything
+    /// committed before the request. Take it before [`run`](Self::run).
+    pub fn flush_handle(&mut self) -> FlushHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.flush_rx = Some(rx);
+        FlushHandle {
+            tx,
+            db: self.db_path(),
         }
     }
 
@@ -388,6 +427,9 @@ impl Replicator {
             }
         };
         tokio::pin!(shutdown);
+        let mut flush_rx = self.flush_rx.take();
+        // Flush requests the next sync answers.
+        let mut waiting: Vec<FlushRequest> = Vec::new();
         let window = self.opts.sync_interval;
         // The window counts from the last sync that shipped something: polls
         // that found nothing new must not delay the next write.
@@ -421,6 +463,7 @@ impl Replicator {
                     _ = changed.notified() => self.with_status(|s| {
                         s.pending_since.get_or_insert_with(Instant::now);
                     }),
+                    Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
                     _ = tokio::time::sleep(wait) => {},
                 }
                 if snap && !stopping {
@@ -444,18 +487,40 @@ impl Replicator {
                 }
             }
             started = true;
-            // Coalesce: at most one shipping sync per window while writes keep coming.
-            if !stopping && let Some(t) = last_shipped {
+            // Requests queued before this sync are answered by it.
+            while let Some(req) = flush_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                waiting.push(req);
+            }
+            // Coalesce: at most one shipping sync per window while writes
+            // keep coming (a flush request does not wait).
+            if !stopping
+                && waiting.is_empty()
+                && let Some(t) = last_shipped
+            {
                 let due = t + window;
                 if due > Instant::now() {
                     tokio::select! {
                         _ = &mut shutdown => stopping = true,
+                        // A flush request cuts the window short.
+                        Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
                         _ = tokio::time::sleep_until(due.into()) => {},
                     }
                 }
             }
             let began = Instant::now();
-            match Box::pin(self.sync_once()).await {
+            let synced = Box::pin(self.sync_once()).await;
+            for req in waiting.drain(..) {
+                let answer = match &synced {
+                    Ok(_) => Ok(self.replica.position().unwrap_or(TxId::ZERO)),
+                    Err(e) => Err(Error::Backend {
+                        context: format!("{}: sync", self.db_path().display()),
+                        message: e.to_string(),
+                        transient: true,
+                    }),
+                };
+                let _ = req.send(answer); // the waiter may have given up
+            }
+            match synced {
                 Ok(rep) => {
                     backoff = Duration::ZERO;
                     if !rep.sync.files.is_empty() {
@@ -612,8 +677,12 @@ impl SnapshotUpload {
                 if let Some(m) = &self.maint {
                     m.end_snapshot(Some(&info), false);
                 }
+                let now = jiff::Timestamp::now();
+                metrics::gauge!("litestreampp_last_snapshot_timestamp_seconds")
+                    .set(now.as_millisecond() as f64 / 1000.0);
                 if let Ok(mut s) = self.status.lock() {
                     s.level_snapshots += 1;
+                    s.last_snapshot_at = Some(now);
                 }
                 Ok(Some(info))
             }
@@ -638,5 +707,15 @@ fn log_report(db: &Path, rep: &SyncReport) {
     }
     if !rep.upload.files.is_empty() {
         tracing::debug!(db = %db.display(), files = rep.upload.files.len(), bytes = rep.upload.bytes, "uploaded");
+    }
+}
+
+/// The next flush request, or never when there is no channel (or it closed).
+async fn next_flush(
+    rx: &mut Option<mpsc::UnboundedReceiver<FlushRequest>>,
+) -> Option<FlushRequest> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
