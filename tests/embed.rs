@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{self, ReplicaClient};
 use litestreampp_core::embed::{Replication, RestoreOutcome};
 use litestreampp_core::restore::{RestoreOptions, restore};
@@ -15,12 +14,18 @@ use litestreampp_e2e::moto::{self, Moto};
 use litestreampp_e2e::open_app;
 use rusqlite::Connection;
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// A first start on an empty replica: nothing to restore, the
+/// application's table created, replication started.
+async fn first_start(repl: &mut Replication, db: &Path) -> Connection {
+    assert_eq!(
+        repl.restore_if_needed().await.unwrap(),
+        RestoreOutcome::NoReplica
+    );
+    let conn = open_app(db, None);
+    conn.execute_batch("CREATE TABLE items(id INTEGER PRIMARY KEY, body TEXT)")
+        .unwrap();
+    repl.start().unwrap();
+    conn
 }
 
 fn count(conn: &Connection) -> i64 {
@@ -52,21 +57,14 @@ fn restores_before_serving_and_keeps_every_acknowledged_write() {
     let replica = dir.path().join("replica");
     let url = format!("file://{}", replica.display());
     let scratch = dir.path().join("scratch.db");
-    rt().block_on(async {
+    litestreampp_e2e::runtime().block_on(async {
         // First start: nothing to restore.
         let mut repl = Replication::builder(&db)
             .replica_url(&url)
             .sync_interval(Duration::from_secs(5))
             .build()
             .unwrap();
-        assert_eq!(
-            repl.restore_if_needed().await.unwrap(),
-            RestoreOutcome::NoReplica
-        );
-        let conn = open_app(&db, None);
-        conn.execute_batch("CREATE TABLE items(id INTEGER PRIMARY KEY, body TEXT)")
-            .unwrap();
-        repl.start().unwrap();
+        let conn = first_start(&mut repl, &db).await;
         let client = client::from_url(&url).unwrap();
         for i in 1..=20 {
             conn.execute("INSERT INTO items(body) VALUES (?1)", [format!("item {i}")])
@@ -98,8 +96,10 @@ fn restores_before_serving_and_keeps_every_acknowledged_write() {
         assert!(!st.running);
         assert_eq!(replica_rows(client.clone(), &scratch).await, 25);
 
-        // The database file is lost: the next start restores it first.
+        // The database file is lost (an empty file left in its place): the
+        // next start restores it first.
         remove_db(&db);
+        std::fs::write(&db, b"").unwrap();
         let mut repl = Replication::builder(&db).replica_url(&url).build().unwrap();
         match repl.restore_if_needed().await.unwrap() {
             RestoreOutcome::Restored { txid, files, .. } => {
@@ -139,15 +139,11 @@ fn a_database_behind_the_replica_is_restored_unless_within_the_lag() {
     let url = format!("file://{}", dir.path().join("replica").display());
     let stale = dir.path().join("stale");
     std::fs::create_dir(&stale).unwrap();
-    rt().block_on(async {
+    litestreampp_e2e::runtime().block_on(async {
         let mut repl = Replication::builder(&db).replica_url(&url).build().unwrap();
-        repl.restore_if_needed().await.unwrap();
-        let conn = open_app(&db, None);
-        conn.execute_batch("CREATE TABLE items(id INTEGER PRIMARY KEY, body TEXT)")
-            .unwrap();
+        let conn = first_start(&mut repl, &db).await;
         conn.execute("INSERT INTO items(body) VALUES ('one')", [])
             .unwrap();
-        repl.start().unwrap();
         repl.sync_and_wait().await.unwrap();
         drop(conn);
         repl.shutdown(Duration::from_secs(30)).await.unwrap();
@@ -200,13 +196,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// An S3 client for `url` with the test credentials (set in the settings,
-/// not the process environment).
+/// An S3 client for `url` with the test credentials.
 fn s3(url: &str) -> std::sync::Arc<dyn ReplicaClient> {
-    let mut s = S3Settings::from_url(url).unwrap();
-    s.access_key_id = Some(moto::ACCESS_KEY.into());
-    s.secret_access_key = Some(moto::SECRET_KEY.into());
-    client::s3_client(s).unwrap()
+    client::s3_client(moto::settings(url)).unwrap()
 }
 
 #[test]
@@ -220,7 +212,7 @@ fn an_unreachable_replica_fails_fast_unless_degraded_starts_are_allowed() {
         .unwrap()
         .port();
     let url = moto::url_for(&format!("http://127.0.0.1:{port}"), "bkt", "app");
-    rt().block_on(async {
+    litestreampp_e2e::runtime().block_on(async {
         let t = Instant::now();
         let err = Replication::builder(&db)
             .replica_client(s3(&url))
@@ -264,20 +256,13 @@ fn required_replication_reports_failure_once_errors_persist() {
     let moto = Moto::start();
     moto.create_bucket("bkt");
     let url = moto::url_for(&moto.endpoint(), "bkt", "app");
-    rt().block_on(async {
+    litestreampp_e2e::runtime().block_on(async {
         let mut repl = Replication::builder(&db)
             .replica_client(s3(&url))
             .replication_required(Duration::from_secs(2))
             .build()
             .unwrap();
-        assert_eq!(
-            repl.restore_if_needed().await.unwrap(),
-            RestoreOutcome::NoReplica
-        );
-        let conn = open_app(&db, None);
-        conn.execute_batch("CREATE TABLE items(id INTEGER PRIMARY KEY, body TEXT)")
-            .unwrap();
-        repl.start().unwrap();
+        let conn = first_start(&mut repl, &db).await;
         repl.sync_and_wait().await.unwrap();
         // Healthy: no failure for a while.
         let quiet = tokio::time::timeout(Duration::from_secs(3), repl.failed()).await;

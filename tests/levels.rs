@@ -84,14 +84,6 @@ impl ReplicaClient for Counting {
     }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn fast_levels() -> LevelsConfig {
     LevelsConfig {
         intervals: vec![
@@ -156,7 +148,7 @@ fn point_in_time_restore_at_random_txids_and_timestamps() {
     levels.snapshot_retention = Duration::from_secs(3600);
     // (txid, created_at of its L0 file, content hash)
     let mut history: Vec<(TxId, jiff::Timestamp, String)> = Vec::new();
-    let rt = rt();
+    let rt = litestreampp_e2e::runtime();
     rt.block_on(async {
         let sched = Scheduler::start(2);
         let mut r = Replicator::new(&db, Replica::new(client.clone()), options(levels))
@@ -237,7 +229,7 @@ fn retention_over_many_cycles_never_breaks_a_restore() {
     w.setup(&conn);
     let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(&root));
     let cfg = fast_levels();
-    let rt = rt();
+    let rt = litestreampp_e2e::runtime();
     let mut max_snapshots = 0;
     let mut restores = 0;
     rt.block_on(async {
@@ -319,7 +311,7 @@ fn idle_database_makes_no_requests() {
     let mut cfg = fast_levels();
     cfg.snapshot_interval = Duration::from_secs(1);
     cfg.snapshot_retention = Duration::from_secs(2);
-    let rt = rt();
+    let rt = litestreampp_e2e::runtime();
     rt.block_on(async {
         let sched = Scheduler::start(2);
         let r = Replicator::new(&db, Replica::new(client.clone()), options(cfg))
@@ -394,7 +386,7 @@ fn snapshot_does_not_stall_writers() {
     )
     .unwrap();
     let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(&root));
-    let rt = rt();
+    let rt = litestreampp_e2e::runtime();
     let (snap_time, worst, commits) = rt.block_on(async {
         let sched = Scheduler::start(1);
         let mut r = Replicator::new(
@@ -473,7 +465,7 @@ fn retention_disabled_deletes_nothing() {
     cfg.retention_enabled = false;
     cfg.snapshot_interval = Duration::from_secs(1);
     cfg.snapshot_retention = Duration::from_secs(1);
-    let rt = rt();
+    let rt = litestreampp_e2e::runtime();
     let uploaded = rt.block_on(async {
         let sched = Scheduler::start(2);
         let r = Replicator::new(&db, Replica::new(client.clone()), options(cfg))

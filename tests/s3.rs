@@ -10,12 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use litestreampp_core::client::retry::{RetryPolicy, RetryingClient};
-use litestreampp_core::client::s3::{S3Connection, S3ReplicaClient, S3Settings};
+use litestreampp_core::client::s3::{S3Connection, S3ReplicaClient};
 use litestreampp_core::client::{ReplicaClient, conformance, list_all};
 use litestreampp_core::lease::Lease;
 use litestreampp_core::{Error, TxId};
 use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
-use litestreampp_e2e::moto::{ACCESS_KEY, Moto, SECRET_KEY, url_for, with_credentials};
+use litestreampp_e2e::moto::{Moto, settings, url_for, with_credentials};
 use litestreampp_e2e::*;
 
 fn ours_s3() -> Command {
@@ -28,13 +28,6 @@ fn go_s3() -> Command {
     let mut c = go();
     with_credentials(&mut c);
     c
-}
-
-fn settings(url: &str) -> S3Settings {
-    let mut s = S3Settings::from_url(url).unwrap();
-    s.access_key_id = Some(ACCESS_KEY.into());
-    s.secret_access_key = Some(SECRET_KEY.into());
-    s
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -357,7 +357,9 @@ impl Replication {
             tracing::info!(db = %self.db.display(), replica = %client.location(), "replica is empty: nothing to restore");
             return Ok(RestoreOutcome::NoReplica);
         };
-        if std::fs::symlink_metadata(&self.db).is_ok() {
+        // An empty file (created by something before the restore) holds
+        // nothing to keep.
+        if std::fs::metadata(&self.db).is_ok_and(|m| m.len() > 0) {
             match local_txid(&self.db)? {
                 Some(local) if local >= replica => {
                     return Ok(RestoreOutcome::UpToDate { local, replica });

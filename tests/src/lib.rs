@@ -359,3 +359,12 @@ pub fn replica_txids(root: &Path, level: u32) -> Vec<(u64, u64)> {
     v.sort();
     v
 }
+
+/// A two-worker tokio runtime for tests that drive the core's async API.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

@@ -150,6 +150,15 @@ impl Drop for Moto {
     }
 }
 
+/// S3 settings for `url` with the test credentials (in the settings, not
+/// the process environment).
+pub fn settings(url: &str) -> litestreampp_core::client::s3::S3Settings {
+    let mut s = litestreampp_core::client::s3::S3Settings::from_url(url).expect("S3 URL");
+    s.access_key_id = Some(ACCESS_KEY.into());
+    s.secret_access_key = Some(SECRET_KEY.into());
+    s
+}
+
 /// Sets the test credentials on a command (ours or Go's).
 pub fn with_credentials(c: &mut Command) -> &mut Command {
     c.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
