@@ -378,7 +378,7 @@ impl Replication {
                     tracing::warn!(db = %self.db.display(), %local, %replica, "behind the replica: restoring over it");
                 }
                 None => {
-                    tracing::warn!(db = %self.db.display(), %replica, "database present but never replicated from here: kept; replication continues from it");
+                    tracing::info!(db = %self.db.display(), %replica, "database present without a local replication position (never replicated from here, or restored and not replicated since): kept; replication continues from it");
                     return Ok(RestoreOutcome::LocalUntracked { replica });
                 }
             }
