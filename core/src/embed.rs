@@ -56,7 +56,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::client::{self, FileInfo, ReplicaClient};
-use crate::db::default_meta_dir;
+use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::replica::Replica;
 use crate::replicator::{FlushHandle, Replicator, ReplicatorOptions, ReplicatorStatus};
@@ -360,7 +360,10 @@ impl Replication {
         // An empty file (created by something before the restore) holds
         // nothing to keep.
         if std::fs::metadata(&self.db).is_ok_and(|m| m.len() > 0) {
-            match local_txid(&self.db)? {
+            // The engine's own view (its meta directory, as configured):
+            // the newest local L0 file, without opening the database.
+            let local = self.engine().local_l0_files()?.last().map(|&(_, max)| max);
+            match local {
                 Some(local) if local >= replica => {
                     return Ok(RestoreOutcome::UpToDate { local, replica });
                 }
@@ -384,6 +387,12 @@ impl Replication {
             }
         }
         self.restore_latest(client, files).await
+    }
+
+    /// The database as the replicator will see it (paths only; nothing
+    /// is opened).
+    fn engine(&self) -> Db {
+        Db::new(&self.db, self.opts.db.clone())
     }
 
     fn unreachable(&self, error: String) -> Result<RestoreOutcome> {
@@ -421,8 +430,9 @@ impl Replication {
             ..RestoreOptions::new(&self.db)
         };
         let s = restore_with_plan(client, &opts, Some(plan)).await?;
-        let meta = default_meta_dir(&self.db);
-        match std::fs::remove_dir_all(&meta) {
+        let engine = self.engine();
+        let meta = engine.meta_dir();
+        match std::fs::remove_dir_all(meta) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("remove {}", meta.display()), e)),
@@ -588,29 +598,6 @@ async fn watchdog(
             }
         }
     }
-}
-
-/// The newest TXID synced locally for `db`, from its meta directory (the
-/// newest local L0 file), without opening the database.
-fn local_txid(db: &Path) -> Result<Option<TxId>> {
-    let l0 = default_meta_dir(db).join("ltx/0");
-    let rd = match std::fs::read_dir(&l0) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(format!("list {}", l0.display()), e)),
-    };
-    let mut best: Option<TxId> = None;
-    for e in rd {
-        let e = e.map_err(|e| Error::io(format!("list {}", l0.display()), e))?;
-        if let Some((_, max)) = e
-            .file_name()
-            .to_str()
-            .and_then(crate::txid::parse_ltx_file_name)
-        {
-            best = best.max(Some(max));
-        }
-    }
-    Ok(best)
 }
 
 /// How much older the local state (`local`) is than the replica's newest
