@@ -286,3 +286,66 @@ fn required_replication_reports_failure_once_errors_persist() {
         assert!(t.elapsed() < Duration::from_secs(8));
     });
 }
+
+/// The replicator's own watch rests between a change notice and the sync
+/// that answers it, and PASSIVE checkpoints copy frames before taking the
+/// write lock. Bursts of commits large enough to checkpoint, with quiet
+/// pauses between them, must each reach the replica promptly (the poll is
+/// two minutes: only the watch can notice them) and intact, while the WAL
+/// is checkpointed and restarted (its file stays smaller than the bursts).
+#[test]
+fn bursts_are_noticed_after_the_watch_rested_and_checkpoints_keep_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let url = format!("file://{}", dir.path().join("replica").display());
+    let scratch = dir.path().join("scratch.db");
+    litestreampp_e2e::runtime().block_on(async {
+        let mut repl = Replication::builder(&db)
+            .replica_url(&url)
+            .sync_interval(Duration::from_millis(200))
+            .monitor_interval(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let conn = first_start(&mut repl, &db).await;
+        let client = client::from_url(&url).unwrap();
+        let (bursts, per_burst) = (4u32, 1500u32);
+        for burst in 0..bursts {
+            for i in 0..per_burst {
+                conn.execute(
+                    "INSERT INTO items(body) VALUES (?1)",
+                    [format!("{burst}-{i}-{}", "x".repeat(200))],
+                )
+                .unwrap();
+            }
+            let expected = i64::from((burst + 1) * per_burst);
+            let t = Instant::now();
+            while replica_rows(client.clone(), &scratch).await != expected {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "burst {burst} not in the replica after 10 s: the watch did not notice it"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await; // quiet: the next burst starts a new notice
+        }
+        // Checkpointed and restarted along the way: one frame per commit
+        // would otherwise have grown the WAL past all the bursts' frames.
+        let wal_frames = std::fs::metadata(dir.path().join("app.db-wal"))
+            .unwrap()
+            .len()
+            / 4120;
+        assert!(
+            wal_frames < u64::from(bursts * per_burst) / 2,
+            "WAL holds {wal_frames} frames: never checkpointed"
+        );
+        let local = count(&conn);
+        drop(conn);
+        repl.shutdown(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(replica_rows(client, &scratch).await, local);
+        let check: String = Connection::open(&scratch)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+    });
+}

@@ -19,6 +19,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use rand::Rng;
 use rusqlite::Connection;
 
+mod embedded;
 mod fleet;
 mod restore_pattern;
 
@@ -83,6 +84,10 @@ enum Cmd {
     /// A fleet restored from moto by restore-pattern, against a loop of Go
     /// `litestream restore`; then a mix with a few large databases.
     RestorePattern(restore_pattern::RestorePatternArgs),
+    /// The demo REST server (demos/embedded-server) under load on
+    /// loopback: replication off, embedded, embedded with sync writes, and
+    /// a Go Litestream sidecar.
+    Embedded(embedded::EmbeddedArgs),
     /// Everything, as recorded in docs/benchmarks.md.
     All {
         #[arg(long, default_value_t = 1024)]
@@ -848,6 +853,7 @@ fn main() -> Result<()> {
         } => println!("{}", b.history(size_mb, speed, writes_per_sec, runs)?),
         Cmd::Fleet(args) => b.fleet(&args)?,
         Cmd::RestorePattern(args) => b.restore_pattern(&args)?,
+        Cmd::Embedded(args) => b.embedded(&args)?,
         Cmd::All { size_mb, runs } => {
             println!(
                 "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",

@@ -1457,10 +1457,13 @@ impl Db {
     /// any writer can append. If every frame was checkpointed, the
     /// generation is sealed at our position.
     fn checkpoint_passive(&mut self, out: &mut SyncOutcome) -> Result<()> {
+        self.checkpoint_ahead()?;
         if !self.acquire_write_lock()? {
+            self.lock_conn = None; // opened for this checkpoint only
             tracing::debug!(db = %self.name, "checkpoint skipped: database busy");
             return Ok(());
         }
+        let locked = Instant::now();
         let r = (|| {
             self.sync_to_end(out)?;
             let (log, done) = self.passive_checkpoint(out)?;
@@ -1479,7 +1482,47 @@ impl Db {
             Ok(())
         })();
         let released = self.release_write_lock();
+        tracing::debug!(db = %self.name, held = ?locked.elapsed(), "passive checkpoint: write lock released");
         r.and(released)
+    }
+
+    /// The bulk of a PASSIVE checkpoint, without the barrier: our pin moves
+    /// up to the end of the WAL (we have just synced to it), and a PASSIVE
+    /// checkpoint on the second connection copies the frames before the
+    /// pin into the database file and syncs it, while writers go on (a
+    /// checkpoint never passes a reader's snapshot, and with our read
+    /// transaction held the WAL cannot restart). The barrier then only has
+    /// what was appended meanwhile. Moving the pin forgets what we knew
+    /// about continuity, so this runs only when the next sync can prove it
+    /// from the WAL itself: the generation we synced in is still current.
+    fn checkpoint_ahead(&mut self) -> Result<()> {
+        let Some(pos) = self.pos else {
+            return Ok(());
+        };
+        if self.continuity.is_some() || self.current_wal_salts()? != Some(pos.salts()) {
+            return Ok(());
+        }
+        self.end_read_tx()?;
+        self.begin_read_tx()?;
+        if self.lock_conn.is_none() {
+            self.lock_conn = Some(self.open_connection()?);
+        }
+        let Some(lc) = self.lock_conn.as_ref() else {
+            return Ok(());
+        };
+        // A fresh connection knows the database is in WAL mode only once it
+        // has read it; before that a checkpoint does nothing.
+        lc.query_row("PRAGMA schema_version", [], |r| r.get::<_, i64>(0))
+            .sql_ctx(|| format!("{}: read the schema cookie", self.name))?;
+        match lc.wal_checkpoint_v2(
+            rusqlite::DEFAULT_NAME,
+            rusqlite::wal::CheckpointMode::PASSIVE,
+        ) {
+            Ok(_) => Ok(()),
+            // Another checkpoint is running: the barrier's does the work.
+            Err(e) if is_busy(&e) => Ok(()),
+            Err(e) => Err(Error::sqlite(format!("{}: checkpoint", self.name), e)),
+        }
     }
 
     /// Runs a PASSIVE checkpoint between releasing and retaking our read

@@ -6,7 +6,10 @@
 //! a quiet period is synced at once, and further changes within
 //! `sync_interval` of the last sync are coalesced into the next one. So a
 //! sparse write reaches the replica in milliseconds while a busy database
-//! costs at most one upload per `sync_interval`. A slow poll
+//! costs at most one upload per `sync_interval`. The watch rests between a
+//! change notice and the sync that answers it, so a database committing
+//! thousands of transactions a second wakes the watcher about once per
+//! sync, not once per WAL write. A slow poll
 //! (`monitor_interval`) backs the watcher up on filesystems without change
 //! notification.
 
@@ -418,7 +421,7 @@ impl Replicator {
     /// closes the database. Errors of individual syncs are logged and
     /// retried with backoff; they are visible in the status.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<ReplicatorStatus> {
-        let (changed, _watcher) = match &self.changed {
+        let (changed, mut watcher) = match &self.changed {
             Some(c) => (c.clone(), None),
             None => {
                 let c = Arc::new(Notify::new());
@@ -460,9 +463,18 @@ impl Replicator {
                     biased;
                     _ = &mut shutdown => stopping = true,
                     _ = snapshot_wanted => snap = true,
-                    _ = changed.notified() => self.with_status(|s| {
-                        s.pending_since.get_or_insert_with(Instant::now);
-                    }),
+                    _ = changed.notified() => {
+                        self.with_status(|s| {
+                            s.pending_since.get_or_insert_with(Instant::now);
+                        });
+                        // One notice is all the next sync needs: the
+                        // watch rests until then (a busy database writes
+                        // its WAL thousands of times a second, and each
+                        // write would wake the watcher's thread).
+                        if let Some(w) = &mut watcher {
+                            w.pause();
+                        }
+                    }
                     Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
                     _ = tokio::time::sleep(wait) => {},
                 }
@@ -506,6 +518,13 @@ impl Replicator {
                         _ = tokio::time::sleep_until(due.into()) => {},
                     }
                 }
+            }
+            // Watching again before the sync reads the WAL: a write after
+            // this point is either read by this sync or noticed.
+            if let Some(w) = &mut watcher
+                && !w.resume()
+            {
+                watcher = None; // polling every monitor_interval from now on
             }
             let began = Instant::now();
             let synced = Box::pin(self.sync_once()).await;
@@ -608,7 +627,7 @@ impl Replicator {
 
     /// Watches the database's directory for changes to the database or its
     /// WAL. Returns `None` (polling only) if the watcher cannot start.
-    fn watch(&self, changed: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    fn watch(&self, changed: Arc<Notify>) -> Option<DirWatch> {
         let db = self.db_path();
         let dir = db
             .parent()
@@ -637,10 +656,48 @@ impl Replicator {
         match notify::recommended_watcher(handler)
             .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
         {
-            Ok(w) => Some(w),
+            Ok(watcher) => Some(DirWatch {
+                watcher,
+                dir,
+                paused: false,
+            }),
             Err(e) => {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; polling only");
                 None
+            }
+        }
+    }
+}
+
+/// The watch on a database's directory, paused between a change notice
+/// and the sync that answers it.
+struct DirWatch {
+    watcher: notify::RecommendedWatcher,
+    dir: PathBuf,
+    paused: bool,
+}
+
+impl DirWatch {
+    fn pause(&mut self) {
+        if !self.paused {
+            // Failing to stop watching costs only wake-ups.
+            self.paused = self.watcher.unwatch(&self.dir).is_ok();
+        }
+    }
+
+    /// Watches again; `false` if that failed (the caller polls instead).
+    fn resume(&mut self) -> bool {
+        if !self.paused {
+            return true;
+        }
+        match self.watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.paused = false;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch for changes again; polling only");
+                false
             }
         }
     }

@@ -25,15 +25,54 @@ pub fn litestreampp_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("LITESTREAMPP_BIN") {
         return PathBuf::from(p);
     }
+    workspace_bin("litestreampp")
+}
+
+/// A binary of this workspace's build (next to the test executable's
+/// `deps/` directory).
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join("litestreampp");
+    let p = dir.join(name);
     assert!(
         p.exists(),
         "{} not built: run the tests with tests/run.sh (it builds the binaries first)",
         p.display()
     );
     p
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port` with a JSON body (empty for
+/// none); returns (status, headers, body).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("no complete HTTP answer: {text:?}"),
+        ));
+    };
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 /// The Go Litestream 0.5.17 binary: `$LITESTREAM_GO_BIN`, else the
