@@ -348,20 +348,18 @@ impl Bench {
     /// Go Litestream replicating `db` to moto, started once the database
     /// exists, given a moment for its first snapshot.
     fn go_sidecar(&self, dir: &Path, db: &Path, moto_port: u16) -> Result<Child> {
-        let cfg = dir.join("litestream.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "dbs:\n  - path: {}\n    replica:\n      type: s3\n      bucket: {BUCKET}\n      path: go-app\n      endpoint: http://127.0.0.1:{moto_port}\n      region: us-east-1\n      force-path-style: true\n",
-                db.display()
-            ),
-        )?;
-        let mut c = self.go();
-        c.args(["replicate", "-config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("go.log"))?));
-        let child = c.spawn().context("start Go Litestream")?;
+        let yaml = format!(
+            "dbs:\n  - path: {}\n    replica:\n      type: s3\n      bucket: {BUCKET}\n      path: go-app\n      endpoint: http://127.0.0.1:{moto_port}\n      region: us-east-1\n      force-path-style: true\n",
+            db.display()
+        );
+        // Go Litestream logs to stdout.
+        let log = std::fs::File::create(dir.join("go.log"))?;
+        let child = self
+            .go_replicate(&dir.join("litestream.yml"), &yaml)?
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("start Go Litestream")?;
         std::thread::sleep(Duration::from_secs(2));
         Ok(child)
     }

@@ -254,20 +254,14 @@ impl Bench {
     }
 
     fn start_go(&self, data: &Path, replica: &str, dir: &Path) -> Result<Running> {
-        let cfg = dir.join("go-fleet.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n{replica}",
-                data.display()
-            ),
-        )?;
-        let mut c = self.go();
-        c.args(["replicate", "-config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn()?;
+        let yaml = format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    watch: true\n    replica:\n{replica}",
+            data.display()
+        );
+        let mut child = self
+            .go_replicate(&dir.join("go-fleet.yml"), &yaml)?
+            .stderr(Stdio::piped())
+            .spawn()?;
         let lines = forward_lines(child.stderr.take());
         Ok(Running {
             child,

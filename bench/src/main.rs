@@ -354,6 +354,17 @@ impl Bench {
         c
     }
 
+    /// `litestream replicate -config CFG` with `yaml` written to `cfg`
+    /// (stdout discarded; the caller decides where stderr goes).
+    fn go_replicate(&self, cfg: &Path, yaml: &str) -> Result<Command> {
+        std::fs::write(cfg, yaml).with_context(|| format!("write {}", cfg.display()))?;
+        let mut c = self.go();
+        c.args(["replicate", "-config"])
+            .arg(cfg)
+            .stdout(Stdio::null());
+        Ok(c)
+    }
+
     fn ours(&self) -> Command {
         let mut c = Command::new(&self.ours);
         creds(&mut c);
