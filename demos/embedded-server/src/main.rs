@@ -174,7 +174,6 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        tracing::error!("{e:#}");
         eprintln!("embedded-server: {e:#}");
         std::process::exit(1);
     }
@@ -243,7 +242,7 @@ async fn run(cli: Cli) -> Result<()> {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: answering the requests in flight, then a final sync"),
             _ = int.recv() => tracing::info!("SIGINT: answering the requests in flight, then a final sync"),
-            // Err: no watcher (replication off or not required); the branch is disabled.
+            // Err: replication is off (no watcher); the branch is disabled.
             Ok(_) = failed_wait.wait_for(Option::is_some) => tracing::error!("replication is required and has failed: stopping"),
         }
     };
