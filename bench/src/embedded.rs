@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rand::Rng;
 
-use super::{BUCKET, Bench, creds, fresh_dir, median, percentile, reset_moto, start_moto};
+use super::{
+    BUCKET, Bench, creds, fresh_dir, median, percentile, proc_cpu_secs, reset_moto, start_moto,
+};
 
 /// What one `lsbench embedded` run does.
 #[derive(clap::Args)]
@@ -124,23 +126,6 @@ impl Client {
         self.r.read_exact(&mut sink)?;
         Ok(status)
     }
-}
-
-/// CPU seconds a process has used so far (/proc/PID/stat).
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15; here 0-based after ')' → 11, 12.
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 fn wait_ready(server: &mut Child, port: u16) -> Result<()> {
@@ -324,9 +309,9 @@ impl Bench {
         let pids: Vec<u32> = std::iter::once(server.id())
             .chain(sidecar.as_ref().map(Child::id))
             .collect();
-        let cpu0: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum();
+        let cpu0: f64 = pids.iter().map(|&p| proc_cpu_secs(p as i32)).sum();
         let measured = load(port, a.clients, pct, Duration::from_secs(a.seconds))?;
-        let cpu = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu0;
+        let cpu = pids.iter().map(|&p| proc_cpu_secs(p as i32)).sum::<f64>() - cpu0;
         let stop_s = if let Some(go) = sidecar {
             let s = stop(server)?;
             stop(go)?;

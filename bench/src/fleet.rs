@@ -18,7 +18,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use rusqlite::Connection;
 
-use super::{Bench, fresh_dir, median, percentile};
+use super::{Bench, fresh_dir, median, percentile, proc_cpu_secs};
 
 /// What one `lsbench fleet` run does.
 #[derive(clap::Args)]
@@ -140,22 +140,6 @@ fn smaps_kb(pid: i32, file: &str, pick: impl Fn(&str) -> bool, field: &str) -> u
         }
     }
     kb
-}
-
-/// User + system CPU seconds of a running process.
-fn proc_cpu_secs(pid: i32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    (ticks(11) + ticks(12)) / hz
 }
 
 /// GET from 127.0.0.1; the body.
