@@ -1279,6 +1279,7 @@ impl Db {
             let done = enc.finish()?;
             let f = done.writer.finish()?;
             fsutil::commit_tmp(&tmp, f, &path)?;
+            crate::crashpoint::here("l0-written");
             Ok(L0File {
                 min_txid: h.min_txid,
                 txid: h.max_txid,
@@ -1467,6 +1468,7 @@ impl Db {
         let r = (|| {
             self.sync_to_end(out)?;
             let (log, done) = self.passive_checkpoint(out)?;
+            crate::crashpoint::here("checkpointed");
             let fs = u64::from(self.page_size) + wal::FRAME_HEADER_SIZE;
             if let Some(p) = self.pos
                 && log >= 0
@@ -1560,6 +1562,7 @@ impl Db {
         self.begin_read_tx()?;
         match ck {
             Ok(_) => {
+                crate::crashpoint::here("truncated");
                 self.last_checkpoint = Instant::now();
                 self.synced_since_checkpoint = false;
                 out.checkpoint = Some(CheckpointMode::Truncate);
@@ -1612,7 +1615,9 @@ impl Db {
         );
         self.begin_read_tx()?;
         match ck {
-            Ok(_) => {}
+            Ok(_) => {
+                crate::crashpoint::here("truncated");
+            }
             Err(e) if is_busy(&e) => {} // a reader is active; the WAL stays, already checkpointed
             Err(e) => {
                 return Err(Error::sqlite(

@@ -557,6 +557,7 @@ impl Maintainer {
                 .client
                 .write_ltx_file(level, min, max, LtxBody::File(out))
                 .await?;
+            crate::crashpoint::here("compacted");
             tracing::info!(
                 db = %self.name, level, min = %min, max = %max, inputs = inputs.len(),
                 size = merged.size, "compaction complete"
@@ -627,6 +628,7 @@ impl Maintainer {
             return Ok(());
         }
         self.client.delete_ltx_files(files).await?;
+        crate::crashpoint::here("retention-deleted");
         tracing::debug!(db = %self.name, level, count = files.len(), "deleted by retention");
         Ok(())
     }

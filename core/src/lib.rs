@@ -21,11 +21,13 @@
 
 pub mod client;
 pub mod compact;
+pub mod crashpoint;
 pub mod db;
 pub mod discover;
 pub mod embed;
 pub mod error;
 pub mod fsutil;
+#[cfg(feature = "s3")]
 pub mod lease;
 pub mod levels;
 pub mod ltx;

@@ -90,6 +90,7 @@ impl Replica {
                 .client
                 .write_ltx_file(0, min, max, LtxBody::File(path))
                 .await?;
+            crate::crashpoint::here("uploaded");
             report.bytes += info.size;
             report.files.push(info);
             cur = max;

@@ -439,6 +439,10 @@ impl Replicator {
         let mut last_shipped: Option<Instant> = None;
         let mut started = false;
         let mut backoff = Duration::ZERO;
+        // After a failed sync, the next attempt waits out the backoff
+        // whatever changes meanwhile (a busy database would otherwise
+        // retry, and log, at every write).
+        let mut retry_at: Option<Instant> = None;
         let mut stopping = false;
         let mut upload: Option<tokio::task::JoinHandle<()>> = None;
         loop {
@@ -504,19 +508,22 @@ impl Replicator {
                 waiting.push(req);
             }
             // Coalesce: at most one shipping sync per window while writes
-            // keep coming (a flush request does not wait).
+            // keep coming, and none before a failed one's backoff is over
+            // (a flush request does not wait).
+            let due = [last_shipped.map(|t| t + window), retry_at]
+                .into_iter()
+                .flatten()
+                .max();
             if !stopping
                 && waiting.is_empty()
-                && let Some(t) = last_shipped
+                && let Some(due) = due
+                && due > Instant::now()
             {
-                let due = t + window;
-                if due > Instant::now() {
-                    tokio::select! {
-                        _ = &mut shutdown => stopping = true,
-                        // A flush request cuts the window short.
-                        Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
-                        _ = tokio::time::sleep_until(due.into()) => {},
-                    }
+                tokio::select! {
+                    _ = &mut shutdown => stopping = true,
+                    // A flush request cuts the wait short.
+                    Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
+                    _ = tokio::time::sleep_until(due.into()) => {},
                 }
             }
             // Watching again before the sync reads the WAL: a write after
@@ -542,13 +549,15 @@ impl Replicator {
             match synced {
                 Ok(rep) => {
                     backoff = Duration::ZERO;
+                    retry_at = None;
                     if !rep.sync.files.is_empty() {
                         last_shipped = Some(began);
                     }
                     log_report(&self.db_path(), &rep);
                 }
                 Err(e) => {
-                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+                    retry_at = Some(Instant::now() + backoff);
                     tracing::error!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
                     if stopping {
                         if let Some(u) = upload.take() {
@@ -603,6 +612,7 @@ impl Replicator {
                 return Err(e);
             }
         };
+        crate::crashpoint::here("sealed");
         let upload = self.replica.upload(&mut db).await;
         let local = db.position().ok().flatten().map(|p| p.txid);
         self.db = Some(db);
@@ -730,6 +740,7 @@ impl SnapshotUpload {
         let _ = std::fs::remove_file(&self.path); // uploaded or not, the local copy is scratch
         match r {
             Ok(info) => {
+                crate::crashpoint::here("snapshot-uploaded");
                 tracing::info!(db = %self.db.display(), txid = %info.max_txid, size = info.size, "snapshot complete");
                 if let Some(m) = &self.maint {
                     m.end_snapshot(Some(&info), false);

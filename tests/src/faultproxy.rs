@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP proxy between a client and a real S3 server:
 //! with a given probability per request it answers 500 or 503 SlowDown
 //! itself, resets the connection, forwards the request but truncates the
-//! response body, or stalls before answering. Every connection carries one
+//! response body, or stalls before answering; during an outage it resets
+//! every connection at once. Every connection carries one
 //! request (`Connection: close`), which keeps the proxy simple and exact.
 
 use std::io::{Read, Write};
@@ -21,6 +22,8 @@ pub struct FaultStats {
     pub resets: AtomicU64,
     pub truncated: AtomicU64,
     pub stalls: AtomicU64,
+    /// Connections reset during an outage.
+    pub outage_resets: AtomicU64,
 }
 
 impl FaultStats {
@@ -42,14 +45,15 @@ impl FaultStats {
     pub fn summary(&self) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} requests, {} faults: {} HTTP 500, {} SlowDown, {} resets, {} truncated bodies, {} stalls",
+            "{} requests, {} faults: {} HTTP 500, {} SlowDown, {} resets, {} truncated bodies, {} stalls; {} requests refused during outages",
             l(&self.requests),
             self.faults(),
             l(&self.errors_500),
             l(&self.slowdowns),
             l(&self.resets),
             l(&self.truncated),
-            l(&self.stalls)
+            l(&self.stalls),
+            l(&self.outage_resets)
         )
     }
 }
@@ -108,6 +112,7 @@ pub struct FaultProxy {
     pub port: u16,
     pub stats: Arc<FaultStats>,
     rate_ppm: Arc<AtomicU64>,
+    outage: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -120,7 +125,13 @@ impl FaultProxy {
         let stats = Arc::new(FaultStats::default());
         let rate_ppm = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, rp, sp) = (stats.clone(), rate_ppm.clone(), stop.clone());
+        let outage = Arc::new(AtomicBool::new(false));
+        let (st, rp, sp, out) = (
+            stats.clone(),
+            rate_ppm.clone(),
+            stop.clone(),
+            outage.clone(),
+        );
         std::thread::spawn(move || {
             let mut n = 0u64;
             for conn in listener.incoming() {
@@ -128,6 +139,11 @@ impl FaultProxy {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                if out.load(Ordering::Relaxed) {
+                    st.outage_resets.fetch_add(1, Ordering::Relaxed);
+                    let _ = conn.shutdown(Shutdown::Both);
+                    continue;
+                }
                 n += 1;
                 let (st, rp) = (st.clone(), rp.clone());
                 let rng =
@@ -139,8 +155,15 @@ impl FaultProxy {
             port,
             stats,
             rate_ppm,
+            outage,
             stop,
         }
+    }
+
+    /// Starts (`true`) or ends an outage: meanwhile every connection is
+    /// reset before a byte of it is read.
+    pub fn set_outage(&self, on: bool) {
+        self.outage.store(on, Ordering::Relaxed);
     }
 
     /// Sets the share of requests that get a fault.

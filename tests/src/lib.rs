@@ -229,6 +229,12 @@ impl Workload {
     /// Applies step `n` as one transaction. With `maintenance`, also runs
     /// the VACUUM that follows a shrink step (no logical change).
     pub fn step(&self, conn: &Connection, n: u64, maintenance: bool) {
+        self.step_held(conn, n, maintenance, Duration::ZERO);
+    }
+
+    /// [`step`](Self::step), holding the transaction open for `hold`
+    /// before it commits (so a kill lands inside it).
+    pub fn step_held(&self, conn: &Connection, n: u64, maintenance: bool, hold: Duration) {
         let mut rng = self.rng(n);
         let tx = conn.unchecked_transaction().expect("begin");
         let shrink = self.shrink_every > 0 && n % self.shrink_every == self.shrink_every - 1;
@@ -279,6 +285,9 @@ impl Workload {
         }
         tx.execute("UPDATE meta SET n = ?1 WHERE id = 1", [n as i64])
             .expect("meta");
+        if !hold.is_zero() {
+            std::thread::sleep(hold);
+        }
         tx.commit().expect("commit");
         if shrink && maintenance {
             conn.execute_batch("VACUUM").expect("vacuum");
@@ -293,6 +302,36 @@ impl Workload {
             self.step(&conn, n, false);
         }
         content_hash(&conn)
+    }
+}
+
+/// The workload's states in order: replays forward from the last state
+/// asked for, so checking a run of restores that only move forward costs
+/// one replay in all, not one per restore.
+#[derive(Debug)]
+pub struct Replay {
+    w: Workload,
+    conn: Connection,
+    at: u64,
+}
+
+impl Replay {
+    pub fn new(w: Workload) -> Self {
+        let conn = Connection::open_in_memory().expect("memory db");
+        w.setup(&conn);
+        Replay { w, conn, at: 0 }
+    }
+
+    /// The content hash after step `m`.
+    pub fn hash_at(&mut self, m: u64) -> String {
+        if m < self.at {
+            return self.w.replay(m);
+        }
+        while self.at < m {
+            self.at += 1;
+            self.w.step(&self.conn, self.at, false);
+        }
+        content_hash(&self.conn)
     }
 }
 
@@ -341,6 +380,12 @@ pub fn committed_step(conn: &Connection) -> u64 {
 /// Checks that a restored database passes `integrity_check` and equals the
 /// workload's state after the step it records. Returns that step.
 pub fn verify_restore(path: &Path, w: &Workload) -> u64 {
+    verify_restore_with(path, &mut |m| w.replay(m))
+}
+
+/// [`verify_restore`] with the expected content hash after step `m` from
+/// `expect` (such as [`Replay::hash_at`]).
+pub fn verify_restore_with(path: &Path, expect: &mut dyn FnMut(u64) -> String) -> u64 {
     let conn = Connection::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let ic: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -356,7 +401,7 @@ pub fn verify_restore(path: &Path, w: &Workload) -> u64 {
     }
     assert_eq!(
         got,
-        w.replay(m),
+        expect(m),
         "{}: content differs from the workload state after step {m}",
         path.display()
     );

@@ -311,6 +311,7 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
 /// connection pool, whatever their bucket or prefix.
 #[derive(Debug, Default)]
 pub struct ClientPool {
+    #[cfg(feature = "s3")]
     s3: std::sync::Mutex<std::collections::HashMap<u64, Arc<s3::S3Connection>>>,
 }
 
@@ -325,6 +326,7 @@ impl ClientPool {
 
     /// An S3 client for `settings`, sharing the SDK client of any earlier
     /// one with the same endpoint, region and credentials.
+    #[cfg(feature = "s3")]
     pub fn open_s3(&self, settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
         let key = settings.connection_key();
         let conn = {
@@ -348,7 +350,14 @@ impl ClientPool {
         )))
     }
 
+    /// Without the `s3` feature: an error naming the replica.
+    #[cfg(not(feature = "s3"))]
+    pub fn open_s3(&self, settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
+        s3_client(settings)
+    }
+
     /// Distinct S3 connections (SDK clients) opened so far.
+    #[cfg(feature = "s3")]
     pub fn s3_connections(&self) -> usize {
         self.s3
             .lock()
@@ -358,11 +367,22 @@ impl ClientPool {
 }
 
 /// An S3 replica client with the standard retry policy.
+#[cfg(feature = "s3")]
 pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
     let c = s3::S3ReplicaClient::new(settings)?;
     Ok(Arc::new(retry::RetryingClient::new(
         c,
         retry::RetryPolicy::default(),
+    )))
+}
+
+/// Without the `s3` feature (a build for fuzzing): an error naming the
+/// replica.
+#[cfg(not(feature = "s3"))]
+pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
+    Err(Error::InvalidInput(format!(
+        "{}: this build has no S3 support (feature \"s3\")",
+        settings.location()
     )))
 }
 

@@ -49,7 +49,10 @@ impl PageIndex {
         let index_len = u64::from_be_bytes(a);
         let need = index_len
             .checked_add(8 + TRAILER_SIZE as u64)
-            .filter(|n| *n + HEADER_SIZE as u64 + 6 <= file_size)
+            .filter(|n| {
+                n.checked_add(HEADER_SIZE as u64 + 6)
+                    .is_some_and(|end| end <= file_size)
+            })
             .ok_or_else(|| {
                 Error::corrupt(
                     name,
@@ -113,7 +116,9 @@ impl PageIndex {
                     )));
                 }
             }
-            if offset != next_offset || size < PAGE_HEADER_SIZE as u64 || offset + size > frames_end
+            if offset != next_offset
+                || size < PAGE_HEADER_SIZE as u64
+                || offset.checked_add(size).is_none_or(|end| end > frames_end)
             {
                 return Err(corrupt(format!(
                     "page index entry for page {pgno} at offset {offset} size {size} does not match the page frames"

@@ -258,6 +258,40 @@ pub(crate) fn get_uvarint(b: &[u8], pos: &mut usize) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// Found by fuzzing (tests/fuzz/regressions/ltx_decode): an index
+    /// length near 2^64 overflowed the bounds check, so a damaged file
+    /// asked for an allocation of that size instead of being refused.
+    #[test]
+    fn index_length_near_the_u64_limit_is_refused() {
+        let mut last = [0u8; 24];
+        last[0..8].copy_from_slice(&(u64::MAX - 30).to_be_bytes());
+        let e = PageIndex::tail_len(&last, 733, "x.ltx").unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        last[0..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        assert!(PageIndex::tail_len(&last, 733, "x.ltx").is_err());
+    }
+
+    /// Found by fuzzing: an index entry whose size nears 2^64 wrapped the
+    /// bounds check and reached a read of that many bytes.
+    #[test]
+    fn index_entry_size_near_the_u64_limit_is_refused() {
+        let h = Header::new(4096, 1, TxId(1), TxId(1), 0);
+        let mut tail = Vec::new();
+        put_uvarint(&mut tail, 1);
+        put_uvarint(&mut tail, HEADER_SIZE as u64);
+        put_uvarint(&mut tail, u64::MAX - 50);
+        put_uvarint(&mut tail, 0);
+        let len = tail.len() as u64;
+        tail.extend_from_slice(&len.to_be_bytes());
+        tail.extend_from_slice(&[0u8; TRAILER_SIZE]);
+        let size = (HEADER_SIZE + 200 + PAGE_HEADER_SIZE + tail.len()) as u64;
+        let e = PageIndex::parse(h, &tail, size, "x.ltx").unwrap_err();
+        assert!(
+            e.to_string().contains("does not match the page frames"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn header_round_trip() {
         let mut h = Header::new(4096, 10, TxId(2), TxId(5), 1_700_000_000_123);

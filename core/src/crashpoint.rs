@@ -1,0 +1,64 @@
+//! Crash points for the crash campaign (`tests/crash.rs`,
+//! `docs/reliability.md`): with `LITESTREAMPP_CRASH_AT=<point>:<n>` in its
+//! environment the process kills itself with SIGKILL the `n`-th time it
+//! passes `<point>`, so a test can stop it at exactly the worst moment of
+//! a sync, an upload, a checkpoint, a compaction, a retention run or a
+//! demotion, not only at random ones. Unset (always, outside tests), a
+//! point costs one load of an initialised `OnceLock`.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Every crash point, in the order a database meets them.
+pub const POINTS: &[&str] = &[
+    "l0-written",
+    "uploaded",
+    "checkpointed",
+    "truncated",
+    "compacted",
+    "snapshot-uploaded",
+    "retention-deleted",
+    "sealed",
+];
+
+struct Spec {
+    point: String,
+    left: AtomicU64,
+}
+
+fn spec() -> Option<&'static Spec> {
+    static SPEC: OnceLock<Option<Spec>> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let v = std::env::var("LITESTREAMPP_CRASH_AT").ok()?;
+        let (point, n) = v.rsplit_once(':').unwrap_or((&v, "1"));
+        Some(Spec {
+            point: point.to_string(),
+            left: AtomicU64::new(n.parse().unwrap_or(1).max(1)),
+        })
+    })
+    .as_ref()
+}
+
+/// Passes crash point `point` (one of [`POINTS`]).
+#[inline]
+pub fn here(point: &'static str) {
+    debug_assert!(POINTS.contains(&point), "unknown crash point {point}");
+    if let Some(s) = spec()
+        && s.point == point
+        && s.left.fetch_sub(1, Ordering::SeqCst) == 1
+    {
+        kill_self();
+    }
+}
+
+#[allow(unsafe_code)]
+fn kill_self() -> ! {
+    eprintln!("crash point reached: SIGKILL");
+    // SAFETY: getpid and kill have no memory-safety preconditions; SIGKILL
+    // ends the process here, without unwinding or flushing anything, as an
+    // external kill would.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
