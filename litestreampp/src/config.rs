@@ -850,13 +850,22 @@ pub fn parse_go_duration(s: &str) -> Result<Duration> {
         total += n * secs;
         rest = &rest[unit_end..];
     }
-    Ok(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total).map_err(|_| anyhow!("duration {s:?} is out of range"))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (tests/fuzz/regressions/config_parse): a huge
+    /// duration in a config panicked instead of being refused.
+    #[test]
+    fn durations_out_of_range_are_refused() {
+        let e = parse_go_duration("99999999999999999999h").unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert!(parse_go_duration("1000000000000000000000000000000h").is_err());
+    }
 
     #[test]
     fn durations() {

@@ -8,7 +8,7 @@
 #![no_main]
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
@@ -82,8 +82,9 @@ fuzz_target!(|data: &[u8]| {
     let limit = u64::from((mode >> 1) & 7) * 4096;
     let guard = scratch().lock().unwrap_or_else(|e| e.into_inner());
     let f: &File = &guard;
+    // At offset 0 every time (a plain write would go on at the cursor).
     f.set_len(0).expect("truncate scratch");
-    (&*f).write_all(&wal).expect("write scratch");
+    f.write_all_at(&wal, 0).expect("write scratch");
     let h = match WalHeader::read(f, "fuzz-wal") {
         Ok(Some(h)) => h,
         _ => return,
