@@ -13,7 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
@@ -28,31 +28,6 @@ fn env_f64(k: &str, default: f64) -> f64 {
 }
 
 const BUSY_LEVELS: &str = "levels:\n  - interval: 1s\n  - interval: 3s\nsnapshot:\n  interval: 4s\n  retention: 4s\nl0-retention: 2s\n";
-
-fn start_writer(db: &Path, seed: u64, stop: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_workload"))
-        .arg(db)
-        .args([
-            seed.to_string(),
-            "100000000".into(),
-            "5".into(),
-            "-1".into(),
-        ])
-        .arg(stop)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn writer")
-}
-
-fn stop_writer(w: Child, stop: &Path) -> u64 {
-    std::fs::write(stop, b"").expect("stop file");
-    let out = w.wait_with_output().expect("writer");
-    assert!(out.status.success(), "writer failed");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("final step")
-}
 
 /// The step the application has committed so far.
 fn app_step(db: &Path) -> u64 {
@@ -122,7 +97,7 @@ fn s3_replication_rides_out_faults_and_an_outage() {
         ..FaultMix::all()
     };
     let proxy = FaultProxy::start(moto.port, mix, 11);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let db = dir.path().join("app.db");
     let stop = dir.path().join("stop");
     let w = Workload::new(61);
@@ -139,7 +114,9 @@ fn s3_replication_rides_out_faults_and_an_outage() {
     .unwrap();
     let direct = moto.url("faults", "db");
     proxy.set_rate(rate);
-    let writer = start_writer(&db, w.seed, &stop);
+    let writer = writer_command(&db, w.seed, &stop)
+        .spawn()
+        .expect("spawn writer");
     let mut c = ours();
     with_credentials(&mut c);
     c.arg("replicate").arg("-config").arg(&config);
@@ -167,7 +144,8 @@ fn s3_replication_rides_out_faults_and_an_outage() {
         std::thread::sleep(Duration::from_millis(250));
     };
     std::thread::sleep(run / 2);
-    let final_step = stop_writer(writer, &stop);
+    std::fs::write(&stop, b"").expect("stop file");
+    let final_step = writer_final_step(writer);
     // Through the faults to the end, then a clean stop.
     let deadline = Instant::now() + Duration::from_secs(120);
     while restored_step(&direct, &out, &w) != Some(final_step) {
@@ -258,7 +236,7 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
 /// partial file, and after the space comes back everything is replicated.
 #[test]
 fn file_replica_full_disk_and_read_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = Scratch::new();
     let replica = dir.path().join("replica");
     let Some(fs) = Tmpfs::mount(&replica, 256) else {
         eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
@@ -269,7 +247,9 @@ fn file_replica_full_disk_and_read_only() {
     let w = Workload::new(71);
     w.setup(&open_app(&db, None));
     let url = format!("file://{}", replica.display());
-    let writer = start_writer(&db, w.seed, &stop);
+    let writer = writer_command(&db, w.seed, &stop)
+        .spawn()
+        .expect("spawn writer");
     let mut c = ours();
     c.args(["replicate", "-sync-interval", "50ms"])
         .arg(&db)
@@ -316,7 +296,8 @@ fn file_replica_full_disk_and_read_only() {
         "the error should name the replica and the cause: {err}"
     );
     fs.remount("rw");
-    let final_step = stop_writer(writer, &stop);
+    std::fs::write(&stop, b"").expect("stop file");
+    let final_step = writer_final_step(writer);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         terminate(child, Duration::from_secs(60)),

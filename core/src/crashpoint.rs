@@ -51,6 +51,33 @@ pub fn here(point: &'static str) {
     }
 }
 
+/// Pause points: with `LITESTREAMPP_PAUSE_AT=<point>:<ms>` the process
+/// says `paused at <point>` on stderr and sleeps `ms` milliseconds the
+/// first time it passes `<point>`, so a test can act at exactly that
+/// moment (`frames-located`: a sync has located the WAL frames it will
+/// read, and not read them yet).
+pub const PAUSE_POINTS: &[&str] = &["frames-located"];
+
+/// Passes pause point `point` (one of [`PAUSE_POINTS`]).
+#[inline]
+pub fn pause(point: &'static str) {
+    debug_assert!(PAUSE_POINTS.contains(&point), "unknown pause point {point}");
+    static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let spec = PAUSE.get_or_init(|| {
+        let v = std::env::var("LITESTREAMPP_PAUSE_AT").ok()?;
+        let (p, ms) = v.rsplit_once(':')?;
+        Some((p.to_string(), ms.parse().ok()?))
+    });
+    if let Some((p, ms)) = spec
+        && p == point
+        && !DONE.swap(true, Ordering::SeqCst)
+    {
+        eprintln!("paused at {point}");
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+    }
+}
+
 #[allow(unsafe_code)]
 fn kill_self() -> ! {
     eprintln!("crash point reached: SIGKILL");

@@ -183,6 +183,14 @@ struct WalIndex {
     salts: (u32, u32),
 }
 
+/// The WAL file pages are read from, and its header when their frames were
+/// located (`None`: no page comes from the WAL).
+#[derive(Clone, Copy)]
+struct WalSrc<'a> {
+    file: &'a File,
+    header: Option<WalHeader>,
+}
+
 /// Where the bytes of a page come from.
 #[derive(Debug, Clone, Copy)]
 enum PageSrc {
@@ -810,7 +818,7 @@ impl Db {
                 if seg.is_empty() {
                     return Ok(false);
                 }
-                self.write_incremental(f, &header, &seg, out)?;
+                self.write_incremental(f, &header, &header, &seg, out)?;
                 Ok(seg.stop == StopReason::Limit)
             }
             Plan::OldTailThenNew { header } => {
@@ -988,11 +996,11 @@ impl Db {
             );
         }
         if !tail.is_empty() {
-            self.write_incremental(f, &old, &tail, out)?;
+            self.write_incremental(f, &header, &old, &tail, out)?;
         }
         let seg = WalReader::new(f, &wal_name, header).read_transactions(0)?;
         if !seg.is_empty() {
-            self.write_incremental(f, &header, &seg, out)?;
+            self.write_incremental(f, &header, &header, &seg, out)?;
         } else if tail.is_empty() {
             // Nothing committed anywhere yet; keep the old position.
         }
@@ -1010,9 +1018,12 @@ impl Db {
 
     /// Writes an L0 file with the committed pages of `seg` plus any growth
     /// pages not in the WAL (read from the database file).
+    /// `file_header` is the WAL file's header when `seg` was read; `header`
+    /// the generation `seg` belongs to (the old one, across a restart).
     fn write_incremental(
         &mut self,
         wal_file: &File,
+        file_header: &WalHeader,
         header: &WalHeader,
         seg: &WalSegment,
         out: &mut SyncOutcome,
@@ -1036,7 +1047,11 @@ impl Db {
         h.wal_size = (seg.end - seg.start) as i64;
         h.wal_salt1 = header.salt1;
         h.wal_salt2 = header.salt2;
-        let file = self.write_l0(h, wal_file, &pages, false)?;
+        let wal = WalSrc {
+            file: wal_file,
+            header: Some(*file_header),
+        };
+        let file = self.write_l0(h, wal, &pages, false)?;
         out.files.push(L0File {
             wal_bytes: seg.end - seg.start,
             ..file
@@ -1121,7 +1136,11 @@ impl Db {
                 dummy
             }
         };
-        let file = self.write_l0(h, wf, &pages, true)?;
+        let wal = WalSrc {
+            file: wf,
+            header: header.filter(|_| seg.is_some()),
+        };
+        let file = self.write_l0(h, wal, &pages, true)?;
         tracing::info!(db = %self.name, txid = %txid, pages = file.pages, reason, "snapshot");
         out.files.push(file);
         out.snapshot_reason
@@ -1147,14 +1166,14 @@ impl Db {
     fn write_l0(
         &self,
         h: Header,
-        wal_file: &File,
+        wal: WalSrc<'_>,
         pages: &BTreeMap<u32, PageSrc>,
         snapshot: bool,
     ) -> Result<L0File> {
         self.write_ltx_at(
             self.l0_path(h.min_txid, h.max_txid),
             h,
-            wal_file,
+            wal,
             pages,
             snapshot,
         )
@@ -1251,9 +1270,38 @@ impl Db {
             .as_ref()
             .ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
         let wf = wal_file.as_ref().unwrap_or(db_file);
-        let f = self.write_ltx_at(path, h, wf, &pages, true)?;
+        let wal = WalSrc {
+            file: wf,
+            header: seg.as_ref().map(|(hd, _)| *hd),
+        };
+        let f = self.write_ltx_at(path, h, wal, &pages, true)?;
         tracing::debug!(db = %self.name, txid = %pos.txid, pages = f.pages, size = f.size, "snapshot encoded");
         Ok(Some((f.path, h)))
+    }
+
+    /// Frames are located by reading the WAL, their pages read afterwards.
+    /// Our read transaction keeps checkpoints from restarting a WAL whose
+    /// frames it uses, but not one it does not (a read transaction that
+    /// began when the WAL was fully checkpointed reads only the database
+    /// file): a writer may then restart the WAL and write the new
+    /// generation over the frames located. A restart rewrites the header
+    /// before any frame, so a header unchanged after the pages were read
+    /// proves they are the frames located.
+    fn check_wal_unchanged(&self, wal: &WalSrc<'_>) -> Result<()> {
+        let Some(expected) = wal.header else {
+            return Ok(());
+        };
+        let wal_name = self.wal_path.display().to_string();
+        if WalHeader::read(wal.file, &wal_name)? == Some(expected) {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            context: format!("{}: sync", self.name),
+            message: format!(
+                "{wal_name} restarted while its frames were read (a writer checkpointed and restarted it); nothing was written, the sync is retried"
+            ),
+            transient: true,
+        })
     }
 
     /// Encodes pages into `path` atomically.
@@ -1261,7 +1309,7 @@ impl Db {
         &self,
         path: PathBuf,
         h: Header,
-        wal_file: &File,
+        wal: WalSrc<'_>,
         pages: &BTreeMap<u32, PageSrc>,
         snapshot: bool,
     ) -> Result<L0File> {
@@ -1269,13 +1317,17 @@ impl Db {
             .db_file
             .as_ref()
             .ok_or_else(|| Error::InvalidInput(format!("{}: not open", self.name)))?;
+        crate::crashpoint::pause("frames-located");
         let tmp = fsutil::tmp_path(&path);
         let tmp_name = tmp.display().to_string();
         let result = (|| {
             let big = pages.len() as u64 * u64::from(self.page_size) >= fsutil::DIRECT_MIN_BYTES;
             let enc = Encoder::new(fsutil::SeqWriter::create(&tmp, big)?, h, tmp_name.clone())?;
             let entries: Vec<(u32, PageSrc)> = pages.iter().map(|(p, s)| (*p, *s)).collect();
-            let enc = self.encode_pipelined(enc, &entries, wal_file, db_file)?;
+            let enc = self.encode_pipelined(enc, &entries, wal.file, db_file)?;
+            if pages.values().any(|s| matches!(s, PageSrc::Wal(_))) {
+                self.check_wal_unchanged(&wal)?;
+            }
             let done = enc.finish()?;
             let f = done.writer.finish()?;
             fsutil::commit_tmp(&tmp, f, &path)?;

@@ -42,6 +42,68 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     p
 }
 
+/// The `workload` binary as an application: commits workload steps
+/// (`Workload::new(seed)`) to `db`, already set up, until `stop` exists,
+/// then prints the last step it committed. Add `WORKLOAD_HOLD_MS` or
+/// `WORKLOAD_BURST` to the command for held transactions or bursts.
+pub fn writer_command(db: &Path, seed: u64, stop: &Path) -> Command {
+    let mut c = Command::new(workspace_bin("workload"));
+    c.arg(db)
+        .args([
+            seed.to_string(),
+            "100000000".into(),
+            "5".into(),
+            "-1".into(),
+        ])
+        .arg(stop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    c
+}
+
+/// Waits for a [`writer_command`] to end (its stop file must exist); the last
+/// step it committed.
+pub fn writer_final_step(w: Child) -> u64 {
+    let out = w.wait_with_output().expect("writer");
+    assert!(out.status.success(), "writer failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("final step")
+}
+
+/// A test's working directory, removed at the end unless the test fails:
+/// then it is kept (databases, replicas, logs) and its path printed, so a
+/// rare failure can be examined.
+#[derive(Debug)]
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self(Some(tempfile::tempdir().expect("tempdir")))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("scratch dir").path()
+    }
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(d) = self.0.take()
+        {
+            eprintln!("test failed: its files are kept in {}", d.keep().display());
+        }
+    }
+}
+
 /// One HTTP/1.1 request to 127.0.0.1:`port` with a JSON body (empty for
 /// none); returns (status, headers, body).
 pub fn http_request(

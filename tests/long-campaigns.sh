@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The long runs of the reliability campaigns (docs/reliability.md), one
+# after another so that they do not compete for the machine: 501 crash
+# trials, the fault campaign at 1 % and at 30 % with a one-minute outage,
+# then 10 minutes of fuzzing per target. About an hour on 2 cores. Each
+# campaign's output (tallies, fault counts, catch-up time, fuzz stats) goes
+# to target/long-campaigns/<campaign>.log; the run stops at the first
+# failure.
+#
+#   tests/long-campaigns.sh [crash] [fault] [fuzz]   # default: all three
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=("$@")
+[ ${#want[@]} -gt 0 ] || want=(crash fault fuzz)
+out=target/long-campaigns
+mkdir -p "$out"
+./tests/setup.sh
+cargo build --profile ci --workspace --bins
+nextest=(cargo nextest run --profile long --cargo-profile ci -p litestreampp-e2e --no-capture)
+
+run() { # NAME COMMAND...: runs COMMAND with its output in $out/NAME.log
+  local name="$1"
+  shift
+  echo "$(date -u +%H:%M:%S) $name: $*"
+  local start=$SECONDS
+  if ! "$@" >"$out/$name.log" 2>&1; then
+    tail -n 60 "$out/$name.log"
+    echo "$name failed; the log is $out/$name.log" >&2
+    exit 1
+  fi
+  echo "$(date -u +%H:%M:%S) $name passed in $((SECONDS - start)) s"
+}
+
+for c in "${want[@]}"; do
+  case "$c" in
+  crash)
+    run crash env CRASH_TRIALS=501 "${nextest[@]}" --test crash
+    ;;
+  fault)
+    run fault-1pct env FAULT_RATE=0.01 "${nextest[@]}" --test fault -- s3_
+    run fault-30pct env FAULT_RATE=0.30 FAULT_OUTAGE_SECS=60 FAULT_SECS=60 "${nextest[@]}" --test fault
+    ;;
+  fuzz)
+    run fuzz ./tests/fuzz.sh 600
+    ;;
+  *)
+    echo "unknown campaign $c (crash, fault or fuzz)" >&2
+    exit 2
+    ;;
+  esac
+done
