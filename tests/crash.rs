@@ -429,15 +429,10 @@ fn wal_restarted_between_locating_and_reading_frames() {
         );
     }
     // Whatever the paused sync did, the replica holds a committed state...
-    let mut c = ours();
-    c.args(["restore", "-o"]).arg(&out).arg(&url);
-    run_ok(c);
-    verify_restore(&out, &w);
-    std::fs::remove_file(&out).unwrap();
+    let mut replay = Replay::new(w);
+    let m = restore_and_verify(&url, &out, &mut replay, 0, "after the paused sync");
     // ...and the next sync ships the last one.
     run_ok(once());
-    let mut c = ours();
-    c.args(["restore", "-o"]).arg(&out).arg(&url);
-    run_ok(c);
-    assert_eq!(verify_restore(&out, &w), 400, "{first_log}");
+    let last = restore_and_verify(&url, &out, &mut replay, m, "after the next sync");
+    assert_eq!(last, 400, "{first_log}");
 }

@@ -7,7 +7,7 @@
 //! point costs one load of an initialised `OnceLock`.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Every crash point, in the order a database meets them.
 pub const POINTS: &[&str] = &[
@@ -63,7 +63,7 @@ pub const PAUSE_POINTS: &[&str] = &["frames-located"];
 pub fn pause(point: &'static str) {
     debug_assert!(PAUSE_POINTS.contains(&point), "unknown pause point {point}");
     static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
-    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    static DONE: AtomicBool = AtomicBool::new(false);
     let spec = PAUSE.get_or_init(|| {
         let v = std::env::var("LITESTREAMPP_PAUSE_AT").ok()?;
         let (p, ms) = v.rsplit_once(':')?;
