@@ -523,7 +523,38 @@ impl Maintainer {
                     .await?
             }
         };
-        let inputs = chain(inputs, dst_max);
+        let mut inputs = chain(inputs, dst_max);
+        if src == 0
+            && dst_max > TxId::ZERO
+            && inputs.first().is_some_and(|f| f.min_txid > dst_max.next())
+        {
+            // Our own L0 files always continue L1, so the remembered list
+            // lacks one: relearn it from a listing rather than leave a
+            // TXID gap at L1 (which L0 retention would later make final).
+            let listed = list_all(self.client.as_ref(), 0, false).await?;
+            tracing::warn!(
+                db = %self.name, after = %dst_max,
+                "remembered L0 files do not continue L1; relearned them from a listing"
+            );
+            let l0: Vec<FileInfo> = {
+                let mut s = self.st();
+                for f in listed {
+                    if !s
+                        .l0
+                        .iter()
+                        .any(|k| k.min_txid == f.min_txid && k.max_txid == f.max_txid)
+                    {
+                        s.add(&f);
+                    }
+                }
+                s.l0.sort_by_key(|f| (f.min_txid, f.max_txid));
+                s.l0.iter()
+                    .filter(|f| f.max_txid > dst_max)
+                    .cloned()
+                    .collect()
+            };
+            inputs = chain(l0, dst_max);
+        }
         if inputs.is_empty() {
             return Ok(None);
         }

@@ -65,16 +65,17 @@ impl Replica {
         Ok(best)
     }
 
-    /// Uploads the local L0 files the replica lacks, in order. If the local
-    /// files cannot continue the replica's TXID sequence, asks `db` for a
-    /// snapshot that bridges the gap instead of leaving one.
-    pub async fn upload(&mut self, db: &mut Db) -> Result<UploadReport> {
+    /// Uploads the local L0 files the replica lacks, in order, adding each
+    /// to `report` as it lands: when a later file fails, `report` still
+    /// says which reached the replica. If the local files cannot continue
+    /// the replica's TXID sequence, asks `db` for a snapshot that bridges
+    /// the gap instead of leaving one.
+    pub async fn upload(&mut self, db: &mut Db, report: &mut UploadReport) -> Result<()> {
         let remote = match self.pos {
             Some(p) => p,
             None => self.fetch_position().await?,
         };
         let local = db.local_l0_files()?;
-        let mut report = UploadReport::default();
         let mut cur = remote;
         loop {
             // The file that extends the replica furthest.
@@ -106,7 +107,7 @@ impl Replica {
                 ),
             );
         }
-        Ok(report)
+        Ok(())
     }
 }
 

@@ -298,15 +298,16 @@ impl Replicator {
             }
         };
         let began = Instant::now();
-        let upload = self.replica.upload(&mut db).await;
-        if let Ok(u) = &upload
-            && !u.files.is_empty()
-        {
+        let mut upload = UploadReport::default();
+        let uploaded = self.replica.upload(&mut db, &mut upload).await;
+        if uploaded.is_ok() && !upload.files.is_empty() {
             metrics::histogram!("litestreampp_upload_seconds")
                 .record(began.elapsed().as_secs_f64());
         }
-        if let (Ok(u), Some(m)) = (&upload, &self.maint) {
-            m.note_uploaded(&u.files);
+        // Also when a later file failed: these are in the replica, and
+        // compaction and retention must know them.
+        if let Some(m) = &self.maint {
+            m.note_uploaded(&upload.files);
         }
         let retention = self.opts.levels.l0_retention;
         let through = self.replica.position().unwrap_or_default();
@@ -323,7 +324,7 @@ impl Replicator {
             .unwrap_or_default();
         let pruned = db.prune_local_l0(prune_through, retention);
         self.db = Some(db);
-        let upload = upload?;
+        uploaded?;
         pruned?;
         let shipped = !upload.files.is_empty();
         self.with_status(|s| {
@@ -613,13 +614,14 @@ impl Replicator {
             }
         };
         crate::crashpoint::here("sealed");
-        let upload = self.replica.upload(&mut db).await;
+        let mut up = UploadReport::default();
+        let uploaded = self.replica.upload(&mut db, &mut up).await;
         let local = db.position().ok().flatten().map(|p| p.txid);
         self.db = Some(db);
-        let up = upload?;
         if let Some(m) = &self.maint {
-            m.note_uploaded(&up.files);
+            m.note_uploaded(&up.files); // also those before a failure
         }
+        uploaded?;
         let through = self.replica.position();
         Ok(sig.filter(|_| local.is_none() || local == through))
     }

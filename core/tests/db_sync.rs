@@ -11,7 +11,7 @@ use litestreampp_core::TxId;
 use litestreampp_core::client::ReplicaClient;
 use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::db::{CheckpointMode, Db, DbOptions};
-use litestreampp_core::replica::Replica;
+use litestreampp_core::replica::{Replica, UploadReport};
 use litestreampp_core::restore::{RestoreOptions, RestoreTarget, restore};
 use rusqlite::Connection;
 
@@ -110,7 +110,10 @@ impl Env {
             .iter()
             .filter(|f| f.snapshot && f.txid != TxId(1))
             .count();
-        self.replica.upload(&mut self.db).await.unwrap();
+        self.replica
+            .upload(&mut self.db, &mut UploadReport::default())
+            .await
+            .unwrap();
         if let Some(p) = self.db.position().unwrap() {
             self.states.insert(p.txid, content(&self.app));
         }
@@ -183,7 +186,10 @@ async fn our_checkpoints_keep_continuity() {
             .iter()
             .filter(|f| f.snapshot && f.txid != TxId(1))
             .count();
-        e.replica.upload(&mut e.db).await.unwrap();
+        e.replica
+            .upload(&mut e.db, &mut UploadReport::default())
+            .await
+            .unwrap();
         let p = e.db.position().unwrap().unwrap();
         e.states.insert(p.txid, content(&e.app));
     }
@@ -221,7 +227,10 @@ async fn unseen_checkpoint_and_restart_ships_old_tail() {
         out.snapshot_reason
     );
     assert_eq!(out.files.len(), 2, "old tail, then the new generation");
-    e.replica.upload(&mut e.db).await.unwrap();
+    e.replica
+        .upload(&mut e.db, &mut UploadReport::default())
+        .await
+        .unwrap();
     let p = e.db.position().unwrap().unwrap();
     e.states.insert(TxId(p.txid.0 - 1), want_before_restart);
     e.states.insert(p.txid, content(&e.app));
@@ -266,7 +275,10 @@ async fn unprovable_continuity_takes_a_snapshot() {
         }
         let out = e.db.sync().unwrap();
         assert!(out.snapshot_reason.is_some(), "{case}: expected a snapshot");
-        e.replica.upload(&mut e.db).await.unwrap();
+        e.replica
+            .upload(&mut e.db, &mut UploadReport::default())
+            .await
+            .unwrap();
         let p = e.db.position().unwrap().unwrap();
         e.states.insert(p.txid, content(&e.app));
         e.check_all().await;
@@ -293,7 +305,10 @@ async fn explicit_truncate_checkpoint() {
     e.insert(100, 1000);
     e.sync().await;
     let out = e.db.checkpoint(CheckpointMode::Truncate).unwrap();
-    e.replica.upload(&mut e.db).await.unwrap();
+    e.replica
+        .upload(&mut e.db, &mut UploadReport::default())
+        .await
+        .unwrap();
     assert_eq!(
         out.checkpoint,
         Some(CheckpointMode::Passive),
@@ -341,7 +356,10 @@ async fn sealed_database_continues_without_snapshot() {
         e.sync().await;
         let (out, sig) = e.db.seal().unwrap();
         assert!(out.files.iter().all(|f| !f.snapshot));
-        e.replica.upload(&mut e.db).await.unwrap();
+        e.replica
+            .upload(&mut e.db, &mut UploadReport::default())
+            .await
+            .unwrap();
         let sig = sig.expect("sealed");
         assert_eq!(sig.wal_size, 0);
         assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0);
@@ -367,7 +385,10 @@ async fn sealed_database_continues_without_snapshot() {
     // file no longer matches the seal, so the next sync snapshots.
     let (_, sig) = e.db.seal().unwrap();
     assert!(sig.is_some());
-    e.replica.upload(&mut e.db).await.unwrap();
+    e.replica
+        .upload(&mut e.db, &mut UploadReport::default())
+        .await
+        .unwrap();
     e.db.close().unwrap();
     e.db = Db::new(&e.db_path, DbOptions::default());
     e.insert(3, 500);
