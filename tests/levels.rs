@@ -108,6 +108,46 @@ fn options(levels: LevelsConfig) -> ReplicatorOptions {
     }
 }
 
+/// A fresh directory with a database set up for a workload (seed, a big
+/// step every `big_every`, no shrinking) and the root of its file replica.
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    root: std::path::PathBuf,
+    w: Workload,
+    conn: rusqlite::Connection,
+}
+
+impl Fixture {
+    fn new(db_name: &str, seed: u64, big_every: u64) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(db_name);
+        let root = dir.path().join("replica");
+        let w = Workload {
+            seed,
+            big_every,
+            shrink_every: 0,
+        };
+        let conn = open_app(&db, None);
+        w.setup(&conn);
+        Fixture {
+            dir,
+            db,
+            root,
+            w,
+            conn,
+        }
+    }
+}
+
+/// A replicator with a maintainer whose scheduler is closed: the test
+/// syncs, compacts and enforces retention itself.
+fn hand_driven(db: &Path, client: &Arc<dyn ReplicaClient>, cfg: LevelsConfig) -> Replicator {
+    let sched = Scheduler::start(1);
+    sched.close();
+    Replicator::new(db, Replica::new(client.clone()), options(cfg)).with_scheduler(sched)
+}
+
 fn level_counts(root: &Path) -> BTreeMap<u32, usize> {
     (0..=SNAPSHOT_LEVEL)
         .map(|l| (l, replica_txids(root, l).len()))
@@ -130,16 +170,13 @@ async fn restore_to(client: Arc<dyn ReplicaClient>, out: &Path, target: RestoreT
 /// levels).
 #[test]
 fn point_in_time_restore_at_random_txids_and_timestamps() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("pitr.db");
-    let root = dir.path().join("replica");
-    let w = Workload {
-        seed: 41,
-        big_every: 97,
-        shrink_every: 0,
-    };
-    let conn = open_app(&db, None);
-    w.setup(&conn);
+    let Fixture {
+        dir,
+        db,
+        root,
+        w,
+        conn,
+    } = Fixture::new("pitr.db", 41, 97);
     let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(&root));
     let mut levels = fast_levels();
     // L0 files stay, so every TXID is restorable; the levels above still
@@ -217,16 +254,13 @@ fn point_in_time_restore_at_random_txids_and_timestamps() {
 /// cover and never the newest snapshot.
 #[test]
 fn retention_over_many_cycles_never_breaks_a_restore() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ret.db");
-    let root = dir.path().join("replica");
-    let w = Workload {
-        seed: 5,
-        big_every: 0,
-        shrink_every: 0,
-    };
-    let conn = open_app(&db, None);
-    w.setup(&conn);
+    let Fixture {
+        dir,
+        db,
+        root,
+        w,
+        conn,
+    } = Fixture::new("ret.db", 5, 0);
     let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(&root));
     let cfg = fast_levels();
     let rt = litestreampp_e2e::runtime();
@@ -293,16 +327,13 @@ fn retention_over_many_cycles_never_breaks_a_restore() {
 /// (Litestream lists every database every 15 s).
 #[test]
 fn idle_database_makes_no_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("idle.db");
-    let root = dir.path().join("replica");
-    let w = Workload {
-        seed: 9,
-        big_every: 0,
-        shrink_every: 0,
-    };
-    let conn = open_app(&db, None);
-    w.setup(&conn);
+    let Fixture {
+        dir,
+        db,
+        root,
+        w,
+        conn,
+    } = Fixture::new("idle.db", 9, 0);
     let counting = Arc::new(Counting {
         inner: FileReplicaClient::new(&root),
         requests: AtomicU64::new(0),
@@ -446,16 +477,13 @@ fn snapshot_does_not_stall_writers() {
 /// request loop over files it chose not to delete.
 #[test]
 fn retention_disabled_deletes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keep.db");
-    let root = dir.path().join("replica");
-    let w = Workload {
-        seed: 12,
-        big_every: 0,
-        shrink_every: 0,
-    };
-    let conn = open_app(&db, None);
-    w.setup(&conn);
+    let Fixture {
+        dir,
+        db,
+        root,
+        w,
+        conn,
+    } = Fixture::new("keep.db", 12, 0);
     let counting = Arc::new(Counting {
         inner: FileReplicaClient::new(&root),
         requests: AtomicU64::new(0),
@@ -509,26 +537,19 @@ fn retention_disabled_deletes_nothing() {
 /// backend is made to refuse one file by a directory in its place.
 #[test]
 fn upload_failing_midway_records_the_files_it_uploaded() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mid.db");
-    let root = dir.path().join("replica");
-    let w = Workload {
-        seed: 14,
-        big_every: 0,
-        shrink_every: 0,
-    };
-    let conn = open_app(&db, None);
-    w.setup(&conn);
+    let Fixture {
+        dir,
+        db,
+        root,
+        w,
+        conn,
+    } = Fixture::new("mid.db", 14, 0);
     let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(&root));
     let mut cfg = fast_levels();
     cfg.l0_retention = Duration::from_millis(1);
     let rt = litestreampp_e2e::runtime();
     rt.block_on(async {
-        // Closed at once: the test runs compaction and retention itself.
-        let sched = Scheduler::start(1);
-        sched.close();
-        let mut r = Replicator::new(&db, Replica::new(client.clone()), options(cfg))
-            .with_scheduler(sched.clone());
+        let mut r = hand_driven(&db, &client, cfg);
         w.step(&conn, 1, false);
         r.sync_once().await.unwrap();
         let pos = replica_txids(&root, 0).last().unwrap().1;
@@ -580,24 +601,18 @@ fn upload_failing_midway_records_the_files_it_uploaded() {
 /// a listing instead of leaving a TXID gap at L1.
 #[test]
 fn compaction_relearns_l0_files_it_does_not_remember() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("gap.db");
-    let root = dir.path().join("replica");
-    let w = Workload {
-        seed: 15,
-        big_every: 0,
-        shrink_every: 0,
-    };
-    let conn = open_app(&db, None);
-    w.setup(&conn);
+    let Fixture {
+        dir,
+        db,
+        root,
+        w,
+        conn,
+    } = Fixture::new("gap.db", 15, 0);
     let client: Arc<dyn ReplicaClient> = Arc::new(FileReplicaClient::new(&root));
     let cfg = fast_levels();
     let rt = litestreampp_e2e::runtime();
     rt.block_on(async {
-        let sched = Scheduler::start(1);
-        sched.close(); // the test compacts itself
-        let mut r = Replicator::new(&db, Replica::new(client.clone()), options(cfg.clone()))
-            .with_scheduler(sched.clone());
+        let mut r = hand_driven(&db, &client, cfg.clone());
         w.step(&conn, 1, false);
         r.sync_once().await.unwrap();
         r.maintainer().unwrap().compact(1).await.unwrap();
