@@ -148,6 +148,15 @@ fn hand_driven(db: &Path, client: &Arc<dyn ReplicaClient>, cfg: LevelsConfig) ->
     Replicator::new(db, Replica::new(client.clone()), options(cfg)).with_scheduler(sched)
 }
 
+/// The L0 files a maintainer remembers, as (min, max) TXIDs.
+fn remembered_l0(m: &Maintainer) -> Vec<(u64, u64)> {
+    m.state()
+        .l0
+        .iter()
+        .map(|f| (f.min_txid.0, f.max_txid.0))
+        .collect()
+}
+
 fn level_counts(root: &Path) -> BTreeMap<u32, usize> {
     (0..=SNAPSHOT_LEVEL)
         .map(|l| (l, replica_txids(root, l).len()))
@@ -576,12 +585,7 @@ fn upload_failing_midway_records_the_files_it_uploaded() {
         r.sync_once().await.unwrap();
 
         let m = r.maintainer().unwrap().clone();
-        let known: Vec<(u64, u64)> = m
-            .state()
-            .l0
-            .iter()
-            .map(|f| (f.min_txid.0, f.max_txid.0))
-            .collect();
+        let known = remembered_l0(&m);
         assert_eq!(known, replica_txids(&root, 0), "L0 files known");
         m.compact(1).await.unwrap();
         m.verify_level(1).await.unwrap();
@@ -642,12 +646,7 @@ fn compaction_relearns_l0_files_it_does_not_remember() {
         let out = m.compact(1).await.unwrap().unwrap();
         assert_eq!(out.min_txid.0, forgotten.0, "L1 continues without a gap");
         m.verify_level(1).await.unwrap();
-        let known: Vec<(u64, u64)> = m
-            .state()
-            .l0
-            .iter()
-            .map(|f| (f.min_txid.0, f.max_txid.0))
-            .collect();
+        let known = remembered_l0(&m);
         assert_eq!(known, l0, "relearned from the listing");
     });
 }
