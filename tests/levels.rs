@@ -15,6 +15,7 @@ use litestreampp_core::client::{
     ByteReader, FileInfo, FileStream, LtxBody, ReplicaClient, SNAPSHOT_LEVEL,
 };
 use litestreampp_core::levels::{LevelState, LevelsConfig, Maintainer};
+use litestreampp_core::meta_dir::MetaDir;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 use litestreampp_core::restore::{RestoreOptions, RestoreTarget, plan_restore, restore};
@@ -634,13 +635,12 @@ fn compaction_relearns_l0_files_it_does_not_remember() {
         state
             .l0
             .retain(|f| (f.min_txid.0, f.max_txid.0) != forgotten);
-        let work = dir.path().join("work");
+        // A meta directory without local L0 files.
         let m = Maintainer::new(
             "gap",
             client.clone(),
             cfg,
-            dir.path().join("no-local-l0"),
-            work,
+            MetaDir::new(dir.path().join("work")),
             state,
         );
         let out = m.compact(1).await.unwrap().unwrap();

@@ -56,8 +56,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::client::{self, FileInfo, ReplicaClient};
-use crate::db::Db;
+use crate::dbfile;
 use crate::error::{Error, Result};
+use crate::meta_dir::MetaDir;
 use crate::replica::Replica;
 use crate::replicator::{FlushHandle, Replicator, ReplicatorOptions, ReplicatorStatus};
 use crate::restore::{RestoreOptions, RestoreTarget, plan_from_files, restore_with_plan};
@@ -362,7 +363,7 @@ impl Replication {
         if std::fs::metadata(&self.db).is_ok_and(|m| m.len() > 0) {
             // The engine's own view (its meta directory, as configured):
             // the newest local L0 file, without opening the database.
-            let local = self.engine().local_l0_files()?.last().map(|&(_, max)| max);
+            let local = self.meta_dir().l0_files()?.last().map(|&(_, max)| max);
             match local {
                 Some(local) if local >= replica => {
                     return Ok(RestoreOutcome::UpToDate { local, replica });
@@ -391,8 +392,9 @@ impl Replication {
 
     /// The database as the replicator will see it (paths only; nothing
     /// is opened).
-    fn engine(&self) -> Db {
-        Db::new(&self.db, self.opts.db.clone())
+    /// The engine's meta directory, as configured.
+    fn meta_dir(&self) -> MetaDir {
+        self.opts.db.meta_dir_of(&self.db)
     }
 
     fn unreachable(&self, error: String) -> Result<RestoreOutcome> {
@@ -420,18 +422,14 @@ impl Replication {
         files: Vec<FileInfo>,
     ) -> Result<RestoreOutcome> {
         let plan = plan_from_files(&client.location(), files, RestoreTarget::Latest)?;
-        for suffix in ["-wal", "-shm"] {
-            let mut p = self.db.clone().into_os_string();
-            p.push(suffix);
-            remove_if_present(Path::new(&p))?;
-        }
+        dbfile::remove_side_files(&self.db)?;
         let opts = RestoreOptions {
             overwrite: true,
             ..RestoreOptions::new(&self.db)
         };
         let s = restore_with_plan(client, &opts, Some(plan)).await?;
-        let engine = self.engine();
-        let meta = engine.meta_dir();
+        let meta = self.meta_dir();
+        let meta = meta.path();
         match std::fs::remove_dir_all(meta) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -616,12 +614,4 @@ fn first_reached<'a>(files: impl Iterator<Item = &'a FileInfo>) -> Option<jiff::
     files
         .min_by_key(|f| (std::cmp::Reverse(f.max_txid), f.created_at))
         .map(|f| f.created_at)
-}
-
-fn remove_if_present(p: &Path) -> Result<()> {
-    match std::fs::remove_file(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("remove {}", p.display()), e)),
-    }
 }

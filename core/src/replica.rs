@@ -1,14 +1,15 @@
 //! Ships a database's local L0 files to its replica, in TXID order, and
-//! tracks the replica's position.
+//! tracks the replica's position: the one record of how far the replica
+//! reaches, for the database's whole run.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::client::{FileInfo, LtxBody, ReplicaClient};
-use crate::db::Db;
 use crate::error::Result;
 use crate::ltx::PageIndex;
-use crate::txid::{TxId, ltx_file_name};
+use crate::meta_dir::MetaDir;
+use crate::txid::TxId;
 
 /// One database's replica.
 #[derive(Debug, Clone)]
@@ -23,9 +24,11 @@ pub struct Replica {
 pub struct UploadReport {
     pub files: Vec<FileInfo>,
     pub bytes: u64,
-    /// The local files do not reach the replica's position: a snapshot was
-    /// requested from the database.
-    pub gap: bool,
+    /// The local files cannot continue the replica's TXID sequence: the
+    /// database must write a snapshot covering TXIDs from here
+    /// ([`Db::require_snapshot_from`](crate::db::Db::require_snapshot_from))
+    /// rather than leave a gap.
+    pub gap_from: Option<TxId>,
 }
 
 impl Replica {
@@ -65,27 +68,27 @@ impl Replica {
         Ok(best)
     }
 
-    /// Uploads the local L0 files the replica lacks, in order, adding each
-    /// to `report` as it lands: when a later file fails, `report` still
-    /// says which reached the replica. If the local files cannot continue
-    /// the replica's TXID sequence, asks `db` for a snapshot that bridges
-    /// the gap instead of leaving one.
-    pub async fn upload(&mut self, db: &mut Db, report: &mut UploadReport) -> Result<()> {
+    /// Uploads the L0 files of `local` the replica lacks, in order, adding
+    /// each to `report` as it lands: when a later file fails, `report`
+    /// still says which reached the replica. If the local files cannot
+    /// continue the replica's TXID sequence, `report.gap_from` says where
+    /// the bridging snapshot must start.
+    pub async fn upload(&mut self, local: &MetaDir, report: &mut UploadReport) -> Result<()> {
         let remote = match self.pos {
             Some(p) => p,
             None => self.fetch_position().await?,
         };
-        let local = db.local_l0_files()?;
+        let files = local.l0_files()?;
         let mut cur = remote;
         loop {
             // The file that extends the replica furthest.
-            let next = local
+            let next = files
                 .iter()
                 .filter(|(min, max)| min.0 <= cur.0 + 1 && *max > cur)
                 .max_by_key(|(_, max)| *max)
                 .copied();
             let Some((min, max)) = next else { break };
-            let path = db.l0_dir().join(ltx_file_name(min, max));
+            let path = local.l0_path(min, max);
             check_complete(&path)?;
             let info = self
                 .client
@@ -97,15 +100,8 @@ impl Replica {
             cur = max;
             self.pos = Some(cur);
         }
-        if local.last().is_some_and(|(_, max)| *max > cur) {
-            report.gap = true;
-            db.require_snapshot_from(
-                cur.next(),
-                &format!(
-                    "local L0 files do not continue the replica at TXID {}",
-                    cur.next()
-                ),
-            );
+        if files.last().is_some_and(|(_, max)| *max > cur) {
+            report.gap_from = Some(cur.next());
         }
         Ok(())
     }

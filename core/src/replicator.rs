@@ -22,9 +22,11 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::{FileInfo, LtxBody, SNAPSHOT_LEVEL};
-use crate::db::{Db, DbOptions, FileSig, SyncOutcome};
+use crate::db::{Db, DbOptions, SyncOutcome};
+use crate::dbfile::{self, FileSig};
 use crate::error::{Error, Result};
 use crate::levels::{LevelState, LevelsConfig, Maintainer};
+use crate::meta_dir::MetaDir;
 use crate::replica::{Replica, UploadReport};
 use crate::scheduler::Scheduler;
 use crate::txid::TxId;
@@ -91,7 +93,11 @@ pub struct SyncReport {
 /// One database and its replica.
 #[derive(Debug)]
 pub struct Replicator {
+    /// Taken while a sync, seal or snapshot runs on the blocking pool.
     db: Option<Db>,
+    db_path: PathBuf,
+    /// The database's local L0 files, which the replica uploads.
+    meta: MetaDir,
     replica: Replica,
     opts: ReplicatorOptions,
     status: Arc<Mutex<ReplicatorStatus>>,
@@ -131,8 +137,11 @@ impl FlushHandle {
 impl Replicator {
     /// A replicator for the database at `db_path`.
     pub fn new(db_path: impl Into<PathBuf>, replica: Replica, opts: ReplicatorOptions) -> Self {
+        let db_path: PathBuf = db_path.into();
         Replicator {
-            db: Some(Db::new(db_path, opts.db.clone())),
+            meta: opts.db.meta_dir_of(&db_path),
+            db: Some(Db::new(&db_path, opts.db.clone())),
+            db_path,
             replica,
             opts,
             status: Arc::new(Mutex::new(ReplicatorStatus::default())),
@@ -191,10 +200,53 @@ impl Replicator {
 
     /// The database path.
     pub fn db_path(&self) -> PathBuf {
+        self.db_path.clone()
+    }
+
+    fn db_mut(&mut self) -> Result<&mut Db> {
         self.db
-            .as_ref()
-            .map(|d| d.path().to_path_buf())
-            .unwrap_or_default()
+            .as_mut()
+            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))
+    }
+
+    /// Runs `f` on the database on the blocking pool (it reads and writes
+    /// files and waits on SQLite locks), then puts the database back.
+    async fn on_blocking_pool<T: Send + 'static>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut Db) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let mut db = self
+            .db
+            .take()
+            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
+        let (db, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut db);
+            (db, r)
+        })
+        .await
+        .map_err(|e| Error::io(what, std::io::Error::other(e.to_string())))?;
+        self.db = Some(db);
+        r
+    }
+
+    /// Uploads what the replica lacks and tells the maintainer what
+    /// landed, also when a later file failed: those are in the replica,
+    /// and compaction and retention must know them. A gap in the TXID
+    /// sequence becomes a snapshot request to the database.
+    async fn upload(&mut self) -> Result<UploadReport> {
+        let mut report = UploadReport::default();
+        let uploaded = self.replica.upload(&self.meta, &mut report).await;
+        if let Some(m) = &self.maint {
+            m.note_uploaded(&report.files);
+        }
+        if let Some(from) = report.gap_from {
+            self.db_mut()?.require_snapshot_from(
+                from,
+                &format!("local L0 files do not continue the replica at TXID {from}"),
+            );
+        }
+        uploaded.map(|()| report)
     }
 
     fn with_status(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
@@ -254,18 +306,13 @@ impl Replicator {
             let remote = match &self.scheduler {
                 Some(sched) => {
                     let state = LevelState::load(self.replica.client().as_ref()).await?;
-                    let pos = state.position;
+                    let pos = state.position();
                     self.replica.set_position(pos);
-                    let db = self
-                        .db
-                        .as_ref()
-                        .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
                     let m = Maintainer::new(
-                        db.path().display().to_string(),
+                        self.db_path.display().to_string(),
                         self.replica.client().clone(),
                         self.opts.levels.clone(),
-                        db.l0_dir().to_path_buf(),
-                        db.meta_dir().to_path_buf(),
+                        self.meta.clone(),
                         state,
                     );
                     m.clean_work_dir()?;
@@ -275,39 +322,15 @@ impl Replicator {
                 }
                 None => self.replica.fetch_position().await?,
             };
-            if let Some(db) = self.db.as_mut() {
-                db.set_txid_floor(remote);
-            }
+            self.db_mut()?.set_txid_floor(remote);
             self.positioned = true;
         }
-        let mut db = self
-            .db
-            .take()
-            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
-        let (mut db, sync) = tokio::task::spawn_blocking(move || {
-            let r = db.sync();
-            (db, r)
-        })
-        .await
-        .map_err(|e| Error::io("sync task", std::io::Error::other(e.to_string())))?;
-        let sync = match sync {
-            Ok(s) => s,
-            Err(e) => {
-                self.db = Some(db);
-                return Err(e);
-            }
-        };
+        let sync = self.on_blocking_pool("sync task", Db::sync).await?;
         let began = Instant::now();
-        let mut upload = UploadReport::default();
-        let uploaded = self.replica.upload(&mut db, &mut upload).await;
-        if uploaded.is_ok() && !upload.files.is_empty() {
+        let uploaded = self.upload().await;
+        if uploaded.as_ref().is_ok_and(|u| !u.files.is_empty()) {
             metrics::histogram!("litestreampp_upload_seconds")
                 .record(began.elapsed().as_secs_f64());
-        }
-        // Also when a later file failed: these are in the replica, and
-        // compaction and retention must know them.
-        if let Some(m) = &self.maint {
-            m.note_uploaded(&upload.files);
         }
         let retention = self.opts.levels.l0_retention;
         let through = self.replica.position().unwrap_or_default();
@@ -316,15 +339,15 @@ impl Replicator {
             Some(m) => through.min(m.l1_max()),
             None => through,
         };
-        let local_txid = db
+        let local_txid = self
+            .db_mut()?
             .position()
             .ok()
             .flatten()
             .map(|p| p.txid)
             .unwrap_or_default();
-        let pruned = db.prune_local_l0(prune_through, retention);
-        self.db = Some(db);
-        uploaded?;
+        let pruned = self.meta.prune_l0(prune_through, retention);
+        let upload = uploaded?;
         pruned?;
         let shipped = !upload.files.is_empty();
         self.with_status(|s| {
@@ -375,28 +398,19 @@ impl Replicator {
 
     async fn encode_snapshot_inner(&mut self) -> Result<Option<SnapshotUpload>> {
         self.sync_once().await?;
-        let mut db = self
-            .db
-            .take()
-            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
-        let local = db.position().ok().flatten().map(|p| p.txid);
+        let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
         if local.is_some() && local != self.replica.position() {
-            self.db = Some(db);
             return Err(Error::Backend {
                 context: format!("snapshot {}", self.db_path().display()),
                 message: "the replica lags the database; retried after the next upload".into(),
                 transient: true,
             });
         }
-        let dir = db.meta_dir().join(format!("ltx/{SNAPSHOT_LEVEL}"));
-        let (db, written) = tokio::task::spawn_blocking(move || {
-            let r = db.write_level_snapshot(&dir);
-            (db, r)
-        })
-        .await
-        .map_err(|e| Error::io("snapshot task", std::io::Error::other(e.to_string())))?;
-        self.db = Some(db);
-        let Some((path, h)) = written? else {
+        let dir = self.meta.scratch_dir(SNAPSHOT_LEVEL);
+        let written = self
+            .on_blocking_pool("snapshot task", move |db| db.write_level_snapshot(&dir))
+            .await?;
+        let Some((path, h)) = written else {
             return Ok(None);
         };
         let covered = self.maint.as_ref().is_some_and(|m| {
@@ -596,31 +610,10 @@ impl Replicator {
     /// Returns the files' signature if it sealed and the replica holds
     /// everything.
     pub async fn seal(&mut self) -> Result<Option<FileSig>> {
-        let mut db = self
-            .db
-            .take()
-            .ok_or_else(|| Error::InvalidInput("replicator closed".into()))?;
-        let (mut db, r) = tokio::task::spawn_blocking(move || {
-            let r = db.seal();
-            (db, r)
-        })
-        .await
-        .map_err(|e| Error::io("seal task", std::io::Error::other(e.to_string())))?;
-        let (_, sig) = match r {
-            Ok(v) => v,
-            Err(e) => {
-                self.db = Some(db);
-                return Err(e);
-            }
-        };
+        let (_, sig) = self.on_blocking_pool("seal task", Db::seal).await?;
         crate::crashpoint::here("sealed");
-        let mut up = UploadReport::default();
-        let uploaded = self.replica.upload(&mut db, &mut up).await;
-        let local = db.position().ok().flatten().map(|p| p.txid);
-        self.db = Some(db);
-        if let Some(m) = &self.maint {
-            m.note_uploaded(&up.files); // also those before a failure
-        }
+        let uploaded = self.upload().await;
+        let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
         uploaded?;
         let through = self.replica.position();
         Ok(sig.filter(|_| local.is_none() || local == through))
@@ -640,15 +633,14 @@ impl Replicator {
     /// Watches the database's directory for changes to the database or its
     /// WAL. Returns `None` (polling only) if the watcher cannot start.
     fn watch(&self, changed: Arc<Notify>) -> Option<DirWatch> {
-        let db = self.db_path();
+        let db = &self.db_path;
         let dir = db
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let name = db.file_name()?.to_os_string();
-        let mut wal = name.clone();
-        wal.push("-wal");
+        let wal = dbfile::wal_path(Path::new(&name)).into_os_string();
         let handler = move |res: notify::Result<notify::Event>| {
             let Ok(ev) = res else {
                 changed.notify_one(); // an error (e.g. queue overflow): sync to be safe

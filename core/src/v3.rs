@@ -299,7 +299,7 @@ pub async fn restore(
         })
         .await
         .map_err(|e| Error::io("restore task", std::io::Error::other(e.to_string())))??;
-        crate::db::check_sqlite_header(&tmp)
+        crate::dbfile::check_sqlite_header(&tmp)
             .map_err(|e| Error::corrupt(name.clone(), format!("not a database snapshot: {e}")))?;
         // One WAL file at a time: rebuild it from its segments, then let
         // SQLite recover and checkpoint it into the database.

@@ -94,6 +94,39 @@ impl WalHeader {
     }
 }
 
+/// The fields of SQLite's wal-index header we compare against: the first
+/// 96 bytes of `-shm` hold two copies of a 48-byte header (native byte
+/// order), which differ only while SQLite updates them
+/// (<https://www.sqlite.org/walformat.html#the_wal_index_header>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalIndexHeader {
+    /// Frames SQLite considers valid (committed) in the WAL.
+    pub max_frame: u32,
+    /// The WAL generation's salts.
+    pub salts: (u32, u32),
+}
+
+impl WalIndexHeader {
+    /// Reads the header from the `-shm` file, if it is readable and
+    /// stable (`None`: absent, or being updated right now).
+    pub fn read(shm: &File) -> Option<WalIndexHeader> {
+        let mut b = [0u8; 96];
+        if read_full_at(shm, &mut b, 0).ok()? != 96 || b[..48] != b[48..] {
+            return None;
+        }
+        let ne = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        // iVersion, then isInit at byte 12.
+        if ne(0) != VERSION || b[12] != 1 {
+            return None;
+        }
+        let be = |o: usize| u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        Some(WalIndexHeader {
+            max_frame: ne(16),
+            salts: (be(32), be(36)),
+        })
+    }
+}
+
 /// SQLite's WAL checksum over `data` (a multiple of 8 bytes), continuing
 /// from `s`.
 pub fn checksum(big_endian: bool, s: Checksum, data: &[u8]) -> Checksum {

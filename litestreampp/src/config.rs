@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::levels::LevelsConfig;
+use litestreampp_core::redact::redact_url;
 use serde_json::Value;
 
 /// Keys a replica section (or the top level, as defaults) may hold.
@@ -720,36 +721,6 @@ fn scheme_of(url: &str) -> Option<&str> {
     url.split_once("://").map(|(s, _)| s)
 }
 
-/// Removes user info and query values that could hold secrets.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            if u.query().is_some() {
-                let kept: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let secret = k.to_ascii_lowercase().contains("secret")
-                            || k.to_ascii_lowercase().contains("key");
-                        (
-                            k.into_owned(),
-                            if secret {
-                                "REDACTED".to_string()
-                            } else {
-                                v.into_owned()
-                            },
-                        )
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(kept);
-            }
-            u.to_string()
-        }
-        Err(_) => url.to_string(),
-    }
-}
-
 /// `$VAR` and `${VAR}` expansion as Go's `os.ExpandEnv` does (unset
 /// variables expand to nothing).
 pub fn expand_env_vars(s: &str) -> String {
@@ -1032,11 +1003,5 @@ mod tests {
             );
             assert!(err.contains(want), "{text:?}: {err}");
         }
-    }
-
-    #[test]
-    fn redacts_secrets() {
-        let r = redact_url("s3://user:pw@bucket/path?region=x&secret-access-key=abc");
-        assert!(!r.contains("pw") && !r.contains("abc"), "{r}");
     }
 }

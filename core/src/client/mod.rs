@@ -19,6 +19,7 @@ use futures::stream::BoxStream;
 use tokio::io::AsyncRead;
 
 use crate::error::{Error, Result};
+use crate::redact::redact_url;
 use crate::txid::TxId;
 
 /// The snapshot level.
@@ -286,10 +287,11 @@ pub async fn max_file(client: &dyn ReplicaClient, level: u32) -> Result<Option<F
 pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("file:") {
         let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("replica URL {url:?}: {e}")))?;
+            .map_err(|e| Error::InvalidInput(format!("replica URL {}: {e}", redact_url(url))))?;
         let path = parsed.to_file_path().map_err(|_| {
             Error::InvalidInput(format!(
-                "replica URL {url:?}: expected file:///absolute/path"
+                "replica URL {}: expected file:///absolute/path",
+                redact_url(url)
             ))
         })?;
         return Ok(Arc::new(file::FileReplicaClient::new(path)));
@@ -300,7 +302,7 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
             "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3)",
-            s3::redact(url)
+            crate::redact::redact_url(url)
         )));
     }
     Ok(Arc::new(file::FileReplicaClient::new(url)))

@@ -22,6 +22,7 @@ use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{ClientPool, FileInfo, ReplicaClient};
 use litestreampp_core::discover::{FoundReplica, Layout, find_replicas};
+use litestreampp_core::redact::redact_url;
 use litestreampp_core::restore::{
     IntegrityCheck, RestoreOptions, RestoreTarget, plan_from_files, plan_restore, restore_with_plan,
 };
@@ -301,7 +302,7 @@ fn split_url(url: &str) -> Result<(&str, &str, &str, &str)> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         anyhow!(
             "{}: expected s3://BUCKET/GLOB or file:///GLOB",
-            crate::config::redact_url(url)
+            redact_url(url)
         )
     })?;
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -312,7 +313,7 @@ fn split_url(url: &str) -> Result<(&str, &str, &str, &str)> {
 /// Jobs for the replicas under a URL pattern.
 async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<Job>, Listing)> {
     let (scheme, bucket, path, query) = split_url(url)?;
-    let redacted = crate::config::redact_url(url);
+    let redacted = redact_url(url);
     match scheme {
         "s3" => {
             if bucket.is_empty() {
@@ -926,7 +927,7 @@ pub fn run(args: RestorePatternArgs) -> Result<ExitCode> {
         if jobs.is_empty() && refused.is_empty() {
             bail!(
                 "no replica matches {} ({} found, {} did not match)",
-                crate::config::redact_url(&args.pattern),
+                redact_url(&args.pattern),
                 listing.replicas,
                 listing.unmatched
             );

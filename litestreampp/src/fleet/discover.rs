@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use litestreampp_core::dbfile;
+use litestreampp_core::meta_dir::MetaDir;
 use rayon::prelude::*;
 
 /// One discovered database.
@@ -174,11 +176,9 @@ struct Walked {
 /// Names the walk and the write detector leave alone: SQLite's side
 /// files, temporary files, and replication meta directories.
 pub fn skip_name(name: &str) -> bool {
-    name.ends_with("-wal")
-        || name.ends_with("-shm")
-        || name.ends_with("-journal")
+    dbfile::is_side_file_name(name)
         || name.ends_with(".tmp")
-        || (name.starts_with('.') && name.ends_with("-litestream"))
+        || MetaDir::is_meta_dir_name(name)
         || name.starts_with(".litestreampp")
 }
 
@@ -227,7 +227,7 @@ pub fn is_empty_file(path: &Path) -> bool {
 
 /// True if the file starts with `SQLite format 3\0`.
 pub fn is_sqlite(path: &Path) -> bool {
-    litestreampp_core::db::check_sqlite_header(path).is_ok()
+    litestreampp_core::dbfile::check_sqlite_header(path).is_ok()
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use dashmap::DashMap;
 use litestreampp_core::client::ClientPool;
 use litestreampp_core::client::limit::UploadLimited;
-use litestreampp_core::db::FileSig;
+use litestreampp_core::dbfile::{self, FileSig};
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions, ReplicatorStatus};
 use litestreampp_core::scheduler::Scheduler;
@@ -388,13 +388,7 @@ impl Shared {
 /// The database a changed file belongs to: `x.db-wal` → `x.db`.
 fn db_of(p: &Path) -> Option<PathBuf> {
     let name = p.file_name()?.to_str()?;
-    if name.ends_with("-shm") || name.ends_with("-journal") {
-        return None; // readers touch -shm; rollback journals are not ours
-    }
-    match name.strip_suffix("-wal") {
-        Some(db) => Some(p.with_file_name(db)),
-        None => Some(p.to_path_buf()),
-    }
+    dbfile::written_db_name(name).map(|db| p.with_file_name(db))
 }
 
 /// Paths the write detector ignores (meta directories, temporary files).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
+use litestreampp_core::redact::redact_url;
 
 use crate::config::ReplicaConfig;
 
@@ -39,7 +40,7 @@ impl Template {
     /// credentials).
     pub fn describe(&self, rel: &str) -> String {
         match self {
-            Template::Url(_) => crate::config::redact_url(&self.expand(rel)),
+            Template::Url(_) => redact_url(&self.expand(rel)),
             Template::Replica(r) => r
                 .with_relative_path(rel)
                 .map_or_else(|_| r.describe(), |r| r.describe()),

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use litestreampp::config::{expand_env_vars, parse_config, parse_go_duration, redact_url};
+use litestreampp::config::{expand_env_vars, parse_config, parse_go_duration};
+use litestreampp_core::redact::redact_url;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -14,11 +14,22 @@ use std::fmt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::redact::redact_url;
 
+#[cfg(feature = "s3")]
+mod connection;
+#[cfg(feature = "s3")]
+mod errors;
 #[cfg(feature = "s3")]
 mod sdk;
 #[cfg(feature = "s3")]
-pub use sdk::*;
+mod upload;
+#[cfg(feature = "s3")]
+pub use connection::S3Connection;
+#[cfg(feature = "s3")]
+pub(crate) use errors::map_err;
+#[cfg(feature = "s3")]
+pub use sdk::S3ReplicaClient;
 
 /// Metadata key holding the LTX header timestamp.
 pub const METADATA_TIMESTAMP: &str = "litestream-timestamp";
@@ -137,18 +148,18 @@ impl S3Settings {
     /// (query keys in camelCase or kebab-case, as Litestream accepts).
     pub fn from_url(url: &str) -> Result<S3Settings> {
         let parsed = url::Url::parse(url)
-            .map_err(|e| Error::InvalidInput(format!("replica URL {}: {e}", redact(url))))?;
+            .map_err(|e| Error::InvalidInput(format!("replica URL {}: {e}", redact_url(url))))?;
         if parsed.scheme() != "s3" {
             return Err(Error::InvalidInput(format!(
                 "replica URL {}: not an s3:// URL",
-                redact(url)
+                redact_url(url)
             )));
         }
         let host = parsed.host_str().unwrap_or_default().to_string();
         if host.is_empty() {
             return Err(Error::InvalidInput(format!(
                 "replica URL {}: bucket required",
-                redact(url)
+                redact_url(url)
             )));
         }
         let q: HashMap<String, String> = parsed
@@ -318,39 +329,6 @@ fn clean_path(p: &str) -> String {
     }
 }
 
-/// Removes user info and secret-looking query values from a URL.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_password(None);
-            let _ = u.set_username("");
-            if u.query().is_some() {
-                let pairs: Vec<(String, String)> = u
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let lk = k.to_ascii_lowercase();
-                        let secret = lk.contains("secret")
-                            || lk.contains("key")
-                            || lk.contains("token")
-                            || lk.contains("password");
-                        (
-                            k.into_owned(),
-                            if secret {
-                                "REDACTED".into()
-                            } else {
-                                v.into_owned()
-                            },
-                        )
-                    })
-                    .collect();
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparsable URL>".into(),
-    }
-}
-
 /// Go's RFC3339Nano for a millisecond timestamp: trailing zeros trimmed.
 pub fn format_timestamp(ms: i64) -> String {
     let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
@@ -441,7 +419,7 @@ mod tests {
                 && !d.contains(&"k".repeat(32)),
             "{d}"
         );
-        assert!(!redact("s3://b/p?secret-access-key=abc&region=x").contains("abc"));
+        assert!(!redact_url("s3://b/p?secret-access-key=abc&region=x").contains("abc"));
     }
 
     #[test]

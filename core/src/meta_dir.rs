@@ -1,0 +1,189 @@
+//! A database's meta directory (Litestream's layout, spec §3):
+//! `<dir>/.<name>-litestream/` holding the local L0 files in `ltx/0/`,
+//! scratch space for snapshots and compaction in `ltx/<level>/`, and our
+//! seal record `seal.json`.
+//!
+//! Only this module knows those names. [`Db`](crate::db::Db) writes L0
+//! files into it, [`Replica`](crate::replica::Replica) reads them from it,
+//! the [`Maintainer`](crate::levels::Maintainer) uses its scratch space.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::ltx::Header;
+use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
+
+const PREFIX: &str = ".";
+const SUFFIX: &str = "-litestream";
+
+/// The meta directory of one database. Cheap to clone (two paths).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaDir {
+    root: PathBuf,
+    l0: PathBuf,
+}
+
+impl MetaDir {
+    /// The meta directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> MetaDir {
+        let root = root.into();
+        MetaDir {
+            l0: root.join("ltx").join("0"),
+            root,
+        }
+    }
+
+    /// Litestream's meta directory for `db`: `<dir>/.<name>-litestream`.
+    pub fn for_db(db: &Path) -> MetaDir {
+        MetaDir::new(default_meta_dir(db))
+    }
+
+    /// True for a directory name that is a meta directory.
+    pub fn is_meta_dir_name(name: &str) -> bool {
+        name.starts_with(PREFIX) && name.ends_with(SUFFIX)
+    }
+
+    /// The directory itself.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of local L0 files.
+    pub fn l0_dir(&self) -> &Path {
+        &self.l0
+    }
+
+    /// Path of the local L0 file covering `min..=max`.
+    pub fn l0_path(&self, min: TxId, max: TxId) -> PathBuf {
+        self.l0.join(ltx_file_name(min, max))
+    }
+
+    /// Scratch directory for files of `level` made locally before upload
+    /// (snapshots, compaction outputs and inputs).
+    pub fn scratch_dir(&self, level: u32) -> PathBuf {
+        self.root.join("ltx").join(level.to_string())
+    }
+
+    /// Where [`Db::seal`](crate::db::Db::seal) records a sealed database.
+    pub(crate) fn seal_path(&self) -> PathBuf {
+        self.root.join("seal.json")
+    }
+
+    /// Creates the L0 directory (and its parents, fsynced).
+    pub fn create(&self) -> Result<()> {
+        fsutil::create_dir_all(&self.l0)
+    }
+
+    /// Local L0 files as `(min, max)`, ascending by max TXID.
+    pub fn l0_files(&self) -> Result<Vec<(TxId, TxId)>> {
+        let rd = match fs::read_dir(&self.l0) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("list {}", self.l0.display()), e)),
+        };
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.ctx(|| format!("list {}", self.l0.display()))?;
+            if let Some((min, max)) = e.file_name().to_str().and_then(parse_ltx_file_name) {
+                out.push((min, max));
+            }
+        }
+        out.sort_by_key(|&(min, max)| (max, min));
+        Ok(out)
+    }
+
+    /// The header of the newest local L0 file: where replication stands.
+    pub fn newest_l0_header(&self) -> Result<Option<Header>> {
+        let Some(&(min, max)) = self.l0_files()?.last() else {
+            return Ok(None);
+        };
+        let path = self.l0_path(min, max);
+        let f = File::open(&path).ctx(|| format!("open {}", path.display()))?;
+        let mut b = [0u8; crate::ltx::HEADER_SIZE];
+        f.read_exact_at(&mut b, 0).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(path.display().to_string(), "truncated LTX header")
+            } else {
+                Error::io(format!("read {}", path.display()), e)
+            }
+        })?;
+        Header::decode(&b, &path.display().to_string()).map(Some)
+    }
+
+    /// Removes temporary files an interrupted write left in the L0
+    /// directory.
+    pub fn remove_stale_tmp_files(&self) -> Result<()> {
+        let rd = fs::read_dir(&self.l0).ctx(|| format!("list {}", self.l0.display()))?;
+        for e in rd {
+            let e = e.ctx(|| format!("list {}", self.l0.display()))?;
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                fs::remove_file(e.path()).ctx(|| format!("remove {}", e.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes local L0 files up to `through` that are older than
+    /// `min_age`, always keeping the newest (it holds the position).
+    pub fn prune_l0(&self, through: TxId, min_age: Duration) -> Result<usize> {
+        let files = self.l0_files()?;
+        let Some(&newest) = files.last() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for (min, max) in files {
+            if max > through || (min, max) == newest {
+                break;
+            }
+            let p = self.l0_path(min, max);
+            let age = fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or_default();
+            if age < min_age {
+                break;
+            }
+            match fs::remove_file(&p) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", p.display()), e)),
+            }
+        }
+        if removed > 0 {
+            fsutil::fsync_dir(&self.l0)?;
+        }
+        Ok(removed)
+    }
+}
+
+/// The meta directory Litestream uses for `db_path`: `<dir>/.<name>-litestream`.
+pub fn default_meta_dir(db_path: &Path) -> PathBuf {
+    let name = db_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    db_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{PREFIX}{name}{SUFFIX}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout() {
+        let m = MetaDir::for_db(Path::new("/data/a.db"));
+        assert_eq!(m.path(), Path::new("/data/.a.db-litestream"));
+        assert_eq!(m.l0_dir(), Path::new("/data/.a.db-litestream/ltx/0"));
+        assert_eq!(m.scratch_dir(9), Path::new("/data/.a.db-litestream/ltx/9"));
+        assert!(MetaDir::is_meta_dir_name(".a.db-litestream"));
+        assert!(!MetaDir::is_meta_dir_name("a.db-litestream"));
+    }
+}
