@@ -16,17 +16,26 @@
 //! - [`discover`]: finds the replicas under a root (fleet restores).
 //! - [`embed`]: replication embedded in an application: restore before
 //!   serving, replicate alongside, flush on shutdown.
+//! - [`meta_dir`], [`dbfile`]: the names of a database's files on disk;
+//!   [`redact`]: the one URL redactor.
 //!
 //! No CLI, no config files, no fleet: those live in the `litestreampp` crate.
+//!
+//! Not part of the API an application uses, and hidden from its docs:
+//! `fsutil` (atomic local writes, shared with the binary), `crashpoint`
+//! (the crash campaign's kill points) and `client::conformance` (the suite
+//! every backend runs in tests).
 
 pub mod client;
 pub mod compact;
+#[doc(hidden)]
 pub mod crashpoint;
 pub mod db;
 pub mod dbfile;
 pub mod discover;
 pub mod embed;
 pub mod error;
+#[doc(hidden)]
 pub mod fsutil;
 #[cfg(feature = "s3")]
 pub mod lease;

@@ -1,12 +1,16 @@
 //! `litestreampp`: the command-line tool and the fleet layer on top of
 //! `litestreampp-core`.
 //!
-//! - [`cli`]: argument parsing (Go-style `-flag` accepted) and dispatch.
-//! - [`config`]: the `litestream.yml` file.
-//! - [`cmd`]: one module per subcommand.
+//! Layered as `flags` → `settings` → `fleet` → `litestreampp_core`, never
+//! the other way; `cmd` wires the layers together for each subcommand.
+//!
+//! - [`flags`]: argument definitions (Go-style `-flag` accepted), no I/O.
+//! - [`settings`]: the `litestream.yml` file and flags as option structs;
+//!   the one place replica clients are opened.
 //! - [`fleet`]: many databases by pattern, each with a replica from a template.
+//! - [`cmd`]: dispatch, and one module per subcommand.
 
-pub mod cli;
 pub mod cmd;
-pub mod config;
+pub mod flags;
 pub mod fleet;
+pub mod settings;

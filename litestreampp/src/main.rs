@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match litestreampp::cli::run(std::env::args_os().collect()) {
+    match litestreampp::cmd::run(std::env::args_os().collect()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

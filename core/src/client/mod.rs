@@ -2,6 +2,7 @@
 //! backends, one module each. Cross-cutting behaviour (retries, fault
 //! injection, rate limits) wraps a client rather than living inside one.
 
+#[doc(hidden)]
 pub mod conformance;
 pub mod file;
 pub mod limit;
@@ -345,11 +346,7 @@ impl ClientPool {
                 }
             }
         };
-        let c = s3::S3ReplicaClient::with_connection(conn)?;
-        Ok(Arc::new(retry::RetryingClient::new(
-            c,
-            retry::RetryPolicy::default(),
-        )))
+        Ok(remote(s3::S3ReplicaClient::with_connection(conn)?))
     }
 
     /// Without the `s3` feature: an error naming the replica.
@@ -371,11 +368,14 @@ impl ClientPool {
 /// An S3 replica client with the standard retry policy.
 #[cfg(feature = "s3")]
 pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
-    let c = s3::S3ReplicaClient::new(settings)?;
-    Ok(Arc::new(retry::RetryingClient::new(
-        c,
-        retry::RetryPolicy::default(),
-    )))
+    Ok(remote(s3::S3ReplicaClient::new(settings)?))
+}
+
+/// A remote backend's client as every caller gets it: inside the one
+/// retry layer (backoff with jitter, resumable reads).
+#[cfg(feature = "s3")]
+fn remote(c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
+    Arc::new(retry::RetryingClient::new(c, retry::RetryPolicy::default()))
 }
 
 /// Without the `s3` feature (a build for fuzzing): an error naming the

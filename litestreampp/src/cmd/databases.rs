@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::load_config;
-use crate::cli::ConfigArgs;
+use crate::flags::ConfigArgs;
+use crate::settings::load_config;
 
 pub fn run(args: ConfigArgs) -> Result<ExitCode> {
     let cfg = load_config(&args)?;

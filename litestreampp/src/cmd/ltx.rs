@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use litestreampp_core::client::{SNAPSHOT_LEVEL, list_all};
 
-use super::{init_logging, resolve_target, runtime};
-use crate::cli::LtxArgs;
+use super::{init_logging, runtime};
+use crate::flags::LtxArgs;
+use crate::settings::resolve_target;
 
 pub fn run(args: LtxArgs) -> Result<ExitCode> {
     init_logging(None);

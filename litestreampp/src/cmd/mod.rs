@@ -8,14 +8,40 @@ pub mod restore_pattern;
 pub mod run;
 pub mod status;
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::ffi::OsString;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
-use litestreampp_core::client::ReplicaClient;
+use anyhow::{Context, Result};
 
-use crate::cli::ConfigArgs;
-use crate::config::{self, Config, ReplicaConfig};
+use crate::flags::{self, Command};
+
+/// Parses `args` (with the program name first) and runs the command.
+pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
+    let cli = match flags::parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print(); // nothing better to do if the terminal is gone
+            return Ok(ExitCode::from(code));
+        }
+    };
+    match cli.command {
+        Command::Replicate(a) => replicate::run(a),
+        Command::Restore(a) => restore::run(a),
+        Command::RestorePattern(a) => restore_pattern::run(a),
+        Command::Ltx(a) => ltx::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Databases(a) => databases::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Version => {
+            println!(
+                "litestreampp {} (replicas compatible with Litestream 0.5.17)",
+                env!("CARGO_PKG_VERSION")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
 
 /// Sets up logging to stderr. `level` wins over `LITESTREAM_LOG_LEVEL`
 /// and `RUST_LOG`; the default is `info`.
@@ -57,51 +83,6 @@ pub fn fleet_runtime(blocking_threads: usize) -> Result<tokio::runtime::Runtime>
         .thread_keep_alive(std::time::Duration::from_secs(10))
         .build()
         .context("start async runtime")
-}
-
-/// Reads the config named by the flags (or the default path).
-pub fn load_config(args: &ConfigArgs) -> Result<Config> {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(config::default_config_path);
-    config::read_config(&path, !args.no_expand_env)
-}
-
-/// True for `scheme://...` arguments.
-pub fn is_url(s: &str) -> bool {
-    s.contains("://")
-}
-
-/// Resolves a `DB_PATH | REPLICA_URL` argument to a replica client and,
-/// for a database path, that path.
-pub fn resolve_target(
-    target: &str,
-    args: &ConfigArgs,
-) -> Result<(Arc<dyn ReplicaClient>, Option<PathBuf>)> {
-    if is_url(target) {
-        if args.config.is_some() {
-            bail!("cannot use a replica URL together with -config");
-        }
-        return Ok((ReplicaConfig::from_url(target).client()?, None));
-    }
-    let cfg = load_config(args)?;
-    let path = config::expand_path(target)?;
-    let db = cfg.db(&path).ok_or_else(|| {
-        anyhow!(
-            "database not found in config {}: {}",
-            cfg.path.display(),
-            path.display()
-        )
-    })?;
-    let replica = db.replica.as_ref().ok_or_else(|| {
-        anyhow!(
-            "database {} has no replica in {}",
-            path.display(),
-            cfg.path.display()
-        )
-    })?;
-    Ok((replica.client()?, Some(db.path.clone())))
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.

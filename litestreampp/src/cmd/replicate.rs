@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::future::join_all;
+use litestreampp_core::client::ClientPool;
 use litestreampp_core::db::DbOptions;
 use litestreampp_core::levels::LevelsConfig;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 use litestreampp_core::scheduler::Scheduler;
 
-use super::{init_logging, load_config, runtime, shutdown_signal};
-use crate::cli::ReplicateArgs;
-use crate::config::{self, DbConfig, ReplicaConfig, parse_go_duration};
+use super::{init_logging, runtime, shutdown_signal};
+use crate::flags::ReplicateArgs;
+use crate::settings::{self, DbConfig, ReplicaConfig, load_config, parse_go_duration};
 
 /// Compactions and snapshot uploads run at once, across all databases.
 const COMPACTION_WORKERS: usize = 4;
@@ -71,7 +72,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 bail!("cannot use -config together with DB_PATH REPLICA_URL");
             }
             let db = DbConfig {
-                path: config::expand_path(db)?,
+                path: settings::expand_path(db)?,
                 replica: Some(ReplicaConfig::from_url(url)),
                 meta_path: None,
                 monitor_interval: None,
@@ -106,13 +107,14 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         bail!("no databases specified in configuration");
     }
     let mut replicators = Vec::new();
+    let pool = ClientPool::default();
     for db in &dbs {
         let replica = db
             .replica
             .as_ref()
             .ok_or_else(|| anyhow!("database {}: no replica configured", db.path.display()))?;
         let client = replica
-            .client()
+            .open(&pool)
             .with_context(|| format!("database {}", db.path.display()))?;
         let opts = options(db, replica, sync_interval)?;
         if !opts.levels.retention_enabled {

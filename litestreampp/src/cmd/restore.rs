@@ -9,14 +9,15 @@ use litestreampp_core::restore::{
 };
 use litestreampp_core::v3::{self, V3Target};
 
-use super::{init_logging, resolve_target, runtime};
-use crate::cli::RestoreArgs;
+use super::{init_logging, runtime};
+use crate::flags::RestoreArgs;
+use crate::settings::resolve_target;
 
 pub fn run(args: RestoreArgs) -> Result<ExitCode> {
     init_logging(args.log_level.as_deref());
     let (client, db_path) = resolve_target(&args.target, &args.config)?;
     let output = match (&args.output, db_path) {
-        (Some(o), _) => crate::config::expand_path(&o.display().to_string())?,
+        (Some(o), _) => crate::settings::expand_path(&o.display().to_string())?,
         (None, Some(p)) => p,
         (None, None) => bail!("output path required: -o PATH"),
     };
@@ -198,7 +199,7 @@ async fn restore_v3(
 pub(crate) fn parse_timestamp(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
     if let Some(d) = s.strip_prefix('-') {
         let d =
-            crate::config::parse_go_duration(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
+            crate::settings::parse_go_duration(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
         let span =
             jiff::SignedDuration::try_from(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
         return now

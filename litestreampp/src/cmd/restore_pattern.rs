@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use globset::{GlobBuilder, GlobMatcher};
-use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{ClientPool, FileInfo, ReplicaClient};
 use litestreampp_core::discover::{FoundReplica, Layout, find_replicas};
@@ -30,10 +29,11 @@ use litestreampp_core::v3::{self, V3Target};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{init_logging, load_config, runtime};
-use crate::cli::RestorePatternArgs;
-use crate::config::ReplicaConfig;
+use super::{init_logging, runtime};
+use crate::flags::RestorePatternArgs;
 use crate::fleet::discover::literal_root;
+use crate::settings::load_config;
+use crate::settings::{ReplicaConfig, ReplicaLocation};
 
 /// The journal's file name in the output directory.
 pub const JOURNAL_NAME: &str = ".litestreampp-restore.journal";
@@ -41,9 +41,10 @@ pub const JOURNAL_NAME: &str = ".litestreampp-restore.journal";
 /// Where one database's replica is.
 #[derive(Debug, Clone)]
 enum Source {
+    /// A config file's entry.
     Config(Box<ReplicaConfig>),
-    S3(Box<S3Settings>),
-    File(PathBuf),
+    /// Found under a replica URL's prefix.
+    Found(ReplicaLocation),
 }
 
 /// One database to restore.
@@ -329,7 +330,7 @@ async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<Job>,
             };
             let mut settings = S3Settings::from_url(&base).map_err(|e| anyhow!(e))?;
             settings.path = root.clone();
-            let client = pool.open_s3(settings.clone()).map_err(|e| anyhow!(e))?;
+            let client = ReplicaLocation::S3(Box::new(settings.clone())).open(pool)?;
             let found = list(client.as_ref(), Layout::LevelHex).await?;
             let mut jobs = Vec::new();
             let mut listing = Listing::new(&found);
@@ -346,7 +347,7 @@ async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<Job>,
                     format!("s3://{bucket}/{full}"),
                     &rel,
                     out,
-                    Source::S3(Box::new(s)),
+                    Source::Found(ReplicaLocation::S3(Box::new(s))),
                     r,
                 ));
             }
@@ -359,8 +360,8 @@ async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<Job>,
             let pattern = format!("/{}", path.trim_start_matches('/'));
             let glob = compile(&pattern)?;
             let root = literal_root(&pattern);
-            let client = FileReplicaClient::new(&root);
-            let found = list(&client, Layout::LtxDir).await?;
+            let client = ReplicaLocation::File(root.clone()).open(pool)?;
+            let found = list(client.as_ref(), Layout::LtxDir).await?;
             let mut jobs = Vec::new();
             let mut listing = Listing::new(&found);
             let root_s = root.to_string_lossy().to_string();
@@ -375,7 +376,7 @@ async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<Job>,
                     format!("file://{}", full.display()),
                     &rel,
                     out,
-                    Source::File(full),
+                    Source::Found(ReplicaLocation::File(full)),
                     r,
                 ));
             }
@@ -449,7 +450,7 @@ async fn config_jobs(
     pool: &ClientPool,
 ) -> Result<(Vec<Job>, Listing, PathBuf)> {
     let cfg = load_config(&args.config)?;
-    let pattern = crate::config::expand_path(&args.pattern)?
+    let pattern = crate::settings::expand_path(&args.pattern)?
         .to_string_lossy()
         .to_string();
     let glob = compile(&pattern)?;
@@ -483,7 +484,7 @@ async fn config_jobs(
         });
     }
     for dir in &cfg.dirs {
-        let client = dir.replica.client_in(pool)?;
+        let client = dir.replica.open(pool)?;
         let layout = if dir.replica.kind == "s3" {
             Layout::LevelHex
         } else {
@@ -552,12 +553,8 @@ struct Ctx {
 impl Ctx {
     fn client(&self, job: &Job) -> Result<Arc<dyn ReplicaClient>> {
         match &job.replica {
-            Source::Config(r) => r.client_in(&self.pool),
-            Source::S3(s) => self
-                .pool
-                .open_s3(s.as_ref().clone())
-                .map_err(|e| anyhow!(e)),
-            Source::File(p) => Ok(Arc::new(FileReplicaClient::new(p))),
+            Source::Config(r) => r.open(&self.pool),
+            Source::Found(l) => l.open(&self.pool),
         }
     }
 }
@@ -888,7 +885,7 @@ pub fn run(args: RestorePatternArgs) -> Result<ExitCode> {
     if args.workers == 0 {
         bail!("--workers must be at least 1");
     }
-    let is_url = super::is_url(&args.pattern);
+    let is_url = crate::settings::is_url(&args.pattern);
     if is_url && args.config.config.is_some() {
         bail!("cannot use a replica URL pattern together with --config");
     }

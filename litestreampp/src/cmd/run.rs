@@ -15,12 +15,12 @@ use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
 use super::{init_logging, runtime, shutdown_signal};
-use crate::cli::RunArgs;
-use crate::config::{Config, parse_go_duration};
+use crate::flags::RunArgs;
 use crate::fleet::discover::Patterns;
 use crate::fleet::http;
 use crate::fleet::manager::{self, FleetOptions};
 use crate::fleet::template::Template;
+use crate::settings::{Config, parse_go_duration};
 
 /// Patterns, one replica template per pattern, and the config file (if
 /// one was read).
@@ -46,8 +46,8 @@ fn sources(args: &RunArgs) -> Result<Sources> {
         let path = args
             .config
             .clone()
-            .unwrap_or_else(crate::config::default_config_path);
-        let cfg = crate::config::read_config(&path, !args.no_expand_env).with_context(|| {
+            .unwrap_or_else(crate::settings::default_config_path);
+        let cfg = crate::settings::read_config(&path, !args.no_expand_env).with_context(|| {
             if args.config.is_none() {
                 "no --pattern given, so the databases come from the config file".to_string()
             } else {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
-use crate::cli::StatusArgs;
+use crate::flags::StatusArgs;
 use crate::fleet::http;
 
 pub fn run(args: StatusArgs) -> Result<ExitCode> {

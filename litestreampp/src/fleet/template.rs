@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::redact::redact_url;
 
-use crate::config::ReplicaConfig;
+use crate::settings::ReplicaConfig;
 
 /// How each database of a pattern gets its replica.
 #[derive(Debug, Clone)]
@@ -31,8 +31,8 @@ impl Template {
     /// share `pool`'s SDK clients.
     pub fn open(&self, pool: &ClientPool, rel: &str) -> Result<Arc<dyn ReplicaClient>> {
         match self {
-            Template::Url(_) => pool.open(&self.expand(rel)).map_err(|e| anyhow!(e)),
-            Template::Replica(r) => r.with_relative_path(rel)?.client_in(pool),
+            Template::Url(_) => ReplicaConfig::from_url(&self.expand(rel)).open(pool),
+            Template::Replica(r) => r.with_relative_path(rel)?.open(pool),
         }
     }
 

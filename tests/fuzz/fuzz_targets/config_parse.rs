@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use litestreampp::config::{expand_env_vars, parse_config, parse_go_duration};
+use litestreampp::settings::{expand_env_vars, parse_config, parse_go_duration};
 use litestreampp_core::redact::redact_url;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,0 +1,228 @@
+//! A replica as the user wrote it ([`ReplicaConfig`], from a config file
+//! or a URL on the command line), where it is ([`ReplicaLocation`]), and
+//! the one place a replica client is opened from either.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use litestreampp_core::client::file::FileReplicaClient;
+use litestreampp_core::client::s3::S3Settings;
+use litestreampp_core::client::{ClientPool, ReplicaClient};
+use litestreampp_core::redact::redact_url;
+use serde_json::Value;
+
+use super::values::{expand_path, parse_duration_value};
+
+/// Where a replica lives, resolved from a URL or a config entry.
+#[derive(Debug, Clone)]
+pub enum ReplicaLocation {
+    /// A directory (the `file` backend).
+    File(PathBuf),
+    /// A prefix of an S3 bucket, with its connection settings.
+    S3(Box<S3Settings>),
+}
+
+impl ReplicaLocation {
+    /// Opens the replica's client: the one place the binary opens one. S3
+    /// replicas share `pool`'s SDK clients (one per endpoint, region and
+    /// credentials); remote backends come wrapped in the retry layer.
+    pub fn open(&self, pool: &ClientPool) -> Result<Arc<dyn ReplicaClient>> {
+        match self {
+            ReplicaLocation::File(dir) => Ok(Arc::new(FileReplicaClient::new(dir))),
+            ReplicaLocation::S3(s) => pool.open_s3(s.as_ref().clone()).map_err(|e| anyhow!(e)),
+        }
+    }
+}
+
+/// A replica definition after defaults are applied.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicaConfig {
+    /// `file`, `s3`, ... (inferred from the URL scheme when unset).
+    pub kind: String,
+    pub url: Option<String>,
+    pub path: Option<String>,
+    /// Every other key, as written.
+    pub settings: BTreeMap<String, Value>,
+}
+
+impl ReplicaConfig {
+    /// A replica from a URL given on the command line.
+    pub fn from_url(url: &str) -> ReplicaConfig {
+        ReplicaConfig {
+            kind: scheme_of(url).unwrap_or("file").to_string(),
+            url: Some(url.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// A duration setting such as `sync-interval`.
+    pub fn duration(&self, key: &str) -> Result<Option<Duration>> {
+        self.settings
+            .get(key)
+            .map(|v| parse_duration_value(v).with_context(|| format!("replica {key}")))
+            .transpose()
+    }
+
+    /// Where the replica lives, for messages (never includes credentials).
+    pub fn describe(&self) -> String {
+        let bucket = self.settings.get("bucket").and_then(|v| v.as_str());
+        match (&self.url, &self.path, bucket) {
+            (Some(u), _, _) => redact_url(u),
+            (None, p, Some(b)) => format!("{}://{b}/{}", self.kind, p.as_deref().unwrap_or("")),
+            (None, Some(p), None) => format!("{}://{p}", self.kind),
+            _ => self.kind.clone(),
+        }
+    }
+
+    /// This replica with `rel` (a database's path relative to a directory
+    /// entry's `dir`) appended to its path, as Litestream does for
+    /// directory replication.
+    pub fn with_relative_path(&self, rel: &str) -> Result<ReplicaConfig> {
+        let rel = rel.trim_start_matches('/');
+        let mut r = self.clone();
+        if let Some(u) = &self.url {
+            let mut parsed =
+                url::Url::parse(u).with_context(|| format!("replica url {}", redact_url(u)))?;
+            let joined = format!("{}/{rel}", parsed.path().trim_end_matches('/'));
+            parsed.set_path(&joined);
+            r.url = Some(parsed.to_string());
+        } else {
+            r.path = Some(match &self.path {
+                Some(p) if !p.is_empty() => format!("{}/{rel}", p.trim_end_matches('/')),
+                _ => rel.to_string(),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Where the replica lives.
+    pub fn location(&self) -> Result<ReplicaLocation> {
+        match self.kind.as_str() {
+            "file" => match (&self.url, &self.path) {
+                (Some(u), _) => file_url_path(u).map(ReplicaLocation::File),
+                (None, Some(p)) => Ok(ReplicaLocation::File(expand_path(p)?)),
+                (None, None) => bail!("file replica needs a path or url"),
+            },
+            "s3" => Ok(ReplicaLocation::S3(Box::new(self.s3_settings()?))),
+            other => bail!(
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3)",
+                self.describe()
+            ),
+        }
+    }
+
+    /// Opens the replica's client (see [`ReplicaLocation::open`]).
+    pub fn open(&self, pool: &ClientPool) -> Result<Arc<dyn ReplicaClient>> {
+        self.location()?.open(pool)
+    }
+
+    /// S3 settings: the URL's, then the YAML keys on top (Litestream's
+    /// precedence).
+    pub fn s3_settings(&self) -> Result<S3Settings> {
+        let mut s = match &self.url {
+            Some(u) => S3Settings::from_url(u).map_err(|e| anyhow!(e))?,
+            None => S3Settings {
+                path: self.path.clone().unwrap_or_default(),
+                ..S3Settings::default()
+            },
+        };
+        let text = |k: &str| -> Result<Option<String>> {
+            match self.settings.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(v)) => Ok(Some(v.clone())),
+                Some(Value::Number(n)) => Ok(Some(n.to_string())),
+                Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+                Some(other) => bail!("replica {k}: expected a value, got {other}"),
+            }
+        };
+        let flag = |k: &str| -> Result<Option<bool>> {
+            match self.settings.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(Value::String(v)) if v == "true" || v == "false" => Ok(Some(v == "true")),
+                Some(other) => bail!("replica {k}: expected true or false, got {other}"),
+            }
+        };
+        if let Some(b) = text("bucket")? {
+            s.bucket = b;
+        }
+        if let Some(r) = text("region")? {
+            s.region = Some(r);
+        }
+        if let Some(e) = text("endpoint")? {
+            s.endpoint = Some(if e.contains("://") {
+                e
+            } else {
+                format!("https://{e}")
+            });
+        }
+        if let Some(v) = flag("force-path-style")? {
+            s.force_path_style = Some(v);
+        }
+        if let Some(v) = text("access-key-id")? {
+            s.access_key_id = Some(v);
+        }
+        if let Some(v) = text("secret-access-key")? {
+            s.secret_access_key = Some(v);
+        }
+        if let Some(v) = text("part-size")? {
+            s.part_size =
+                Some(litestreampp_core::client::s3::parse_byte_size(&v).map_err(|e| anyhow!(e))?);
+        }
+        if let Some(v) = text("concurrency")? {
+            s.concurrency = Some(
+                v.parse()
+                    .map_err(|_| anyhow!("replica concurrency: {v:?} is not a number"))?,
+            );
+        }
+        if let Some(v) = flag("sign-payload")? {
+            s.sign_payload = Some(v);
+        }
+        if let Some(v) = flag("require-content-md5")? {
+            s.require_content_md5 = Some(v);
+        }
+        if let Some(v) = flag("skip-verify")? {
+            s.skip_verify = v;
+        }
+        s.storage_class = text("storage-class")?.or(s.storage_class);
+        s.sse_customer_algorithm = text("sse-customer-algorithm")?.or(s.sse_customer_algorithm);
+        s.sse_customer_key = text("sse-customer-key")?.or(s.sse_customer_key);
+        s.sse_customer_key_path = text("sse-customer-key-path")?
+            .map(PathBuf::from)
+            .or(s.sse_customer_key_path);
+        s.sse_kms_key_id = text("sse-kms-key-id")?.or(s.sse_kms_key_id);
+        if s.bucket.is_empty() {
+            bail!("s3 replica: bucket required");
+        }
+        Ok(s)
+    }
+}
+
+pub(super) fn scheme_of(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(s, _)| s)
+}
+
+/// The directory of a `file` replica URL: `file:///absolute/path`, or a
+/// plain path.
+fn file_url_path(url: &str) -> Result<PathBuf> {
+    if !url.starts_with("file:") {
+        if let Some((scheme, _)) = url.split_once("://") {
+            bail!(
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3)",
+                redact_url(url)
+            );
+        }
+        return Ok(PathBuf::from(url));
+    }
+    let parsed =
+        url::Url::parse(url).with_context(|| format!("replica URL {}", redact_url(url)))?;
+    parsed.to_file_path().map_err(|_| {
+        anyhow!(
+            "replica URL {}: expected file:///absolute/path",
+            redact_url(url)
+        )
+    })
+}
