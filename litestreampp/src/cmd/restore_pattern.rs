@@ -62,13 +62,23 @@ struct Job {
     v3: bool,
 }
 
+/// How one database ended; written to the report in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Status {
+    Restored,
+    Skipped,
+    Failed,
+    /// A dry run's plan.
+    Planned,
+}
+
 /// How one database ended.
 #[derive(Debug, Clone, Serialize)]
 struct Outcome {
     source: String,
     output: String,
-    /// restored, skipped, failed or planned (dry run).
-    status: &'static str,
+    status: Status,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,11 +92,11 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn new(job: &Job, status: &'static str) -> Outcome {
+    fn new(job: &Job, status: Status) -> Outcome {
         Outcome::of(job.source.clone(), &job.output, status)
     }
 
-    fn of(source: String, output: &Path, status: &'static str) -> Outcome {
+    fn of(source: String, output: &Path, status: Status) -> Outcome {
         Outcome {
             source,
             output: output.display().to_string(),
@@ -578,12 +588,12 @@ struct Restored {
 async fn run_job(job: Job, ctx: Arc<Ctx>, dry_run: bool) -> Outcome {
     let started = Instant::now();
     let rel_key = job.rel.to_string_lossy().to_string();
-    let mut out = Outcome::new(&job, "restored");
+    let mut out = Outcome::new(&job, Status::Restored);
     let finish = |mut out: Outcome| {
         out.duration_ms = started.elapsed().as_millis() as u64;
         ctx.progress.done.fetch_add(1, Ordering::Relaxed);
         ctx.progress.bytes.fetch_add(out.bytes, Ordering::Relaxed);
-        if out.status == "failed" {
+        if out.status == Status::Failed {
             ctx.progress.failed.fetch_add(1, Ordering::Relaxed);
         }
         out
@@ -591,7 +601,7 @@ async fn run_job(job: Job, ctx: Arc<Ctx>, dry_run: bool) -> Outcome {
     // --force restores everything again; otherwise the journal says what
     // an earlier run already finished.
     if !ctx.force && journaled(&ctx.done_before, &rel_key, &job.output, &ctx.target_key) {
-        out.status = "skipped";
+        out.status = Status::Skipped;
         out.reason = Some("already restored (journal)".into());
         out.txid = ctx.done_before.get(&rel_key).map(|e| e.txid.clone());
         return finish(out);
@@ -606,14 +616,18 @@ async fn run_job(job: Job, ctx: Arc<Ctx>, dry_run: bool) -> Outcome {
         };
         match r {
             Ok(Some(r)) => {
-                out.status = if dry_run { "planned" } else { "restored" };
+                out.status = if dry_run {
+                    Status::Planned
+                } else {
+                    Status::Restored
+                };
                 out.txid = Some(r.txid);
                 out.files = r.files;
                 out.bytes = r.bytes;
                 return finish(out);
             }
             Ok(None) => {
-                out.status = "skipped";
+                out.status = Status::Skipped;
                 out.reason = Some("output exists (--if-db-not-exists)".into());
                 return finish(out);
             }
@@ -621,7 +635,7 @@ async fn run_job(job: Job, ctx: Arc<Ctx>, dry_run: bool) -> Outcome {
                 let last =
                     !f.retry || out.attempts > ctx.retries || ctx.stop.load(Ordering::Relaxed);
                 if last {
-                    out.status = "failed";
+                    out.status = Status::Failed;
                     out.error = Some(format!("{:#}", f.error));
                     tracing::error!(db = %job.source, output = %job.output.display(), error = %format!("{:#}", f.error), "restore failed");
                     return finish(out);
@@ -966,7 +980,7 @@ pub fn run(args: RestorePatternArgs) -> Result<ExitCode> {
         let mut outcomes: Vec<Outcome> = refused
             .into_iter()
             .map(|(j, e)| {
-                let mut o = Outcome::new(&j, "failed");
+                let mut o = Outcome::new(&j, Status::Failed);
                 o.error = Some(format!("{e:#}"));
                 eprintln!("error: {}: {e:#}", j.source);
                 o
@@ -989,7 +1003,7 @@ pub fn run(args: RestorePatternArgs) -> Result<ExitCode> {
                             // A panic is this database's failure, not the run's.
                             Err(e) => {
                                 ctx.progress.failed.fetch_add(1, Ordering::Relaxed);
-                                let mut o = Outcome::of(source, &output, "failed");
+                                let mut o = Outcome::of(source, &output, Status::Failed);
                                 o.error = Some(format!("restore task failed: {e}"));
                                 o.attempts = 1;
                                 Some(o)
@@ -1021,7 +1035,7 @@ pub fn run(args: RestorePatternArgs) -> Result<ExitCode> {
                 .with_context(|| format!("write report {}", path.display()))?;
         }
         summarize(&outcomes, total, elapsed, args.dry_run, &listing);
-        let failed = outcomes.iter().any(|o| o.status == "failed");
+        let failed = outcomes.iter().any(|o| o.status == Status::Failed);
         Ok(if failed || interrupted {
             ExitCode::FAILURE
         } else {
@@ -1037,10 +1051,10 @@ fn summarize(
     dry_run: bool,
     listing: &Listing,
 ) {
-    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+    let count = |s: Status| outcomes.iter().filter(|o| o.status == s).count();
     let bytes: u64 = outcomes.iter().map(|o| o.bytes).sum();
     if dry_run {
-        for o in outcomes.iter().filter(|o| o.status == "planned") {
+        for o in outcomes.iter().filter(|o| o.status == Status::Planned) {
             println!(
                 "{} -> {}: {} files, {} bytes, TXID {}",
                 o.source,
@@ -1050,7 +1064,7 @@ fn summarize(
                 o.txid.as_deref().unwrap_or("-")
             );
         }
-        for o in outcomes.iter().filter(|o| o.status == "skipped") {
+        for o in outcomes.iter().filter(|o| o.status == Status::Skipped) {
             println!(
                 "{} -> {}: skipped ({})",
                 o.source,
@@ -1060,16 +1074,19 @@ fn summarize(
         }
         println!(
             "dry run: {} databases would be restored ({} files, {}), {} skipped, {} failed; {} replicas found, {} did not match",
-            count("planned"),
+            count(Status::Planned),
             outcomes.iter().map(|o| o.files).sum::<usize>(),
             human_bytes(bytes),
-            count("skipped"),
-            count("failed"),
+            count(Status::Skipped),
+            count(Status::Failed),
             listing.replicas,
             listing.unmatched
         );
     }
-    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.status == "failed").collect();
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.status == Status::Failed)
+        .collect();
     for o in failed.iter().take(20) {
         eprintln!(
             "failed: {} -> {}: {}",
@@ -1085,11 +1102,11 @@ fn summarize(
         let secs = elapsed.as_secs_f64().max(0.001);
         eprintln!(
             "restore-pattern: {} restored, {} skipped, {} failed of {total} databases; {} in {secs:.1}s ({:.0} databases/s)",
-            count("restored"),
-            count("skipped"),
+            count(Status::Restored),
+            count(Status::Skipped),
             failed.len(),
             human_bytes(bytes),
-            count("restored") as f64 / secs
+            count(Status::Restored) as f64 / secs
         );
     }
 }
