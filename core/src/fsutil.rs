@@ -16,6 +16,15 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// `<path>.<pid>.tmp`: a temporary name no other process writing the same
+/// file uses (a `replicate -once` beside a running replicator of the same
+/// database must not write over, or rename away, the other's file).
+pub fn process_tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".{}.tmp", std::process::id()));
+    PathBuf::from(s)
+}
+
 /// fsyncs a directory so a rename or unlink in it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let d = File::open(dir).ctx(|| format!("open directory {}", dir.display()))?;

@@ -138,7 +138,7 @@ impl Db {
     ) -> Result<L0File> {
         let db_file = self.session()?.db_file();
         crate::crashpoint::pause("frames-located");
-        let tmp = fsutil::tmp_path(&path);
+        let tmp = fsutil::process_tmp_path(&path);
         let tmp_name = tmp.display().to_string();
         let result = (|| {
             let big = pages.len() as u64 * u64::from(self.page_size) >= fsutil::DIRECT_MIN_BYTES;
