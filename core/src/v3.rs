@@ -358,9 +358,8 @@ pub async fn restore(
         let _ = fs::remove_file(p); // emptied by the TRUNCATE checkpoint
     }
     if opts.overwrite {
-        for suffix in ["-wal", "-shm"] {
-            let _ = fs::remove_file(format!("{out_name}{suffix}")); // stale files of the replaced database
-        }
+        // Stale files of the replaced database; best effort, as before.
+        let _ = crate::dbfile::remove_side_files(&out);
     }
     fs::rename(&tmp, &out).ctx(|| format!("rename {} to {out_name}", tmp.display()))?;
     fsutil::fsync_dir(

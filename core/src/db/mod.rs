@@ -302,12 +302,6 @@ impl Db {
         self.session.as_ref().is_some_and(Session::is_write_locked)
     }
 
-    /// Deletes local L0 files up to `through` that are older than
-    /// `min_age`, always keeping the newest (it holds the position).
-    pub fn prune_local_l0(&self, through: TxId, min_age: Duration) -> Result<usize> {
-        self.meta.prune_l0(through, min_age)
-    }
-
     /// Releases the read transaction and closes the connections. The WAL
     /// is left as it is (no checkpoint on close).
     pub fn close(&mut self) -> Result<()> {
