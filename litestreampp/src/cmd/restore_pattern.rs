@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{init_logging, runtime};
 use crate::flags::RestorePatternArgs;
-use crate::fleet::discover::literal_root;
+use crate::fleet::patterns::literal_root;
 use crate::settings::load_config;
 use crate::settings::{ReplicaConfig, ReplicaLocation};
 

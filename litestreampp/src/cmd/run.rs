@@ -1,6 +1,6 @@
 //! `litestreampp run`: the fleet. Finds every database matching the
 //! patterns and gives each a replica from the template, then keeps them
-//! replicated with hot and cold tiers ([`crate::fleet::manager`]) until
+//! replicated with hot and cold tiers ([`crate::fleet`]) until
 //! SIGTERM or Ctrl-C. `--once` backs every database up once and exits.
 
 use std::process::ExitCode;
@@ -16,11 +16,9 @@ use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
 use super::{init_logging, runtime, shutdown_signal};
 use crate::flags::RunArgs;
-use crate::fleet::discover::Patterns;
-use crate::fleet::http;
-use crate::fleet::manager::{self, FleetOptions};
-use crate::fleet::template::Template;
-use crate::settings::{Config, parse_go_duration};
+use crate::fleet::patterns::Patterns;
+use crate::fleet::{self, FleetOptions, ReplicaTemplate, http};
+use crate::settings::{Config, Template, parse_go_duration};
 
 /// Patterns, one replica template per pattern, and the config file (if
 /// one was read).
@@ -227,18 +225,22 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
     crate::fleet::memory::tune_allocator();
     let rt = super::fleet_runtime(FLEET_BLOCKING_THREADS)?;
     let status = rt.block_on(async {
-        let shared_slot = Arc::new(std::sync::OnceLock::new());
+        let view_slot = Arc::new(std::sync::OnceLock::new());
         if addr != "off" {
             let addr: std::net::SocketAddr = addr
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
             let handle = http::install_recorder()?;
-            let bound = http::serve(addr, handle, shared_slot.clone()).await?;
+            let bound = http::serve(addr, handle, view_slot.clone()).await?;
             tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status");
         }
-        let slot = shared_slot.clone();
-        manager::run(patterns, templates, opts, shutdown_signal(), move |shared| {
-            let _ = slot.set(shared); // set once
+        let slot = view_slot.clone();
+        let templates = templates
+            .into_iter()
+            .map(|t| Box::new(t) as Box<dyn ReplicaTemplate>)
+            .collect();
+        fleet::run(patterns, templates, opts, shutdown_signal(), move |view| {
+            let _ = slot.set(view); // set once
         })
         .await
     })?;

@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::manager::Shared;
+use super::status::FleetView;
 
 /// Installs the Prometheus recorder for this process (once) and returns
 /// its handle.
@@ -33,7 +33,7 @@ pub fn install_recorder() -> Result<PrometheusHandle> {
 pub async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
-    shared: Arc<std::sync::OnceLock<Arc<Shared>>>,
+    fleet: Arc<std::sync::OnceLock<FleetView>>,
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
@@ -54,9 +54,9 @@ pub async fn serve(
             let Ok((sock, _)) = listener.accept().await else {
                 continue;
             };
-            let (metrics, shared) = (metrics.clone(), shared.clone());
+            let (metrics, fleet) = (metrics.clone(), fleet.clone());
             tokio::spawn(async move {
-                let _ = answer(sock, &metrics, &shared).await; // a client that hangs up is not our error
+                let _ = answer(sock, &metrics, &fleet).await; // a client that hangs up is not our error
             });
         }
     });
@@ -66,7 +66,7 @@ pub async fn serve(
 async fn answer(
     mut sock: TcpStream,
     metrics: &PrometheusHandle,
-    shared: &std::sync::OnceLock<Arc<Shared>>,
+    fleet: &std::sync::OnceLock<FleetView>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut n = 0;
@@ -97,7 +97,7 @@ async fn answer(
     } else {
         match path {
             "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-            "/healthz" => match shared.get() {
+            "/healthz" => match fleet.get() {
                 Some(_) => ("200 OK", "text/plain", "ok\n".to_string()),
                 None => (
                     "503 Service Unavailable",
@@ -105,7 +105,7 @@ async fn answer(
                     "starting\n".to_string(),
                 ),
             },
-            "/status" => match shared.get() {
+            "/status" => match fleet.get() {
                 Some(s) => (
                     "200 OK",
                     "application/json",

@@ -4,6 +4,7 @@
 
 mod config;
 mod replica;
+mod template;
 mod values;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ pub use config::{
     Config, DbConfig, DirConfig, FleetConfig, default_config_path, parse_config, read_config,
 };
 pub use replica::{ReplicaConfig, ReplicaLocation};
+pub use template::Template;
 pub use values::{expand_env_vars, expand_path, parse_go_duration};
 
 use crate::flags::ConfigArgs;

@@ -9,7 +9,8 @@ use anyhow::{Result, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::redact::redact_url;
 
-use crate::settings::ReplicaConfig;
+use super::ReplicaConfig;
+use crate::fleet::ReplicaTemplate;
 
 /// How each database of a pattern gets its replica.
 #[derive(Debug, Clone)]
@@ -25,15 +26,6 @@ impl Template {
     /// A directory entry's replica.
     pub fn from_replica(r: ReplicaConfig) -> Template {
         Template::Replica(Box::new(r))
-    }
-
-    /// Opens the replica client of the database at `rel`; S3 replicas
-    /// share `pool`'s SDK clients.
-    pub fn open(&self, pool: &ClientPool, rel: &str) -> Result<Arc<dyn ReplicaClient>> {
-        match self {
-            Template::Url(_) => ReplicaConfig::from_url(&self.expand(rel)).open(pool),
-            Template::Replica(r) => r.with_relative_path(rel)?.open(pool),
-        }
     }
 
     /// Where the database at `rel` is replicated, for messages (no
@@ -112,6 +104,15 @@ impl Template {
             out.push_str(q);
         }
         out
+    }
+}
+
+impl ReplicaTemplate for Template {
+    fn open(&self, pool: &ClientPool, rel: &str) -> Result<Arc<dyn ReplicaClient>> {
+        match self {
+            Template::Url(_) => ReplicaConfig::from_url(&self.expand(rel)).open(pool),
+            Template::Replica(r) => r.with_relative_path(rel)?.open(pool),
+        }
     }
 }
 

@@ -1,0 +1,134 @@
+//! What the fleet shows: the `/status` JSON (`litestreampp status`) and the
+//! tier gauges.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::hot_set::HotView;
+use super::registry::{FleetError, Registry, Tier};
+
+/// Hot databases listed in the status, most lagging first.
+const MOST_LAGGING: usize = 20;
+
+/// A hot database in the status report.
+#[derive(Debug, Clone, Serialize)]
+pub struct HotStatus {
+    pub path: String,
+    pub local_txid: String,
+    pub replica_txid: String,
+    /// Seconds since the last write seen.
+    pub idle_seconds: f64,
+    /// Seconds since a write was first seen that is not in the replica yet.
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+}
+
+/// What `litestreampp status` shows.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct FleetStatus {
+    pub databases: usize,
+    pub hot: usize,
+    pub cold: usize,
+    pub queued: usize,
+    pub failed: usize,
+    pub promotions: u64,
+    pub demotions: u64,
+    pub backlog_done: u64,
+    pub errors: u64,
+    pub retired: u64,
+    pub watching: bool,
+    pub uptime_seconds: f64,
+    /// Hot databases whose final sync failed at shutdown.
+    pub shutdown_errors: u64,
+    /// Hot databases, most lagging first (at most 20).
+    pub most_lagging: Vec<HotStatus>,
+    /// The most recent errors (at most 50), newest first.
+    pub recent_errors: Vec<FleetError>,
+}
+
+/// Databases per tier.
+#[derive(Debug, Default)]
+struct TierCounts {
+    cold: usize,
+    queued: usize,
+    failed: usize,
+    hot: usize,
+}
+
+fn count_tiers(registry: &Registry) -> TierCounts {
+    let mut n = TierCounts::default();
+    for e in &registry.dbs {
+        match e.tier {
+            Tier::Cold => n.cold += 1,
+            Tier::Queued => n.queued += 1,
+            Tier::Failed => n.failed += 1,
+            Tier::Hot => n.hot += 1,
+        }
+    }
+    n
+}
+
+/// A read-only view of a running fleet, for the HTTP endpoint.
+#[derive(Clone, Debug)]
+pub struct FleetView {
+    pub(super) registry: Arc<Registry>,
+    pub(super) hot: HotView,
+}
+
+impl FleetView {
+    /// The fleet as it is now.
+    pub fn status(&self) -> FleetStatus {
+        let registry = &self.registry;
+        let n = count_tiers(registry);
+        let now = registry.now_ms();
+        let mut hot = Vec::new();
+        self.hot.each(|k, h| {
+            let s = h.status.lock().map(|s| s.clone()).unwrap_or_default();
+            hot.push(HotStatus {
+                path: registry.path(k).display().to_string(),
+                local_txid: s.local_txid.to_string(),
+                replica_txid: s.replica_txid.to_string(),
+                idle_seconds: now.saturating_sub(h.last_write_ms()) as f64 / 1000.0,
+                lag_seconds: s
+                    .pending_since
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0),
+                last_error: s.last_error,
+            });
+        });
+        hot.sort_by(|a, b| b.lag_seconds.total_cmp(&a.lag_seconds));
+        hot.truncate(MOST_LAGGING);
+        let c = &registry.counters;
+        FleetStatus {
+            databases: registry.dbs.len(),
+            hot: n.hot,
+            cold: n.cold,
+            queued: n.queued,
+            failed: n.failed,
+            promotions: c.promotions.load(Ordering::Relaxed),
+            demotions: c.demotions.load(Ordering::Relaxed),
+            backlog_done: c.backlog_done.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            retired: c.retired.load(Ordering::Relaxed),
+            watching: registry.watching.load(Ordering::Relaxed),
+            uptime_seconds: registry.uptime_seconds(),
+            shutdown_errors: 0,
+            most_lagging: hot,
+            recent_errors: registry.recent_errors(),
+        }
+    }
+
+    /// Sets the tier gauges. Counting walks the registry (a few
+    /// milliseconds at 100,000 databases).
+    pub(super) fn publish_gauges(&self, backlog_len: usize) {
+        let n = count_tiers(&self.registry);
+        metrics::gauge!("litestreampp_databases", "tier" => "hot").set(self.hot.len() as f64);
+        metrics::gauge!("litestreampp_databases", "tier" => "cold").set(n.cold as f64);
+        metrics::gauge!("litestreampp_databases", "tier" => "queued").set(n.queued as f64);
+        metrics::gauge!("litestreampp_databases", "tier" => "failed").set(n.failed as f64);
+        metrics::gauge!("litestreampp_databases_total").set(self.registry.dbs.len() as f64);
+        metrics::gauge!("litestreampp_backlog_length").set(backlog_len as f64);
+    }
+}

@@ -1,0 +1,593 @@
+//! The fleet's loop: the one task that moves databases between tiers. It
+//! owns the hot set, the backlog and the watches; it alone changes a
+//! database's tier in the registry.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use litestreampp_core::client::ClientPool;
+use litestreampp_core::client::limit::UploadLimited;
+use litestreampp_core::dbfile::FileSig;
+use litestreampp_core::replica::Replica;
+use litestreampp_core::replicator::{Replicator, ReplicatorStatus};
+use litestreampp_core::scheduler::Scheduler;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::backlog::{Backlog, KeyQueue};
+use super::detector::{Change, Detector};
+use super::hot_set::{Duty, Hot, HotSet};
+use super::patterns::{self, Patterns};
+use super::registry::{Entry, Key, Registry, Tier};
+use super::state_file;
+use super::status::{FleetStatus, FleetView};
+use super::{FleetOptions, ReplicaTemplate};
+
+/// Polling interval when change notification is unavailable.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+
+/// What a replicator task returns: its database and how the run ended.
+type Finished = (Key, litestreampp_core::Result<ReplicatorStatus>);
+
+/// How a finished replicator left its database.
+enum Settled {
+    /// Sealed: cold, recorded in the state file.
+    Sealed,
+    /// Written after the seal, or the seal was refused (a reader pins the
+    /// WAL): it needs another run.
+    Unsealed,
+    /// The run failed; retried on the next write or rescan.
+    Failed,
+    /// The database is gone: retired.
+    Gone,
+}
+
+/// Everything the fleet's loop owns.
+struct Fleet {
+    registry: Arc<Registry>,
+    /// One per pattern, in order.
+    templates: Vec<Box<dyn ReplicaTemplate>>,
+    opts: FleetOptions,
+    pool: ClientPool,
+    uploads: Arc<Semaphore>,
+    scheduler: Scheduler,
+    tasks: JoinSet<Finished>,
+    hot: HotSet,
+    backlog: Backlog,
+    detector: Detector,
+    state_dirty: bool,
+    /// Replicators finished since memory was last trimmed.
+    trim_due: bool,
+    last_finished: Instant,
+}
+
+/// Runs the fleet until `shutdown` completes; then every hot database
+/// gets its final sync and seal, and the state file is written. `started`
+/// receives the view status readers use, once the initial scan is done.
+pub async fn run(
+    patterns: Patterns,
+    templates: Vec<Box<dyn ReplicaTemplate>>,
+    opts: FleetOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+    started: impl FnOnce(FleetView),
+) -> Result<FleetStatus> {
+    litestreampp_core::fsutil::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("create state directory {}", opts.state_dir.display()))?;
+    let registry = Arc::new(Registry::new(patterns));
+    let hot = HotSet::new(opts.max_hot, opts.hot_idle_timeout);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let detector = Detector::start(
+        registry.clone(),
+        hot.view(),
+        tx,
+        opts.poll_interval.is_some(),
+    );
+    let mut f = Fleet {
+        registry: registry.clone(),
+        templates,
+        uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
+        scheduler: Scheduler::start(opts.compaction_workers),
+        backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
+        opts,
+        pool: ClientPool::default(),
+        tasks: JoinSet::new(),
+        hot,
+        detector,
+        state_dirty: false,
+        trim_due: false,
+        last_finished: Instant::now(),
+    };
+    let view = FleetView {
+        registry,
+        hot: f.hot.view(),
+    };
+    let t0 = Instant::now();
+    let dirs = f.initial_scan().await?;
+    f.detector.watch(dirs);
+    let st = view.status();
+    tracing::info!(
+        databases = st.databases,
+        cold = st.cold,
+        queued = st.queued,
+        watching = st.watching,
+        seconds = t0.elapsed().as_secs_f64(),
+        "fleet started"
+    );
+    eprintln!(
+        "fleet: {} databases ({} backed up, {} to back up) in {:.2}s; {}",
+        st.databases,
+        st.cold,
+        st.queued,
+        t0.elapsed().as_secs_f64(),
+        if st.watching {
+            "watching for writes"
+        } else {
+            "polling for writes"
+        }
+    );
+    started(view.clone());
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_poll = Instant::now();
+    let mut last_rescan = Instant::now();
+    let mut last_save = Instant::now();
+    let mut last_trim = Instant::now();
+    let mut last_gauges: Option<Instant> = None;
+    super::memory::trim(); // discovery's temporary memory
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(change) = rx.recv() => f.handle(change).await,
+            Some(done) = f.tasks.join_next(), if !f.tasks.is_empty() => {
+                f.finished(done);
+                f.start_waiting();
+                f.start_backlog();
+            }
+            _ = tick.tick() => {
+                f.hot.demote_idle();
+                f.backlog.tick();
+                f.start_backlog();
+                let poll_every = f.opts.poll_interval.or(f.detector.polling().then_some(FALLBACK_POLL));
+                if poll_every.is_some_and(|p| last_poll.elapsed() >= p) {
+                    last_poll = Instant::now();
+                    f.compare_signatures().await;
+                }
+                if last_rescan.elapsed() >= f.opts.rescan_interval {
+                    last_rescan = Instant::now();
+                    f.rescan().await;
+                }
+                if f.state_dirty && last_save.elapsed() >= Duration::from_secs(10) {
+                    last_save = Instant::now();
+                    f.save_state().await;
+                }
+                // Bursts of syncs leave free memory in malloc's arenas:
+                // give it back once things settle (5 s without a replicator
+                // finishing), or every 5 minutes under constant churn.
+                let settled = f.last_finished.elapsed() >= Duration::from_secs(5)
+                    && last_trim.elapsed() >= Duration::from_secs(30);
+                if f.trim_due && (settled || last_trim.elapsed() >= Duration::from_secs(300)) {
+                    last_trim = Instant::now();
+                    f.trim_due = false;
+                    f.backlog.shrink_to_fit();
+                    super::memory::trim();
+                }
+                if last_gauges.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    last_gauges = Some(Instant::now());
+                    view.publish_gauges(f.backlog.len());
+                }
+            }
+        }
+    }
+    tracing::info!(
+        hot = f.hot.len(),
+        "shutting down: final sync of hot databases"
+    );
+    f.detector.stop();
+    f.hot.stop_all();
+    let before = f.registry.counters.errors.load(Ordering::Relaxed);
+    while let Some(done) = f.tasks.join_next().await {
+        if let Some((key, _, result)) = f.release(done) {
+            f.settle(&key, result);
+        }
+    }
+    f.save_state().await;
+    f.scheduler.close();
+    view.publish_gauges(f.backlog.len());
+    let mut st = view.status();
+    st.shutdown_errors = st.errors - before;
+    Ok(st)
+}
+
+impl Fleet {
+    fn state_path(&self) -> PathBuf {
+        self.opts.state_dir.join(state_file::STATE_FILE)
+    }
+
+    /// Discovers every database, registers it cold (its files match the
+    /// state file) or queued, and returns the directories to watch.
+    async fn initial_scan(&mut self) -> Result<Vec<PathBuf>> {
+        let patterns = self.registry.patterns.clone();
+        let state_path = self.state_path();
+        let (found, dirs, saved) = tokio::task::spawn_blocking(move || {
+            let (found, dirs) = patterns.discover_with_dirs()?;
+            let saved = state_file::load(&state_path);
+            Ok::<_, anyhow::Error>((found, dirs, saved))
+        })
+        .await??;
+        let registry = self.registry.clone();
+        let queue = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            let queued: Vec<bool> = found
+                .par_iter()
+                .map(|f| {
+                    let sig = FileSig::of(&f.path).digest();
+                    let cold = saved.get(&f.path).is_some_and(|s| *s == sig && sig != 0);
+                    let entry = if cold {
+                        Entry {
+                            tier: Tier::Cold,
+                            sig,
+                        }
+                    } else {
+                        Entry::queued()
+                    };
+                    registry.insert(&f.path, entry).is_some() && !cold
+                })
+                .collect();
+            let mut q = KeyQueue::default();
+            for (f, _) in found.iter().zip(queued).filter(|(_, q)| *q) {
+                if let Some(k) = registry.key_str(&f.path) {
+                    q.push(k);
+                }
+            }
+            q
+        })
+        .await?;
+        self.backlog.set_queue(queue);
+        Ok(dirs)
+    }
+
+    async fn handle(&mut self, change: Change) {
+        match change {
+            Change::Written(p) => self.promote(&p),
+            Change::Created(p) => self.register(p),
+            Change::Removed(p) => self.removed(&p),
+            Change::NewDir(d) => {
+                let patterns = self.registry.patterns.clone();
+                let dir = d.clone();
+                let r = tokio::task::spawn_blocking(move || patterns.discover_under(&dir)).await;
+                if let Ok((found, dirs)) = r {
+                    let mut all = vec![d];
+                    all.extend(dirs);
+                    self.detector.watch(all);
+                    for f in found {
+                        self.register(f.path);
+                    }
+                }
+            }
+            Change::Rescan => self.rescan().await,
+        }
+    }
+
+    /// A file appeared: registered and queued if it is a database of ours;
+    /// promoted if it is registered and was written (or replaced).
+    fn register(&mut self, p: PathBuf) {
+        if let Some(e) = self
+            .registry
+            .key_str(&p)
+            .and_then(|k| self.registry.entry(k))
+        {
+            if e.tier != Tier::Hot && FileSig::of(&p).digest() != e.sig {
+                self.promote(&p);
+            }
+            return;
+        }
+        if self.registry.patterns.matches(&p).is_none() || !p.is_file() || !patterns::is_sqlite(&p)
+        {
+            return; // not ours, or not a database yet (SQLite writes the header later)
+        }
+        if patterns::is_empty_file(&p) {
+            return; // created but not written yet: its first write registers it
+        }
+        if let Some(k) = self.registry.insert(&p, Entry::queued()) {
+            tracing::info!(db = %p.display(), "new database");
+            self.backlog.push(&k);
+        }
+    }
+
+    fn removed(&mut self, p: &Path) {
+        // A removed directory takes its databases with it.
+        let gone: Vec<PathBuf> = if self
+            .registry
+            .key(p)
+            .and_then(|k| self.registry.entry(&k))
+            .is_some()
+        {
+            vec![p.to_path_buf()]
+        } else if !self.detector.is_watched(p) {
+            return; // neither a database nor a directory of ours
+        } else {
+            self.detector.forget_under(p);
+            self.registry
+                .dbs
+                .iter()
+                .map(|e| self.registry.path(e.key()))
+                .filter(|path| path.starts_with(p))
+                .collect()
+        };
+        for db in gone {
+            if db.exists() {
+                continue; // replaced in place (renamed over): still ours
+            }
+            let Some(k) = self.registry.key(&db) else {
+                continue;
+            };
+            match self.hot.get(&k) {
+                // Its replicator stops and reports the missing file.
+                Some(h) => h.stop(),
+                None => self.retire(&k),
+            }
+        }
+    }
+
+    fn retire(&mut self, k: &str) {
+        if self.registry.dbs.remove(k).is_some() {
+            tracing::info!(db = %self.registry.path(k).display(), "database removed; retired");
+            self.registry
+                .counters
+                .retired
+                .fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("litestreampp_databases_retired_total").increment(1);
+            self.hot.forget(k);
+            self.state_dirty = true;
+        }
+    }
+
+    /// A registered database was written: its replicator is told, or it
+    /// is made hot (when a connection is free; else it claims a slot and
+    /// waits for one).
+    fn promote(&mut self, p: &Path) {
+        let Some(k) = self.registry.key(p) else {
+            return;
+        };
+        if self.registry.entry(&k).is_none() {
+            return;
+        }
+        if let Some(h) = self.hot.get(&k) {
+            h.wrote(self.registry.now_ms());
+            return;
+        }
+        if !self.hot.has_free_slot() {
+            self.hot.wait_for_slot(&k);
+            return;
+        }
+        self.start(k, Duty::Hot);
+    }
+
+    /// Starts a replicator for `k`: a hot one with its own change signal,
+    /// or the backlog's, asked to stop at once (one sync, upload and seal).
+    fn start(&mut self, k: Key, duty: Duty) {
+        let path = self.registry.path(&k);
+        let Some((pattern, rel)) = self.registry.patterns.matches_at(&path) else {
+            return;
+        };
+        let Some(template) = self.templates.get(pattern) else {
+            return;
+        };
+        let client = match template.open(&self.pool, &rel) {
+            Ok(c) => c,
+            Err(err) => {
+                self.registry.set_tier(&k, Tier::Failed);
+                self.hot.forget(&k);
+                self.registry.record_error(&path, &format!("{err:#}"));
+                return;
+            }
+        };
+        let client = Arc::new(UploadLimited::new(client, self.uploads.clone()));
+        let mut r = Replicator::new(&path, Replica::new(client), self.opts.replicator.clone());
+        if duty == Duty::Hot {
+            r = r.with_scheduler(self.scheduler.clone());
+        }
+        let changed = Arc::new(Notify::new());
+        r.set_change_signal(changed.clone());
+        r.set_seal_on_stop(true);
+        let hot = Arc::new(Hot::new(
+            duty,
+            changed,
+            r.status_handle(),
+            self.registry.now_ms(),
+        ));
+        match duty {
+            Duty::Backlog => self.backlog.started(),
+            Duty::Hot => {
+                self.registry
+                    .counters
+                    .promotions
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("litestreampp_promotions_total").increment(1);
+            }
+        }
+        self.registry.set_tier(&k, Tier::Hot);
+        let stopped = hot.stopped();
+        self.hot.insert(k.clone(), hot);
+        // Boxed, so the task holds the replicator's future once (a future
+        // captured by an async block and awaited in it is stored twice).
+        let run = Box::pin(r.run(stopped));
+        self.tasks.spawn(async move { (k, run.await) });
+    }
+
+    /// Takes a finished replicator out of the hot set.
+    fn release(
+        &mut self,
+        done: std::result::Result<Finished, tokio::task::JoinError>,
+    ) -> Option<(Key, Arc<Hot>, litestreampp_core::Result<ReplicatorStatus>)> {
+        let (k, result) = match done {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "replicator task failed");
+                return None;
+            }
+        };
+        let hot = self.hot.remove(&k)?;
+        if hot.duty == Duty::Backlog {
+            self.backlog.finished();
+        }
+        Some((k, hot, result))
+    }
+
+    /// Records how a finished replicator left its database: cold if it was
+    /// sealed and nothing was written since.
+    fn settle(&mut self, k: &Key, result: litestreampp_core::Result<ReplicatorStatus>) -> Settled {
+        let path = self.registry.path(k);
+        match result {
+            Ok(st) => {
+                let now = FileSig::of(&path);
+                if st.sealed.is_some_and(|s| s == now) {
+                    self.registry.set(k, Tier::Cold, now.digest());
+                    self.state_dirty = true;
+                    Settled::Sealed
+                } else {
+                    self.registry.set(k, Tier::Queued, 0);
+                    Settled::Unsealed
+                }
+            }
+            Err(_) if !path.exists() => {
+                self.retire(k);
+                Settled::Gone
+            }
+            Err(err) => {
+                self.registry
+                    .set(k, Tier::Failed, FileSig::of(&path).digest());
+                self.registry.record_error(&path, &err.to_string());
+                Settled::Failed
+            }
+        }
+    }
+
+    /// A replicator stopped while running: counted, and its database
+    /// promoted again if it is not sealed.
+    fn finished(&mut self, done: std::result::Result<Finished, tokio::task::JoinError>) {
+        let Some((k, hot, result)) = self.release(done) else {
+            return;
+        };
+        self.trim_due = true;
+        self.last_finished = Instant::now();
+        let c = &self.registry.counters;
+        match hot.duty {
+            Duty::Backlog => {
+                c.backlog_done.fetch_add(1, Ordering::Relaxed);
+            }
+            Duty::Hot => {
+                c.demotions.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("litestreampp_demotions_total").increment(1);
+            }
+        }
+        if let Settled::Unsealed = self.settle(&k, result) {
+            // Hot again, and another try after the next idle period.
+            tracing::debug!(db = %self.registry.path(&k).display(), "not sealed; promoted again");
+            let p = self.registry.path(&k);
+            self.promote(&p);
+        }
+    }
+
+    /// Starts databases that waited for a connection, while some are free.
+    fn start_waiting(&mut self) {
+        while let Some(k) = self.hot.next_waiting() {
+            if self.registry.entry(&k).is_some_and(|e| e.tier != Tier::Hot) {
+                self.start(k, Duty::Hot);
+            }
+        }
+    }
+
+    /// Starts backlog syncs within the rate and worker limits.
+    fn start_backlog(&mut self) {
+        while let Some(k) = self.backlog.next() {
+            if self
+                .registry
+                .entry(&k)
+                .is_some_and(|e| e.tier == Tier::Queued)
+            {
+                self.start(k, Duty::Backlog);
+            }
+        }
+    }
+
+    /// Compares every cold database's files with its signature and
+    /// promotes the changed ones (polling mode, and after lost events).
+    async fn compare_signatures(&mut self) {
+        let registry = self.registry.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            // One path at a time, not a list of every path first: 100,000
+            // allocations freed together are memory the process keeps.
+            registry
+                .dbs
+                .iter()
+                .filter(|e| matches!(e.tier, Tier::Cold | Tier::Failed))
+                .filter_map(|e| {
+                    let p = registry.path(e.key());
+                    (FileSig::of(&p).digest() != e.sig).then_some(p)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for p in changed {
+            if p.exists() {
+                self.promote(&p);
+            } else if let Some(k) = self.registry.key(&p) {
+                self.retire(&k);
+            }
+        }
+    }
+
+    /// Walks the roots again: new databases are registered, vanished ones
+    /// retired, changed ones promoted.
+    async fn rescan(&mut self) {
+        let patterns = self.registry.patterns.clone();
+        let Ok(Ok((found, dirs))) =
+            tokio::task::spawn_blocking(move || patterns.discover_with_dirs()).await
+        else {
+            return;
+        };
+        self.detector.watch(dirs);
+        let present: HashSet<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
+        let vanished: Vec<Key> = self
+            .registry
+            .dbs
+            .iter()
+            .filter(|e| e.tier != Tier::Hot && !present.contains(&self.registry.path(e.key())))
+            .map(|e| e.key().clone())
+            .collect();
+        for k in vanished {
+            self.retire(&k);
+        }
+        for f in found {
+            self.register(f.path);
+        }
+        self.compare_signatures().await;
+        self.trim_due = true; // the walk's memory
+    }
+
+    /// Writes the signature of every cold database (atomically).
+    async fn save_state(&mut self) {
+        self.state_dirty = false;
+        let registry = self.registry.clone();
+        let path = self.state_path();
+        let r = tokio::task::spawn_blocking(move || {
+            state_file::save(&path, &state_file::text(&registry))
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.state_dirty = true;
+                tracing::error!(error = %e, "cannot write the fleet state file");
+            }
+            Err(e) => tracing::error!(error = %e, "state file task failed"),
+        }
+    }
+}
