@@ -13,4 +13,5 @@
 pub mod cmd;
 pub mod flags;
 pub mod fleet;
+pub mod restore_fleet;
 pub mod settings;

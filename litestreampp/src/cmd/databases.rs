@@ -8,7 +8,7 @@ use crate::flags::ConfigArgs;
 use crate::settings::load_config;
 
 pub fn run(args: ConfigArgs) -> Result<ExitCode> {
-    let cfg = load_config(&args)?;
+    let cfg = load_config(args.config.as_deref(), !args.no_expand_env)?;
     println!("path\treplica");
     for db in &cfg.dbs {
         let r = db

@@ -22,7 +22,11 @@ pub fn run(args: LtxArgs) -> Result<ExitCode> {
             .ok_or_else(|| anyhow!("-level {:?}: expected 0-9 or all", args.level))?;
         vec![l]
     };
-    let (client, _) = resolve_target(&args.target, &args.config)?;
+    let (client, _) = resolve_target(
+        &args.target,
+        args.config.config.as_deref(),
+        !args.config.no_expand_env,
+    )?;
     let rt = runtime()?;
     let files = rt.block_on(async {
         let mut all = Vec::new();

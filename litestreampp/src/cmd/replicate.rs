@@ -89,7 +89,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
         }
         _ => {
-            let cfg = load_config(&args.config)?;
+            let cfg = load_config(args.config.config.as_deref(), !args.config.no_expand_env)?;
             if let Some(d) = cfg.dirs.first() {
                 bail!(
                     "{}: directory entry {} ({}) is replicated by `litestreampp run --config {}` (the fleet: hot and cold tiers)",

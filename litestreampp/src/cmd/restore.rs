@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use litestreampp_core::TxId;
 use litestreampp_core::restore::{
     IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore_with_plan,
 };
@@ -11,24 +10,21 @@ use litestreampp_core::v3::{self, V3Target};
 
 use super::{init_logging, runtime};
 use crate::flags::RestoreArgs;
-use crate::settings::resolve_target;
+use crate::settings::{resolve_target, restore_target};
 
 pub fn run(args: RestoreArgs) -> Result<ExitCode> {
     init_logging(args.log_level.as_deref());
-    let (client, db_path) = resolve_target(&args.target, &args.config)?;
+    let (client, db_path) = resolve_target(
+        &args.target,
+        args.config.config.as_deref(),
+        !args.config.no_expand_env,
+    )?;
     let output = match (&args.output, db_path) {
         (Some(o), _) => crate::settings::expand_path(&o.display().to_string())?,
         (None, Some(p)) => p,
         (None, None) => bail!("output path required: -o PATH"),
     };
-    let target = match (&args.txid, &args.timestamp) {
-        (Some(_), Some(_)) => bail!("cannot specify both -txid and -timestamp"),
-        (Some(t), None) => {
-            RestoreTarget::TxId(t.parse::<TxId>().map_err(|e| anyhow!("-txid: {e}"))?)
-        }
-        (None, Some(ts)) => RestoreTarget::Timestamp(parse_timestamp(ts, jiff::Timestamp::now())?),
-        (None, None) => RestoreTarget::Latest,
-    };
+    let target = restore_target(args.txid.as_deref(), args.timestamp.as_deref())?;
     let index = args
         .index
         .as_deref()
@@ -195,24 +191,6 @@ async fn restore_v3(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `-timestamp`: RFC 3339, or `-<Go duration>` before `now`.
-pub(crate) fn parse_timestamp(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
-    if let Some(d) = s.strip_prefix('-') {
-        let d =
-            crate::settings::parse_go_duration(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
-        let span =
-            jiff::SignedDuration::try_from(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
-        return now
-            .checked_sub(span)
-            .map_err(|e| anyhow!("-timestamp {s:?}: {e}"));
-    }
-    s.parse::<jiff::Timestamp>().map_err(|e| {
-        anyhow!(
-            "-timestamp {s:?}: expected RFC 3339 (2026-01-02T15:04:05Z) or a duration before now (-5m): {e}"
-        )
-    })
-}
-
 fn print_plan(
     plan: &litestreampp_core::restore::RestorePlan,
     output: &std::path::Path,
@@ -239,31 +217,5 @@ fn print_plan(
     println!("level  min_txid          max_txid          size");
     for f in &plan.files {
         println!("{:<6} {} {} {}", f.level, f.min_txid, f.max_txid, f.size);
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_absolute_and_relative() {
-        let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
-        let p = |s| parse_timestamp(s, now).map(|t| t.to_string());
-        assert_eq!(p("-5m").unwrap(), "2026-11-22T11:55:00Z");
-        assert_eq!(p("-1h30m").unwrap(), "2026-11-22T10:30:00Z");
-        assert_eq!(p("-0s").unwrap(), "2026-11-22T12:00:00Z");
-        assert_eq!(
-            p("2026-01-02T15:04:05.5Z").unwrap(),
-            "2026-01-02T15:04:05.5Z"
-        );
-        assert!(
-            p("-5 minutes")
-                .unwrap_err()
-                .to_string()
-                .contains("-5 minutes")
-        );
-        assert!(p("yesterday").unwrap_err().to_string().contains("RFC 3339"));
     }
 }

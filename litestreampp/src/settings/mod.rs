@@ -4,10 +4,11 @@
 
 mod config;
 mod replica;
+mod restore_jobs;
 mod template;
 mod values;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
@@ -17,15 +18,15 @@ pub use config::{
     Config, DbConfig, DirConfig, FleetConfig, default_config_path, parse_config, read_config,
 };
 pub use replica::{ReplicaConfig, ReplicaLocation};
+pub use restore_jobs::{config_jobs, url_jobs};
 pub use template::Template;
 pub use values::{expand_env_vars, expand_path, parse_go_duration};
+pub use values::{parse_timestamp, restore_target};
 
-use crate::flags::ConfigArgs;
-
-/// Reads the config named by the flags (or the default path).
-pub fn load_config(args: &ConfigArgs) -> Result<Config> {
-    let path = args.config.clone().unwrap_or_else(default_config_path);
-    read_config(&path, !args.no_expand_env)
+/// Reads the config at `path`, or at the default path.
+pub fn load_config(path: Option<&Path>, expand_env: bool) -> Result<Config> {
+    let path = path.map_or_else(default_config_path, Path::to_path_buf);
+    read_config(&path, expand_env)
 }
 
 /// True for `scheme://...` arguments.
@@ -37,10 +38,11 @@ pub fn is_url(s: &str) -> bool {
 /// for a database path, that path.
 pub fn resolve_target(
     target: &str,
-    args: &ConfigArgs,
+    config: Option<&Path>,
+    expand_env: bool,
 ) -> Result<(Arc<dyn ReplicaClient>, Option<PathBuf>)> {
     if is_url(target) {
-        if args.config.is_some() {
+        if config.is_some() {
             bail!("cannot use a replica URL together with -config");
         }
         return Ok((
@@ -48,7 +50,7 @@ pub fn resolve_target(
             None,
         ));
     }
-    let cfg = load_config(args)?;
+    let cfg = load_config(config, expand_env)?;
     let path = expand_path(target)?;
     let db = cfg.db(&path).ok_or_else(|| {
         anyhow!(

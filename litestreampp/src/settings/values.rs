@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use litestreampp_core::TxId;
+use litestreampp_core::restore::RestoreTarget;
 use serde_json::Value;
 
 /// `$VAR` and `${VAR}` expansion as Go's `os.ExpandEnv` does (unset
@@ -108,4 +110,71 @@ pub fn parse_go_duration(s: &str) -> Result<Duration> {
         rest = &rest[unit_end..];
     }
     Duration::try_from_secs_f64(total).map_err(|_| anyhow!("duration {s:?} is out of range"))
+}
+
+/// The restore target of `-txid` / `-timestamp` (neither: the latest).
+pub fn restore_target(txid: Option<&str>, timestamp: Option<&str>) -> Result<RestoreTarget> {
+    Ok(match (txid, timestamp) {
+        (Some(_), Some(_)) => bail!("cannot specify both -txid and -timestamp"),
+        (Some(t), None) => {
+            RestoreTarget::TxId(t.parse::<TxId>().map_err(|e| anyhow!("-txid: {e}"))?)
+        }
+        (None, Some(ts)) => RestoreTarget::Timestamp(parse_timestamp(ts, jiff::Timestamp::now())?),
+        (None, None) => RestoreTarget::Latest,
+    })
+}
+
+/// `-timestamp`: RFC 3339, or `-<Go duration>` before `now`.
+pub fn parse_timestamp(s: &str, now: jiff::Timestamp) -> Result<jiff::Timestamp> {
+    if let Some(d) = s.strip_prefix('-') {
+        let d = parse_go_duration(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
+        let span =
+            jiff::SignedDuration::try_from(d).map_err(|e| anyhow!("-timestamp {s:?}: {e}"))?;
+        return now
+            .checked_sub(span)
+            .map_err(|e| anyhow!("-timestamp {s:?}: {e}"));
+    }
+    s.parse::<jiff::Timestamp>().map_err(|e| {
+        anyhow!(
+            "-timestamp {s:?}: expected RFC 3339 (2026-01-02T15:04:05Z) or a duration before now (-5m): {e}"
+        )
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_absolute_and_relative() {
+        let now: jiff::Timestamp = "2026-11-22T12:00:00Z".parse().unwrap();
+        let p = |s| parse_timestamp(s, now).map(|t| t.to_string());
+        assert_eq!(p("-5m").unwrap(), "2026-11-22T11:55:00Z");
+        assert_eq!(p("-1h30m").unwrap(), "2026-11-22T10:30:00Z");
+        assert_eq!(p("-0s").unwrap(), "2026-11-22T12:00:00Z");
+        assert_eq!(
+            p("2026-01-02T15:04:05.5Z").unwrap(),
+            "2026-01-02T15:04:05.5Z"
+        );
+        assert!(
+            p("-5 minutes")
+                .unwrap_err()
+                .to_string()
+                .contains("-5 minutes")
+        );
+        assert!(p("yesterday").unwrap_err().to_string().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn one_restore_target_at_most() {
+        assert!(matches!(
+            restore_target(None, None).unwrap(),
+            RestoreTarget::Latest
+        ));
+        let e = restore_target(Some("1"), Some("-5m")).unwrap_err();
+        assert!(e.to_string().contains("both"), "{e}");
+        let e = restore_target(Some("xyz"), None).unwrap_err();
+        assert!(e.to_string().contains("-txid"), "{e}");
+    }
 }
