@@ -1,8 +1,9 @@
 //! Keeping a long-running fleet small. glibc gives every thread that
 //! allocates its own arena (up to 8 per core) and keeps freed memory in
-//! it: after a backlog of 100,000 snapshots the process held several times
-//! its live heap. The fleet caps the arenas, keeps large blocks out of the
-//! heap and hands free memory back to the kernel after bursts of work.
+//! it, so a burst of work leaves the process at several times its live
+//! heap (figures in `docs/benchmarks.md`). The fleet caps the arenas,
+//! keeps large blocks out of the heap and hands free memory back to the
+//! kernel after bursts of work.
 
 /// Allocations at least this large get their own mapping, returned to the
 /// kernel when freed.
@@ -13,8 +14,7 @@ const MMAP_THRESHOLD: i32 = 128 * 1024;
 /// the threshold each time a large block is freed (up to 32 MB), after
 /// which sync buffers and the registry's hash tables are carved from the
 /// heap and leave it fragmented; fixed at 128 KiB they are mapped and
-/// unmapped on their own (after a backlog of 100,000 snapshots: 28 MB
-/// resident instead of 34–43 MB). No-op on other C libraries.
+/// unmapped on their own. No-op on other C libraries.
 #[allow(unsafe_code)] // glibc tuning calls; nothing else in the project is unsafe
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -18,18 +18,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use notify::{RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use crate::client::{FileInfo, LtxBody, SNAPSHOT_LEVEL};
 use crate::db::{Db, DbOptions, SyncOutcome};
-use crate::dbfile::{self, FileSig};
+use crate::dbfile::FileSig;
 use crate::error::{Error, Result};
 use crate::levels::{LevelState, LevelsConfig, Maintainer};
 use crate::meta_dir::MetaDir;
 use crate::replica::{Replica, UploadReport};
 use crate::scheduler::Scheduler;
 use crate::txid::TxId;
+
+mod snapshot;
+mod watch;
 
 /// Settings of a replicator.
 #[derive(Debug, Clone)]
@@ -366,72 +367,6 @@ impl Replicator {
         Ok(SyncReport { sync, upload })
     }
 
-    /// Writes a snapshot of the database at its current position to the
-    /// snapshot level, unless one already covers it: syncs and uploads
-    /// first, then encodes from the database and WAL without blocking
-    /// writers, uploads, and records the file.
-    pub async fn snapshot(&mut self) -> Result<Option<FileInfo>> {
-        match self.encode_snapshot().await? {
-            Some(job) => job.upload().await,
-            None => Ok(None),
-        }
-    }
-
-    /// The part of a snapshot that needs the database: sync, upload the L0
-    /// files, encode the snapshot locally. `None` if there is nothing to
-    /// snapshot or the snapshot level already covers the position.
-    /// Ends the snapshot in the maintainer unless an upload follows.
-    async fn encode_snapshot(&mut self) -> Result<Option<SnapshotUpload>> {
-        if let Some(m) = &self.maint {
-            m.begin_snapshot();
-        }
-        let r = self.encode_snapshot_inner().await;
-        if let Some(m) = &self.maint {
-            match &r {
-                Ok(Some(_)) => {} // the upload ends it
-                Ok(None) => m.end_snapshot(None, false),
-                Err(_) => m.end_snapshot(None, true),
-            }
-        }
-        r
-    }
-
-    async fn encode_snapshot_inner(&mut self) -> Result<Option<SnapshotUpload>> {
-        self.sync_once().await?;
-        let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
-        if local.is_some() && local != self.replica.position() {
-            return Err(Error::Backend {
-                context: format!("snapshot {}", self.db_path().display()),
-                message: "the replica lags the database; retried after the next upload".into(),
-                transient: true,
-            });
-        }
-        let dir = self.meta.scratch_dir(SNAPSHOT_LEVEL);
-        let written = self
-            .on_blocking_pool("snapshot task", move |db| db.write_level_snapshot(&dir))
-            .await?;
-        let Some((path, h)) = written else {
-            return Ok(None);
-        };
-        let covered = self.maint.as_ref().is_some_and(|m| {
-            m.state().newest[SNAPSHOT_LEVEL as usize]
-                .as_ref()
-                .is_some_and(|f| f.max_txid >= h.max_txid)
-        });
-        if covered {
-            let _ = std::fs::remove_file(&path); // scratch copy of a snapshot already in the replica
-            return Ok(None);
-        }
-        Ok(Some(SnapshotUpload {
-            client: self.replica.client().clone(),
-            maint: self.maint.clone(),
-            status: self.status.clone(),
-            db: self.db_path(),
-            path,
-            header: h,
-        }))
-    }
-
     /// Runs until `shutdown` completes, then finishes with a last sync and
     /// closes the database. Errors of individual syncs are logged and
     /// retried with backoff; they are visible in the status.
@@ -627,138 +562,6 @@ impl Replicator {
         match self.db.as_mut() {
             Some(db) => db.close(),
             None => Ok(()),
-        }
-    }
-
-    /// Watches the database's directory for changes to the database or its
-    /// WAL. Returns `None` (polling only) if the watcher cannot start.
-    fn watch(&self, changed: Arc<Notify>) -> Option<DirWatch> {
-        let db = &self.db_path;
-        let dir = db
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        let name = db.file_name()?.to_os_string();
-        let wal = dbfile::wal_path(Path::new(&name)).into_os_string();
-        let handler = move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else {
-                changed.notify_one(); // an error (e.g. queue overflow): sync to be safe
-                return;
-            };
-            if ev.kind.is_access() {
-                return;
-            }
-            if ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().is_some_and(|n| n == name || n == wal))
-            {
-                changed.notify_one();
-            }
-        };
-        match notify::recommended_watcher(handler)
-            .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w))
-        {
-            Ok(watcher) => Some(DirWatch {
-                watcher,
-                dir,
-                paused: false,
-            }),
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch for changes; polling only");
-                None
-            }
-        }
-    }
-}
-
-/// The watch on a database's directory, paused between a change notice
-/// and the sync that answers it.
-struct DirWatch {
-    watcher: notify::RecommendedWatcher,
-    dir: PathBuf,
-    paused: bool,
-}
-
-impl DirWatch {
-    fn pause(&mut self) {
-        if !self.paused {
-            // Failing to stop watching costs only wake-ups.
-            self.paused = self.watcher.unwatch(&self.dir).is_ok();
-        }
-    }
-
-    /// Watches again; `false` if that failed (the caller polls instead).
-    fn resume(&mut self) -> bool {
-        if !self.paused {
-            return true;
-        }
-        match self.watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                self.paused = false;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot watch for changes again; polling only");
-                false
-            }
-        }
-    }
-}
-
-/// A snapshot encoded locally, waiting to be uploaded.
-struct SnapshotUpload {
-    client: Arc<dyn crate::client::ReplicaClient>,
-    maint: Option<Arc<Maintainer>>,
-    status: Arc<Mutex<ReplicatorStatus>>,
-    db: PathBuf,
-    path: PathBuf,
-    header: crate::ltx::Header,
-}
-
-impl SnapshotUpload {
-    /// Uploads, records the file (or the failure) and removes the local
-    /// copy.
-    async fn upload(self) -> Result<Option<FileInfo>> {
-        let h = self.header;
-        let r = self
-            .client
-            .write_ltx_file(
-                SNAPSHOT_LEVEL,
-                h.min_txid,
-                h.max_txid,
-                LtxBody::File(self.path.clone()),
-            )
-            .await;
-        let _ = std::fs::remove_file(&self.path); // uploaded or not, the local copy is scratch
-        match r {
-            Ok(info) => {
-                crate::crashpoint::here("snapshot-uploaded");
-                tracing::info!(db = %self.db.display(), txid = %info.max_txid, size = info.size, "snapshot complete");
-                if let Some(m) = &self.maint {
-                    m.end_snapshot(Some(&info), false);
-                }
-                let now = jiff::Timestamp::now();
-                metrics::gauge!("litestreampp_last_snapshot_timestamp_seconds")
-                    .set(now.as_millisecond() as f64 / 1000.0);
-                if let Ok(mut s) = self.status.lock() {
-                    s.level_snapshots += 1;
-                    s.last_snapshot_at = Some(now);
-                }
-                Ok(Some(info))
-            }
-            Err(e) => {
-                tracing::error!(db = %self.db.display(), error = %e, "snapshot upload failed");
-                if let Some(m) = &self.maint {
-                    m.end_snapshot(None, true);
-                }
-                if let Ok(mut s) = self.status.lock() {
-                    s.errors += 1;
-                    s.last_error = Some(e.to_string());
-                }
-                Err(e)
-            }
         }
     }
 }
