@@ -5,6 +5,8 @@
 //! commands; one URL redactor; one place in the binary that opens a
 //! replica client.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
