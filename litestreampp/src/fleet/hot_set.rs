@@ -172,6 +172,11 @@ impl HotSet {
         self.view.get(k)
     }
 
+    /// Tells a running replicator about a write; false if none runs.
+    pub fn wrote(&self, k: &str, now_ms: u64) -> bool {
+        self.view.wrote(k, now_ms)
+    }
+
     pub fn len(&self) -> usize {
         self.view.len()
     }

@@ -357,8 +357,7 @@ impl Fleet {
         if self.registry.entry(&k).is_none() {
             return;
         }
-        if let Some(h) = self.hot.get(&k) {
-            h.wrote(self.registry.now_ms());
+        if self.hot.wrote(&k, self.registry.now_ms()) {
             return;
         }
         if !self.hot.has_free_slot() {
