@@ -242,12 +242,7 @@ pub async fn read_range(
         .await?;
     if size > 0 && buf.len() as u64 != size {
         return Err(Error::corrupt(
-            format!(
-                "{} level {} {}",
-                client.location(),
-                info.level,
-                info.file_name()
-            ),
+            describe_file(client, info),
             format!(
                 "range read at {offset} returned {} of {size} bytes",
                 buf.len()
@@ -307,6 +302,11 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
         )));
     }
     Ok(Arc::new(file::FileReplicaClient::new(url)))
+}
+
+/// A replica file as errors and logs name it: `<replica> level <n> <file>`.
+pub fn describe_file(client: &dyn ReplicaClient, f: &FileInfo) -> String {
+    format!("{} level {} {}", client.location(), f.level, f.file_name())
 }
 
 /// Opens replica clients from URLs for many databases: S3 replicas with the

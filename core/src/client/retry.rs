@@ -340,12 +340,7 @@ pub async fn pump_range(
     policy: RetryPolicy,
     tx: tokio::sync::mpsc::Sender<Result<Vec<u8>>>,
 ) {
-    let what = format!(
-        "{} level {} {}",
-        client.location(),
-        info.level,
-        info.file_name()
-    );
+    let what = super::describe_file(client, info);
     let mut pos = start;
     let mut failures = 0u32;
     while pos < end {

@@ -222,12 +222,7 @@ async fn download(client: &dyn ReplicaClient, info: &FileInfo, path: &Path) -> R
         .len();
     if got != info.size {
         return Err(Error::corrupt(
-            format!(
-                "{} level {} {}",
-                client.location(),
-                info.level,
-                info.file_name()
-            ),
+            crate::client::describe_file(client, info),
             format!("downloaded {got} of {} bytes", info.size),
         ));
     }

@@ -45,16 +45,12 @@ pub(super) struct Unit {
     pub(super) entries: Vec<IndexEntry>,
 }
 
-pub(super) fn key_of(client: &dyn ReplicaClient, f: &FileInfo) -> String {
-    format!("{} level {} {}", client.location(), f.level, f.file_name())
-}
-
 pub(super) async fn load_file(
     client: &dyn ReplicaClient,
     info: &FileInfo,
     keep_bytes: bool,
 ) -> Result<PlannedFile> {
-    let key = key_of(client, info);
+    let key = crate::client::describe_file(client, info);
     if info.size < (HEADER_SIZE + PAGE_HEADER_SIZE + 1 + 8 + 16) as u64 {
         return Err(Error::corrupt(
             key,
