@@ -205,13 +205,23 @@ impl Tmpfs {
         ok.then(|| Tmpfs(dir.to_path_buf()))
     }
 
+    /// Remounts with `opts`. Going read-only fails with EBUSY while a file
+    /// on the mount is open for writing, which the replicator does for a
+    /// moment on every sync, so that is retried until it falls between two.
     fn remount(&self, opts: &str) {
-        let s = Command::new("mount")
-            .args(["-o", &format!("remount,{opts}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(s.success(), "remount {opts}");
+        for _ in 0..200 {
+            let s = Command::new("mount")
+                .args(["-o", &format!("remount,{opts}")])
+                .arg(&self.0)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            if s.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("remount {opts} kept failing");
     }
 }
 
