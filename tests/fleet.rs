@@ -426,6 +426,17 @@ fn bad_databases_do_not_stop_the_fleet() {
             .any(|l| l.starts_with("litestreampp_fleet_errors_total ") && !l.ends_with(" 0")),
         "{metrics}"
     );
+    // Litestream's names, summed over the fleet: no `db` label.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("litestream_sync_count ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("db=\""),
+        "a per-database series: {metrics}"
+    );
     let (code, health) = litestreampp_e2e::moto::http(port, "GET", "/healthz").unwrap();
     assert_eq!((code, health.trim()), (200, "ok"));
 

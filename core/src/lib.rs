@@ -42,6 +42,7 @@ pub mod lease;
 pub mod levels;
 pub mod ltx;
 pub mod meta_dir;
+pub mod metrics;
 pub mod redact;
 pub mod replica;
 pub mod replicator;

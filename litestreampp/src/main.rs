@@ -7,7 +7,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A config file that cannot be used as written is bad input,
+            // like a bad flag: 2. Everything else: 1.
+            if e.chain()
+                .any(|c| c.is::<litestreampp::settings::ConfigError>())
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod file;
 pub mod limit;
+pub mod metered;
 pub mod retry;
 pub mod s3;
 
@@ -371,11 +372,15 @@ pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
     Ok(remote(s3::S3ReplicaClient::new(settings)?))
 }
 
-/// A remote backend's client as every caller gets it: inside the one
-/// retry layer (backoff with jitter, resumable reads).
+/// A remote backend's client as every caller gets it: each request
+/// counted, inside the one retry layer (backoff with jitter, resumable
+/// reads).
 #[cfg(feature = "s3")]
 fn remote(c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
-    Arc::new(retry::RetryingClient::new(c, retry::RetryPolicy::default()))
+    Arc::new(retry::RetryingClient::new(
+        metered::MeteredClient::new(c),
+        retry::RetryPolicy::default(),
+    ))
 }
 
 /// Without the `s3` feature (a build for fuzzing): an error naming the

@@ -103,6 +103,15 @@ impl Db {
     /// any writer can append. If every frame was checkpointed, the
     /// generation is sealed at our position.
     fn checkpoint_passive(&mut self, out: &mut SyncOutcome) -> Result<()> {
+        let began = Instant::now();
+        let r = self.checkpoint_passive_inner(out);
+        self.opts
+            .metrics
+            .checkpoint("PASSIVE", began.elapsed().as_secs_f64(), r.is_err());
+        r
+    }
+
+    fn checkpoint_passive_inner(&mut self, out: &mut SyncOutcome) -> Result<()> {
         self.checkpoint_ahead()?;
         if !self.acquire_write_lock()? {
             self.session_mut()?.close_lock_conn(); // opened for this checkpoint only
@@ -178,9 +187,13 @@ impl Db {
     fn checkpoint_truncate(&mut self, out: &mut SyncOutcome) -> Result<()> {
         self.sync_to_end(out)?;
         self.end_read_tx()?;
+        let began = Instant::now();
         let ck = self
             .session()?
             .checkpoint(rusqlite::wal::CheckpointMode::TRUNCATE);
+        self.opts
+            .metrics
+            .checkpoint("TRUNCATE", began.elapsed().as_secs_f64(), ck.is_err());
         self.begin_read_tx()?;
         match ck? {
             Some(_) => {

@@ -81,6 +81,8 @@ pub struct DbOptions {
     pub max_sync_wal_bytes: u64,
     /// Where L0 files live; default `<dir>/.<name>-litestream`.
     pub meta_dir: Option<PathBuf>,
+    /// How this database's metrics are labelled.
+    pub metrics: crate::metrics::DbMetrics,
 }
 
 impl DbOptions {
@@ -102,6 +104,7 @@ impl Default for DbOptions {
             checkpoint_interval: Duration::from_secs(60),
             max_sync_wal_bytes: 64 << 20,
             meta_dir: None,
+            metrics: crate::metrics::DbMetrics::Aggregate,
         }
     }
 }

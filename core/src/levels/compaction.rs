@@ -142,6 +142,11 @@ impl Maintainer {
             && let Err(e) = self.verify_level(level).await
         {
             tracing::warn!(db = %self.name, level, error = %e, "post-compaction verification failed");
+            self.metrics
+                .get()
+                .cloned()
+                .unwrap_or_default()
+                .compaction_verify_error();
         }
         Ok(Some(info))
     }

@@ -58,6 +58,9 @@ pub struct Maintainer {
     snapshot_notify: Notify,
     scheduler: Mutex<Option<Scheduler>>,
     failures: AtomicU64,
+    /// How compaction verification failures are counted (set once by the
+    /// replicator; unset: aggregated).
+    metrics: std::sync::OnceLock<crate::metrics::DbMetrics>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -85,7 +88,13 @@ impl Maintainer {
             snapshot_notify: Notify::new(),
             scheduler: Mutex::new(None),
             failures: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Labels this database's compaction metrics (once).
+    pub fn set_metrics(&self, m: crate::metrics::DbMetrics) {
+        let _ = self.metrics.set(m); // a second call keeps the first labels
     }
 
     fn st(&self) -> std::sync::MutexGuard<'_, LevelState> {

@@ -258,7 +258,16 @@ impl Replicator {
 
     /// Syncs the WAL into L0 files and uploads what the replica lacks.
     pub async fn sync_once(&mut self) -> Result<SyncReport> {
+        let began = Instant::now();
         let r = self.sync_once_inner().await;
+        let m = &self.opts.db.metrics;
+        m.sync(began.elapsed().as_secs_f64(), r.as_ref().err());
+        if let Ok(rep) = &r {
+            m.wal_bytes(rep.sync.files.iter().map(|f| f.wal_bytes).sum());
+            if let crate::metrics::DbMetrics::PerDb(_) = m {
+                self.record_position();
+            }
+        }
         match &r {
             Ok(rep) => {
                 metrics::counter!("litestreampp_syncs_total").increment(1);
@@ -299,6 +308,17 @@ impl Replicator {
         r
     }
 
+    /// The per-database gauges: TXID, database and WAL size.
+    fn record_position(&mut self) {
+        let Some(db) = self.db.as_mut() else { return };
+        let (txid, wal) = match db.position() {
+            Ok(Some(p)) => (p.txid.0, p.wal_offset),
+            _ => return,
+        };
+        let size = std::fs::metadata(&self.db_path).map_or(0, |m| m.len());
+        self.opts.db.metrics.position(txid, size, wal);
+    }
+
     async fn sync_once_inner(&mut self) -> Result<SyncReport> {
         if !self.positioned {
             // The replica may already hold TXIDs this host has no local
@@ -316,6 +336,7 @@ impl Replicator {
                         self.meta.clone(),
                         state,
                     );
+                    m.set_metrics(self.opts.db.metrics.clone());
                     m.clean_work_dir()?;
                     m.attach(sched);
                     self.maint = Some(m);
@@ -371,6 +392,7 @@ impl Replicator {
     /// closes the database. Errors of individual syncs are logged and
     /// retried with backoff; they are visible in the status.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<ReplicatorStatus> {
+        self.opts.db.metrics.register();
         let (changed, mut watcher) = match &self.changed {
             Some(c) => (c.clone(), None),
             None => {

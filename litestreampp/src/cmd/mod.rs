@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what they share.
 
 pub mod databases;
+mod logging;
 pub mod ltx;
 pub mod replicate;
 pub mod restore;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use crate::flags::{self, Command};
+pub use logging::{init_logging, init_logging_with};
 
 /// Parses `args` (with the program name first) and runs the command.
 pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
@@ -41,28 +43,6 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Sets up logging to stderr. `level` wins over `LITESTREAM_LOG_LEVEL`
-/// and `RUST_LOG`; the default is `info`.
-pub fn init_logging(level: Option<&str>) {
-    // A plain level applies to litestreampp; the HTTP and AWS layers stay at
-    // warn (their debug output includes request headers). RUST_LOG, a full
-    // filter, is taken as written.
-    const QUIET: &str = "aws_config=warn,aws_smithy_runtime=warn,aws_smithy_runtime_api=warn,aws_sigv4=warn,aws_smithy_http_client=warn,aws_sdk_s3=warn,hyper=warn,hyper_util=warn,rustls=warn,h2=warn";
-    let filter = level
-        .map(str::to_string)
-        .or_else(|| std::env::var("LITESTREAM_LOG_LEVEL").ok())
-        .map(|l| format!("{},{QUIET}", l.to_lowercase()))
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| format!("info,{QUIET}"));
-    let filter = tracing_subscriber::EnvFilter::try_new(filter.to_lowercase())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init(); // already initialised in tests: keep the first
 }
 
 /// A multi-threaded runtime for a command.

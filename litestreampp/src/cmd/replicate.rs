@@ -6,15 +6,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::future::join_all;
 use litestreampp_core::client::ClientPool;
-use litestreampp_core::db::DbOptions;
-use litestreampp_core::levels::LevelsConfig;
+use litestreampp_core::metrics::DbMetrics;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 use litestreampp_core::scheduler::Scheduler;
 
-use super::{init_logging, runtime, shutdown_signal};
+use super::{init_logging_with, runtime, shutdown_signal};
 use crate::flags::ReplicateArgs;
-use crate::settings::{self, DbConfig, ReplicaConfig, load_config, parse_go_duration};
+use crate::settings::{
+    self, DbConfig, DbTuning, LoggingConfig, ReplicaConfig, load_config, parse_go_duration,
+};
 
 /// Compactions and snapshot uploads run at once, across all databases.
 const COMPACTION_WORKERS: usize = 4;
@@ -24,37 +25,16 @@ fn options(
     replica: &ReplicaConfig,
     sync_interval: Option<Duration>,
 ) -> Result<ReplicatorOptions> {
-    let mut o = ReplicatorOptions {
-        db: DbOptions {
-            meta_dir: db.meta_path.clone(),
-            ..DbOptions::default()
-        },
-        levels: db.levels.clone(),
-        ..ReplicatorOptions::default()
-    };
-    if let Some(v) = db.monitor_interval {
-        o.monitor_interval = v;
-    }
+    let mut o = ReplicatorOptions::default();
+    db.tuning.apply(&mut o);
+    // One replicator per database: each database's series carry its path,
+    // as Go labels them.
+    o.db.metrics = DbMetrics::per_db(&db.path);
     if let Some(v) = replica.duration("sync-interval")? {
         o.sync_interval = v;
     }
     if let Some(v) = sync_interval {
         o.sync_interval = v;
-    }
-    if let Some(v) = db.checkpoint_interval {
-        o.db.checkpoint_interval = v;
-    }
-    if let Some(v) = db.busy_timeout {
-        o.db.busy_timeout = v;
-    }
-    if let Some(v) = db.min_checkpoint_page_count {
-        o.db.min_checkpoint_page_count = v;
-    }
-    if let Some(v) = db.truncate_page_n {
-        o.db.truncate_page_count = v;
-    }
-    if let Some(v) = db.max_sync_wal_bytes {
-        o.db.max_sync_wal_bytes = v;
     }
     Ok(o)
 }
@@ -66,7 +46,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         .map(parse_go_duration)
         .transpose()
         .context("-sync-interval")?;
-    let (dbs, log_level) = match (&args.db_path, &args.replica_url) {
+    let (dbs, logging, addr) = match (&args.db_path, &args.replica_url) {
         (Some(db), Some(url)) => {
             if args.config.config.is_some() {
                 bail!("cannot use -config together with DB_PATH REPLICA_URL");
@@ -74,16 +54,9 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             let db = DbConfig {
                 path: settings::expand_path(db)?,
                 replica: Some(ReplicaConfig::from_url(url)),
-                meta_path: None,
-                monitor_interval: None,
-                checkpoint_interval: None,
-                busy_timeout: None,
-                min_checkpoint_page_count: None,
-                truncate_page_n: None,
-                max_sync_wal_bytes: None,
-                levels: LevelsConfig::default(),
+                tuning: DbTuning::default(),
             };
-            (vec![db], None)
+            (vec![db], LoggingConfig::default(), None)
         }
         (Some(_), None) => {
             bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
@@ -99,10 +72,10 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                     cfg.path.display()
                 );
             }
-            (cfg.dbs, cfg.log_level)
+            (cfg.dbs, cfg.logging, cfg.addr)
         }
     };
-    init_logging(args.log_level.as_deref().or(log_level.as_deref()));
+    init_logging_with(args.log_level.as_deref(), &logging);
     if dbs.is_empty() {
         bail!("no databases specified in configuration");
     }
@@ -128,6 +101,9 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         // One queue and worker pool for the compaction, snapshots and
         // retention of every database.
         let scheduler = (!args.once).then(|| Scheduler::start(COMPACTION_WORKERS));
+        if let (Some(addr), false) = (&addr, args.once) {
+            serve_metrics(addr).await?;
+        }
         let replicators: Vec<Replicator> = replicators
             .into_iter()
             .map(|r| match &scheduler {
@@ -196,4 +172,23 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// `/metrics` (Go's names, each database labelled `db`) and `/healthz` on
+/// `addr`, as Go's `addr` key: `:9090` listens on every interface, as
+/// there; `127.0.0.1:9090` on loopback only.
+async fn serve_metrics(addr: &str) -> Result<()> {
+    let bind = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_string()
+    };
+    let sock = std::net::ToSocketAddrs::to_socket_addrs(&bind)
+        .map_err(|e| anyhow!("addr {addr:?}: must be HOST:PORT or :PORT ({e})"))?
+        .next()
+        .ok_or_else(|| anyhow!("addr {addr:?}: resolves to no address"))?;
+    let handle = crate::fleet::http::install_recorder()?;
+    let bound = crate::fleet::http::serve(sock, handle, None).await?;
+    tracing::info!(url = %format!("http://{bound}/metrics"), "serving metrics");
+    Ok(())
 }

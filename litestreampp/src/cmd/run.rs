@@ -14,7 +14,7 @@ use litestreampp_core::client::ClientPool;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
-use super::{init_logging, runtime, shutdown_signal};
+use super::{init_logging_with, runtime, shutdown_signal};
 use crate::flags::RunArgs;
 use crate::fleet::patterns::Patterns;
 use crate::fleet::{self, FleetOptions, ReplicaTemplate, http};
@@ -79,19 +79,25 @@ fn sources(args: &RunArgs) -> Result<Sources> {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let src = sources(&args)?;
-    let level = args
-        .log_level
-        .clone()
-        .or_else(|| src.config.as_ref().and_then(|c| c.log_level.clone()));
-    init_logging(level.as_deref());
+    let logging = src
+        .config
+        .as_ref()
+        .map(|c| c.logging.clone())
+        .unwrap_or_default();
+    init_logging_with(args.log_level.as_deref(), &logging);
     if !args.once {
         return run_fleet(args, src);
     }
     let Sources {
         patterns,
         templates,
-        ..
+        config,
     } = src;
+    let mut opts = ReplicatorOptions::default();
+    if let Some(c) = &config {
+        let (tuning, _) = c.dir_tuning()?;
+        tuning.apply(&mut opts);
+    }
     let t0 = Instant::now();
     let found = patterns.discover()?;
     let discovered_in = t0.elapsed();
@@ -114,14 +120,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 let (failed, bytes, files) = (failed.clone(), bytes.clone(), files.clone());
                 let template = &templates[f.source];
                 let pool = &pool;
+                let opts = &opts;
                 async move {
                     let r = async {
                         let client = template.open(pool, &f.rel)?;
-                        let mut r = Replicator::new(
-                            &f.path,
-                            Replica::new(client),
-                            ReplicatorOptions::default(),
-                        );
+                        let mut r =
+                            Replicator::new(&f.path, Replica::new(client), opts.clone());
                         let rep = r.sync_once().await;
                         let closed = r.close();
                         let rep = rep?;
@@ -182,8 +186,13 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
     };
     let mut opts = FleetOptions::new(state_dir);
     if let Some(c) = &config {
-        // Compaction levels, snapshots and retention from the file.
-        opts.replicator.levels = c.levels.clone();
+        // Compaction levels, snapshots, retention and the per-database
+        // keys of the directory entries.
+        let (tuning, sync_interval) = c.dir_tuning()?;
+        tuning.apply(&mut opts.replicator);
+        if let Some(d) = sync_interval {
+            opts.replicator.sync_interval = d;
+        }
     }
     if let Some(d) = duration(
         &args.hot_idle_timeout,
@@ -231,7 +240,7 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
             let handle = http::install_recorder()?;
-            let bound = http::serve(addr, handle, view_slot.clone()).await?;
+            let bound = http::serve(addr, handle, Some(view_slot.clone())).await?;
             tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status");
         }
         let slot = view_slot.clone();

@@ -1,7 +1,8 @@
 //! The fleet's HTTP endpoint (127.0.0.1:9090 unless configured):
 //! `/metrics` (Prometheus text), `/healthz`, and `/status` (the JSON that
-//! `litestreampp status` prints). A deliberately small HTTP/1.1 server:
-//! GET only, one request per connection.
+//! `litestreampp status` prints). `replicate` serves the same without
+//! `/status`. A deliberately small HTTP/1.1 server: GET only, one request
+//! per connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,13 @@ use super::status::FleetView;
 pub fn install_recorder() -> Result<PrometheusHandle> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(
+                litestreampp_core::metrics::OPERATION_SECONDS.into(),
+            ),
+            litestreampp_core::metrics::OPERATION_SECONDS_BUCKETS,
+        )
+        .context("metrics buckets")?
+        .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
             &[
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -29,11 +37,12 @@ pub fn install_recorder() -> Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Binds `addr` and serves until the runtime stops.
+/// Binds `addr` and serves until the runtime stops; without a `fleet`,
+/// metrics and health only.
 pub async fn serve(
     addr: SocketAddr,
     metrics: PrometheusHandle,
-    fleet: Arc<std::sync::OnceLock<FleetView>>,
+    fleet: Option<Arc<std::sync::OnceLock<FleetView>>>,
 ) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
@@ -56,7 +65,7 @@ pub async fn serve(
             };
             let (metrics, fleet) = (metrics.clone(), fleet.clone());
             tokio::spawn(async move {
-                let _ = answer(sock, &metrics, &fleet).await; // a client that hangs up is not our error
+                let _ = answer(sock, &metrics, fleet.as_deref()).await; // a client that hangs up is not our error
             });
         }
     });
@@ -66,7 +75,7 @@ pub async fn serve(
 async fn answer(
     mut sock: TcpStream,
     metrics: &PrometheusHandle,
-    fleet: &std::sync::OnceLock<FleetView>,
+    fleet: Option<&std::sync::OnceLock<FleetView>>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
     let mut n = 0;
@@ -97,15 +106,15 @@ async fn answer(
     } else {
         match path {
             "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-            "/healthz" => match fleet.get() {
-                Some(_) => ("200 OK", "text/plain", "ok\n".to_string()),
-                None => (
+            "/healthz" => match fleet.map(|f| f.get()) {
+                None | Some(Some(_)) => ("200 OK", "text/plain", "ok\n".to_string()),
+                Some(None) => (
                     "503 Service Unavailable",
                     "text/plain",
                     "starting\n".to_string(),
                 ),
             },
-            "/status" => match fleet.get() {
+            "/status" if fleet.is_some() => match fleet.and_then(|f| f.get()) {
                 Some(s) => (
                     "200 OK",
                     "application/json",

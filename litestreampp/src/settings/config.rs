@@ -9,106 +9,20 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::levels::LevelsConfig;
+use litestreampp_core::replicator::ReplicatorOptions;
 use serde_json::Value;
 
+use super::keys::{
+    DB_KEYS, LOGGING_KEYS, REPLICA_KEYS, REPLICA_SETTING_KEYS, SOCKET_KEYS, SUPPORTED_TYPES,
+    TOP_KEYS, backend_of, is_backend_key, refusal,
+};
 use super::replica::{ReplicaConfig, scheme_of};
 use super::values::{expand_env_vars, expand_path, parse_duration_value};
 
-/// Keys a replica section (or the top level, as defaults) may hold.
-const REPLICA_SETTING_KEYS: &[&str] = &[
-    "sync-interval",
-    "validation-interval",
-    "max-sync-ltx-files",
-    "auto-recover",
-    "access-key-id",
-    "secret-access-key",
-    "region",
-    "bucket",
-    "endpoint",
-    "force-path-style",
-    "sign-payload",
-    "require-content-md5",
-    "skip-verify",
-    "storage-class",
-    "part-size",
-    "concurrency",
-    "sse-customer-algorithm",
-    "sse-customer-key",
-    "sse-customer-key-path",
-    "sse-kms-key-id",
-    "account-name",
-    "account-key",
-    "sas-token",
-    "host",
-    "user",
-    "password",
-    "key-path",
-    "concurrent-writes",
-    "host-key",
-    "webdav-url",
-    "webdav-username",
-    "webdav-password",
-    "jwt",
-    "seed",
-    "creds",
-    "nkey",
-    "username",
-    "token",
-    "tls",
-    "root-cas",
-    "client-cert",
-    "client-key",
-    "max-reconnects",
-    "reconnect-wait",
-    "timeout",
-    "age",
-];
-const REPLICA_KEYS: &[&str] = &["type", "name", "path", "url"];
-const DB_KEYS: &[&str] = &[
-    "path",
-    "dir",
-    "pattern",
-    "recursive",
-    "watch",
-    "snapshot",
-    "meta-path",
-    "meta-dir",
-    "monitor-interval",
-    "checkpoint-interval",
-    "busy-timeout",
-    "min-checkpoint-page-count",
-    "truncate-page-n",
-    "max-sync-wal-bytes",
-    "restore-if-db-not-exists",
-    "replica",
-    "replicas",
-];
-const TOP_KEYS: &[&str] = &[
-    "dbs",
-    "addr",
-    "socket",
-    "levels",
-    "snapshot",
-    "validation",
-    "l0-retention",
-    "l0-retention-check-interval",
-    "verify-compaction",
-    "retention",
-    "heartbeat-url",
-    "heartbeat-interval",
-    "exec",
-    "logging",
-    "mcp-addr",
-    "shutdown-sync-timeout",
-    "shutdown-sync-interval",
-    "fleet",
-];
-
-/// One entry of `dbs`.
-#[derive(Debug, Clone)]
-pub struct DbConfig {
-    pub path: PathBuf,
-    pub replica: Option<ReplicaConfig>,
+/// How one database is synced and checkpointed: the per-database keys of
+/// a `dbs` entry (for a directory entry, of every database under it).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DbTuning {
     pub meta_path: Option<PathBuf>,
     pub monitor_interval: Option<Duration>,
     pub checkpoint_interval: Option<Duration>,
@@ -117,8 +31,52 @@ pub struct DbConfig {
     pub truncate_page_n: Option<u32>,
     pub max_sync_wal_bytes: Option<u64>,
     /// Compaction levels, snapshots and retention: the top-level settings
-    /// with this database's `snapshot` overrides.
+    /// with this entry's `snapshot` overrides.
     pub levels: LevelsConfig,
+}
+
+impl DbTuning {
+    /// Defaults, with the file's compaction levels.
+    pub fn with_levels(levels: LevelsConfig) -> DbTuning {
+        DbTuning {
+            levels,
+            ..DbTuning::default()
+        }
+    }
+
+    /// `o` with these settings applied over its defaults.
+    pub fn apply(&self, o: &mut ReplicatorOptions) {
+        o.levels = self.levels.clone();
+        if let Some(p) = &self.meta_path {
+            o.db.meta_dir = Some(p.clone());
+        }
+        if let Some(v) = self.monitor_interval {
+            o.monitor_interval = v;
+        }
+        if let Some(v) = self.checkpoint_interval {
+            o.db.checkpoint_interval = v;
+        }
+        if let Some(v) = self.busy_timeout {
+            o.db.busy_timeout = v;
+        }
+        if let Some(v) = self.min_checkpoint_page_count {
+            o.db.min_checkpoint_page_count = v;
+        }
+        if let Some(v) = self.truncate_page_n {
+            o.db.truncate_page_count = v;
+        }
+        if let Some(v) = self.max_sync_wal_bytes {
+            o.db.max_sync_wal_bytes = v;
+        }
+    }
+}
+
+/// One entry of `dbs`.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub path: PathBuf,
+    pub replica: Option<ReplicaConfig>,
+    pub tuning: DbTuning,
 }
 
 /// A `dbs` entry with `dir` (Litestream's directory replication): every
@@ -131,6 +89,7 @@ pub struct DirConfig {
     pub pattern: String,
     pub recursive: bool,
     pub replica: ReplicaConfig,
+    pub tuning: DbTuning,
 }
 
 impl DirConfig {
@@ -144,6 +103,18 @@ impl DirConfig {
             format!("{dir}/{}", self.pattern)
         }
     }
+}
+
+/// `logging:` (Go's keys and meanings).
+#[derive(Debug, Clone, Default)]
+pub struct LoggingConfig {
+    pub level: Option<String>,
+    /// `type: json`: one JSON object per line (`time`, `level`, `msg`).
+    pub json: bool,
+    /// `stderr`: as written; unset keeps our default (stderr).
+    pub stderr: Option<bool>,
+    /// `source`: each line names the source file and line.
+    pub source: bool,
 }
 
 /// The `fleet:` section (`litestreampp run`); every key is optional and a
@@ -184,10 +155,37 @@ pub struct Config {
     /// Top-level `addr` (metrics endpoint), as written.
     pub addr: Option<String>,
     pub levels: LevelsConfig,
-    pub log_level: Option<String>,
+    pub logging: LoggingConfig,
 }
 
 impl Config {
+    /// The per-database settings of the directory entries, and their
+    /// replicas' `sync-interval`: the fleet applies one set to all its
+    /// databases, so entries that differ are refused rather than one of
+    /// them silently winning.
+    pub fn dir_tuning(&self) -> Result<(DbTuning, Option<Duration>)> {
+        let mut out: Option<(&DirConfig, DbTuning, Option<Duration>)> = None;
+        for d in &self.dirs {
+            let sync = d.replica.duration("sync-interval")?;
+            match &out {
+                None => out = Some((d, d.tuning.clone(), sync)),
+                Some((first, t, s)) if *t != d.tuning || *s != sync => {
+                    return Err(anyhow::Error::new(ConfigError(format!(
+                        "config {}: directory entries {} and {} have different per-database settings (sync-interval, checkpoint, snapshot or busy-timeout keys); the fleet applies one set to every database: give both the same values",
+                        self.path.display(),
+                        first.dir.display(),
+                        d.dir.display()
+                    ))));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(out.map_or_else(
+            || (DbTuning::with_levels(self.levels.clone()), None),
+            |(_, t, s)| (t, s),
+        ))
+    }
+
     /// The database configured at `path` (compared as absolute paths).
     pub fn db(&self, path: &Path) -> Option<&DbConfig> {
         let want = expand_path(&path.display().to_string()).ok()?;
@@ -209,8 +207,26 @@ pub fn read_config(path: &Path, expand_env: bool) -> Result<Config> {
     parse_config(&text, path, expand_env)
 }
 
+/// A config file that cannot be used as written: a syntax error, a wrong
+/// value, an unknown or refused key. Commands exit with code 2 on it, as on
+/// a bad flag.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
 /// Parses config text; `path` is used in messages.
 pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
+    parse(text, path, expand_env).map_err(|e| anyhow::Error::new(ConfigError(format!("{e:#}"))))
+}
+
+fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     let where_ = path.display().to_string();
     let text = if expand_env {
         expand_env_vars(text)
@@ -225,10 +241,18 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
     let top = root
         .as_object()
         .ok_or_else(|| anyhow!("config {where_}: expected a mapping at the top level"))?;
-    check_keys(top, &[TOP_KEYS, REPLICA_SETTING_KEYS], &where_)?;
+    for k in top.keys() {
+        let known = TOP_KEYS.contains(&k.as_str())
+            || REPLICA_SETTING_KEYS.contains(&k.as_str())
+            || is_backend_key(k);
+        if !known {
+            bail!("config {where_}: unknown key {k:?}");
+        }
+    }
+    check_refusals(top, "top", &where_)?;
     let defaults: BTreeMap<String, Value> = top
         .iter()
-        .filter(|(k, _)| REPLICA_SETTING_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| REPLICA_SETTING_KEYS.contains(&k.as_str()) || is_backend_key(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
 
@@ -246,19 +270,54 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
                 .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
             check_keys(m, &[DB_KEYS], &at)?;
             if m.contains_key("dir") || m.contains_key("pattern") {
-                dirs.push(parse_dir(m, &defaults, &at)?);
+                check_refusals(m, "dir", &at)?;
+                dirs.push(parse_dir(m, &defaults, &levels, &at)?);
             } else {
+                check_refusals(m, "db", &at)?;
                 dbs.push(parse_db(m, &defaults, &levels, &at)?);
+            }
+        }
+    }
+    // A default for a backend no replica in the file uses would be
+    // dropped: say so instead.
+    for k in defaults.keys() {
+        if let Some(b) = backend_of(k) {
+            let used = dbs
+                .iter()
+                .filter_map(|d| d.replica.as_ref())
+                .chain(dirs.iter().map(|d| &d.replica))
+                .any(|r| r.kind == b);
+            if !used {
+                bail!(
+                    "config {where_}: {k} is a setting of {b} replicas and no {b} replica is configured; remove it"
+                );
             }
         }
     }
     let fleet = parse_fleet(top.get("fleet"), &where_)?;
     let addr = str_key(top, "addr", &where_)?;
-    let log_level = top
-        .get("logging")
-        .and_then(|l| l.get("level"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    if let Some(v) = top.get("l0-retention-check-interval") {
+        // L0 files are deleted at each one's own deadline, so any interval
+        // is met; the value is still checked as Go checks it.
+        let d = parse_duration_value(v)
+            .with_context(|| format!("config {where_}: l0-retention-check-interval"))?;
+        if d.is_zero() {
+            bail!("config {where_}: l0-retention-check-interval must be greater than 0");
+        }
+    }
+    if let Some(v) = top.get("socket") {
+        let m = v
+            .as_object()
+            .ok_or_else(|| anyhow!("config {where_}: socket: expected a mapping"))?;
+        check_keys(m, &[SOCKET_KEYS], &format!("{where_}: socket"))?;
+    }
+    if let Some(v) = top.get("validation") {
+        let m = v
+            .as_object()
+            .ok_or_else(|| anyhow!("config {where_}: validation: expected a mapping"))?;
+        check_keys(m, &[&["interval"]], &format!("{where_}: validation"))?;
+    }
+    let logging = parse_logging(top.get("logging"), &where_)?;
     Ok(Config {
         path: path.to_path_buf(),
         dbs,
@@ -266,8 +325,52 @@ pub fn parse_config(text: &str, path: &Path, expand_env: bool) -> Result<Config>
         fleet,
         addr,
         levels,
-        log_level,
+        logging,
     })
+}
+
+/// Refuses every key of `m` that [`refusal`] names.
+fn check_refusals(m: &serde_json::Map<String, Value>, scope: &str, at: &str) -> Result<()> {
+    for (k, v) in m {
+        if let Some(why) = refusal(scope, k, v) {
+            bail!("config {at}: {k}: {why}");
+        }
+    }
+    Ok(())
+}
+
+fn parse_logging(v: Option<&Value>, at: &str) -> Result<LoggingConfig> {
+    let mut l = LoggingConfig::default();
+    let Some(v) = v else { return Ok(l) };
+    let at = format!("{at}: logging");
+    let m = v
+        .as_object()
+        .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
+    check_keys(m, &[LOGGING_KEYS], &at)?;
+    l.level = str_key(m, "level", &at)?;
+    if let Some(level) = &l.level {
+        if !matches!(
+            level.to_lowercase().as_str(),
+            "trace" | "debug" | "info" | "warn" | "warning" | "error"
+        ) {
+            bail!("config {at}.level: {level:?} is not one of trace, debug, info, warn, error");
+        }
+    }
+    l.json = match str_key(m, "type", &at)?.as_deref() {
+        None | Some("") | Some("text") | Some("pretty") => false,
+        Some("json") => true,
+        Some(other) => bail!("config {at}.type: {other:?} is not text, pretty or json"),
+    };
+    let flag = |k: &str| -> Result<Option<bool>> {
+        match m.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(other) => bail!("config {at}.{k}: expected true or false, got {other}"),
+        }
+    };
+    l.stderr = flag("stderr")?;
+    l.source = flag("source")?.unwrap_or(false);
+    Ok(l)
 }
 
 fn check_keys(m: &serde_json::Map<String, Value>, allowed: &[&[&str]], at: &str) -> Result<()> {
@@ -374,6 +477,19 @@ fn parse_db(
         }
         (None, None) => None,
     };
+    Ok(DbConfig {
+        path,
+        replica,
+        tuning: parse_tuning(m, levels, at)?,
+    })
+}
+
+/// The per-database keys of a `dbs` entry.
+fn parse_tuning(
+    m: &serde_json::Map<String, Value>,
+    levels: &LevelsConfig,
+    at: &str,
+) -> Result<DbTuning> {
     let dur = |k: &str| -> Result<Option<Duration>> {
         m.get(k)
             .map(|v| parse_duration_value(v).with_context(|| format!("config {at}: {k}")))
@@ -397,9 +513,7 @@ fn parse_db(
         .transpose()?;
     let mut levels = levels.clone();
     apply_snapshot(&mut levels, m.get("snapshot"), at)?;
-    Ok(DbConfig {
-        path,
-        replica,
+    Ok(DbTuning {
         meta_path,
         monitor_interval: dur("monitor-interval")?,
         checkpoint_interval: dur("checkpoint-interval")?,
@@ -411,11 +525,11 @@ fn parse_db(
     })
 }
 
-/// A directory entry. Per-database tuning keys are accepted as in
-/// Litestream but the fleet uses its own (`fleet:`) settings.
+/// A directory entry: its databases are the fleet of `litestreampp run`.
 fn parse_dir(
     m: &serde_json::Map<String, Value>,
     defaults: &BTreeMap<String, Value>,
+    levels: &LevelsConfig,
     at: &str,
 ) -> Result<DirConfig> {
     if m.contains_key("path") {
@@ -436,7 +550,10 @@ fn parse_dir(
         }
     };
     let recursive = flag("recursive")?;
-    flag("watch")?; // the fleet always watches
+    // The fleet always watches its directories: `watch: false` (Go:
+    // replicate the databases found at start only) still replicates a
+    // database created later, which is what the user of a fleet wants.
+    flag("watch")?;
     let replica = match (m.get("replica"), m.get("replicas")) {
         (Some(r), None) => parse_replica(r, defaults, &format!("{at}.replica"))?,
         (None, Some(Value::Array(list))) if list.len() == 1 => {
@@ -450,6 +567,7 @@ fn parse_dir(
         pattern,
         recursive,
         replica,
+        tuning: parse_tuning(m, levels, at)?,
     })
 }
 
@@ -505,7 +623,15 @@ fn parse_replica(v: &Value, defaults: &BTreeMap<String, Value>, at: &str) -> Res
     let m = v
         .as_object()
         .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
-    check_keys(m, &[REPLICA_KEYS, REPLICA_SETTING_KEYS], at)?;
+    for k in m.keys() {
+        let known = REPLICA_KEYS.contains(&k.as_str())
+            || REPLICA_SETTING_KEYS.contains(&k.as_str())
+            || is_backend_key(k);
+        if !known {
+            bail!("config {at}: unknown key {k:?}");
+        }
+    }
+    check_refusals(m, "replica", at)?;
     let url = str_key(m, "url", at)?;
     let path = str_key(m, "path", at)?;
     if url.is_some() && path.is_some() {
@@ -519,9 +645,27 @@ fn parse_replica(v: &Value, defaults: &BTreeMap<String, Value>, at: &str) -> Res
         (None, Some(u)) => scheme_of(u).unwrap_or("file").to_string(),
         (None, None) => "file".to_string(),
     };
-    let mut settings = defaults.clone();
+    if !SUPPORTED_TYPES.contains(&kind.as_str()) {
+        bail!(
+            "config {at}: replica type {kind:?} is not supported by this build (supported: {})",
+            SUPPORTED_TYPES.join(", ")
+        );
+    }
+    // A key of another backend, written on this replica, would do nothing.
+    for k in m.keys() {
+        if let Some(b) = backend_of(k) {
+            if b != kind {
+                bail!("config {at}: {k} is a setting of {b} replicas, and this replica is {kind}");
+            }
+        }
+    }
+    let mut settings: BTreeMap<String, Value> = defaults
+        .iter()
+        .filter(|(k, _)| backend_of(k).is_none_or(|b| b == kind))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (k, v) in m {
-        if REPLICA_SETTING_KEYS.contains(&k.as_str()) {
+        if !REPLICA_KEYS.contains(&k.as_str()) {
             settings.insert(k.clone(), v.clone());
         }
     }

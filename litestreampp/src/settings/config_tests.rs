@@ -50,7 +50,7 @@ fn parses_levels_snapshots_and_retention() {
         true,
     )
     .unwrap();
-    let a = &c.dbs[0].levels;
+    let a = &c.dbs[0].tuning.levels;
     assert_eq!(
         a.intervals,
         [Duration::from_secs(10), Duration::from_secs(120)]
@@ -60,7 +60,7 @@ fn parses_levels_snapshots_and_retention() {
     assert_eq!(a.l0_retention, Duration::from_secs(60));
     assert!(!a.retention_enabled && a.verify_compaction);
     // A database's own snapshot settings override the top level's.
-    let b = &c.dbs[1].levels;
+    let b = &c.dbs[1].tuning.levels;
     assert_eq!(b.snapshot_interval, Duration::from_secs(3600));
     assert_eq!(b.snapshot_retention, Duration::from_secs(48 * 3600));
     // Defaults are Litestream's.
@@ -91,7 +91,7 @@ fn parses_litestream_config() {
     .unwrap();
     assert_eq!(c.dbs.len(), 2);
     let a = c.db(Path::new("/data/a.db")).unwrap();
-    assert_eq!(a.monitor_interval, Some(Duration::from_millis(100)));
+    assert_eq!(a.tuning.monitor_interval, Some(Duration::from_millis(100)));
     let r = a.replica.as_ref().unwrap();
     assert_eq!(r.kind, "file");
     assert_eq!(

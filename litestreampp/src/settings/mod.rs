@@ -3,6 +3,7 @@
 //! a config entry ([`ReplicaLocation::open`]).
 
 mod config;
+mod keys;
 mod replica;
 mod restore_jobs;
 mod template;
@@ -15,7 +16,8 @@ use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 
 pub use config::{
-    Config, DbConfig, DirConfig, FleetConfig, default_config_path, parse_config, read_config,
+    Config, ConfigError, DbConfig, DbTuning, DirConfig, FleetConfig, LoggingConfig,
+    default_config_path, parse_config, read_config,
 };
 pub use replica::{ReplicaConfig, ReplicaLocation};
 pub use restore_jobs::{config_jobs, url_jobs};

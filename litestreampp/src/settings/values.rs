@@ -12,6 +12,13 @@ use serde_json::Value;
 /// `$VAR` and `${VAR}` expansion as Go's `os.ExpandEnv` does (unset
 /// variables expand to nothing).
 pub fn expand_env_vars(s: &str) -> String {
+    // `PID` is this process's id, as in Go (for per-process meta paths).
+    fn env_value(name: &str) -> String {
+        if name == "PID" {
+            return std::process::id().to_string();
+        }
+        std::env::var(name).unwrap_or_default()
+    }
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -20,7 +27,7 @@ pub fn expand_env_vars(s: &str) -> String {
             if b[i + 1] == b'{' {
                 if let Some(end) = s[i + 2..].find('}') {
                     let name = &s[i + 2..i + 2 + end];
-                    out.push_str(&std::env::var(name).unwrap_or_default());
+                    out.push_str(&env_value(name));
                     i += 3 + end;
                     continue;
                 }
@@ -29,7 +36,7 @@ pub fn expand_env_vars(s: &str) -> String {
                 while j < b.len() && (b[j] == b'_' || b[j].is_ascii_alphanumeric()) {
                     j += 1;
                 }
-                out.push_str(&std::env::var(&s[i + 1..j]).unwrap_or_default());
+                out.push_str(&env_value(&s[i + 1..j]));
                 i = j;
                 continue;
             }

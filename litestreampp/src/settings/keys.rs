@@ -1,0 +1,203 @@
+//! Every key Go Litestream 0.5.17 reads from `litestream.yml`, where it may
+//! appear, and the keys we refuse. Nothing is accepted and ignored: a key
+//! is either implemented with Go's meaning (the parser in `config.rs` reads
+//! it) or refused at start by [`refusal`] with what to do instead. Keys Go
+//! does not read are errors too, so a typo is never silently dropped.
+
+use serde_json::Value;
+
+/// Settings a replica section (or the top level, as defaults for every
+/// replica) may hold.
+pub(super) const REPLICA_SETTING_KEYS: &[&str] = &[
+    "sync-interval",
+    "validation-interval",
+    "max-sync-ltx-files",
+    "auto-recover",
+    "age",
+];
+
+/// Keys of one backend; on a replica of another type they are refused.
+pub(super) const BACKEND_KEYS: &[(&str, &[&str])] = &[
+    (
+        "s3",
+        &[
+            "access-key-id",
+            "secret-access-key",
+            "region",
+            "bucket",
+            "endpoint",
+            "force-path-style",
+            "sign-payload",
+            "require-content-md5",
+            "skip-verify",
+            "storage-class",
+            "part-size",
+            "concurrency",
+            "sse-customer-algorithm",
+            "sse-customer-key",
+            "sse-customer-key-path",
+            "sse-kms-key-id",
+        ],
+    ),
+    ("abs", &["account-name", "account-key", "sas-token"]),
+    (
+        "sftp",
+        &[
+            "host",
+            "user",
+            "password",
+            "key-path",
+            "concurrent-writes",
+            "host-key",
+        ],
+    ),
+    (
+        "webdav",
+        &["webdav-url", "webdav-username", "webdav-password"],
+    ),
+    (
+        "nats",
+        &[
+            "jwt",
+            "seed",
+            "creds",
+            "nkey",
+            "username",
+            "token",
+            "tls",
+            "root-cas",
+            "client-cert",
+            "client-key",
+            "max-reconnects",
+            "reconnect-wait",
+            "timeout",
+        ],
+    ),
+];
+
+/// The replica types this build can open.
+pub(super) const SUPPORTED_TYPES: &[&str] = &["file", "s3"];
+
+/// Keys that say which replica: not settings.
+pub(super) const REPLICA_KEYS: &[&str] = &["type", "name", "path", "url"];
+
+/// Keys of a `dbs` entry, for one database (`path`) or a directory (`dir`).
+pub(super) const DB_KEYS: &[&str] = &[
+    "path",
+    "dir",
+    "pattern",
+    "recursive",
+    "watch",
+    "snapshot",
+    "meta-path",
+    "meta-dir",
+    "monitor-interval",
+    "checkpoint-interval",
+    "busy-timeout",
+    "min-checkpoint-page-count",
+    "truncate-page-n",
+    "max-sync-wal-bytes",
+    "restore-if-db-not-exists",
+    "replica",
+    "replicas",
+];
+
+/// Top-level keys (besides replica settings, which set defaults).
+pub(super) const TOP_KEYS: &[&str] = &[
+    "dbs",
+    "addr",
+    "socket",
+    "levels",
+    "snapshot",
+    "validation",
+    "l0-retention",
+    "l0-retention-check-interval",
+    "verify-compaction",
+    "retention",
+    "heartbeat-url",
+    "heartbeat-interval",
+    "exec",
+    "logging",
+    "mcp-addr",
+    "shutdown-sync-timeout",
+    "shutdown-sync-interval",
+    "fleet",
+];
+
+pub(super) const LOGGING_KEYS: &[&str] = &["level", "type", "stderr", "source"];
+pub(super) const SOCKET_KEYS: &[&str] = &["enabled", "path", "permissions"];
+
+/// Every backend-specific key.
+pub(super) fn is_backend_key(k: &str) -> bool {
+    BACKEND_KEYS.iter().any(|(_, keys)| keys.contains(&k))
+}
+
+/// The backend a backend-specific key belongs to.
+pub(super) fn backend_of(k: &str) -> Option<&'static str> {
+    BACKEND_KEYS
+        .iter()
+        .find(|(_, keys)| keys.contains(&k))
+        .map(|(b, _)| *b)
+}
+
+/// Why `key` (at `scope`, holding `value`) is refused, and what to do
+/// instead; `None` when it is implemented. Scopes: `top`, `db`, `dir`,
+/// `replica`.
+pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
+    let set = !matches!(value, Value::Null);
+    let why = match (scope, key) {
+        (_, "age") if set => {
+            "age encryption is not currently supported, if you need encryption please revert back to Litestream v0.3.x (Litestream 0.5.17 refuses it too: the replica would be written in plain text)"
+        }
+        ("top", "mcp-addr") if set => {
+            "the MCP server is not available in this version of litestreampp; remove mcp-addr"
+        }
+        ("top", "socket") if value.get("enabled").and_then(Value::as_bool) == Some(true) => {
+            "the control socket is not available in this version of litestreampp; remove socket or set socket.enabled: false (`litestreampp status` and the HTTP endpoint of `run` show the state)"
+        }
+        ("top", "validation") if value.get("interval").is_some_and(|v| !v.is_null()) => {
+            "periodic replica validation is not available in this version of litestreampp; remove validation.interval (verify-compaction checks each compaction)"
+        }
+        ("replica" | "top", "validation-interval") if set => {
+            "periodic replica validation is not available in this version of litestreampp; remove validation-interval"
+        }
+        ("replica" | "top", "auto-recover") if value.as_bool() == Some(true) => {
+            "automatic recovery is not available in this version of litestreampp; remove auto-recover (a replica whose local state is damaged reports the error and takes a snapshot when continuity cannot be proven)"
+        }
+        ("top", "heartbeat-url" | "heartbeat-interval") if set => {
+            "heartbeats are not available in this version of litestreampp; remove heartbeat-url and heartbeat-interval"
+        }
+        ("top", "exec") if set => {
+            "exec is not available in this version of litestreampp; start the application separately"
+        }
+        ("db" | "dir", "restore-if-db-not-exists") if value.as_bool() == Some(true) => {
+            "restore-if-db-not-exists is not available in this version of litestreampp; run `litestreampp restore -if-db-not-exists -if-replica-exists` before replicating"
+        }
+        ("top", "shutdown-sync-timeout" | "shutdown-sync-interval") if set => {
+            "shutdown sync retries are not configurable in this version of litestreampp; remove the key (the final sync is retried by the replica client's own retries)"
+        }
+        ("replica" | "top", "max-sync-ltx-files") if set => {
+            "max-sync-ltx-files is not available in this version of litestreampp; remove it (every pending file is uploaded in TXID order on each sync)"
+        }
+        ("dir", "meta-dir" | "meta-path") if set => {
+            "the fleet keeps each database's meta directory beside it (.NAME-litestream); remove the key"
+        }
+        ("dir", "monitor-interval") if set => {
+            "the fleet detects writes by change notification; on a filesystem without it, set fleet.poll-interval instead"
+        }
+        ("replica" | "top", "skip-verify") if value.as_bool() == Some(true) => {
+            "skip-verify is not supported; trust the server's certificate instead by pointing AWS_CA_BUNDLE at its CA"
+        }
+        ("db", "meta-dir") => "meta-dir can only be used with a directory (dir); use meta-path",
+        ("db", "watch") if value.as_bool() == Some(true) => {
+            "watch can only be enabled with a directory (dir)"
+        }
+        _ => return None,
+    };
+    Some(why.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[path = "keys_tests.rs"]
+mod tests;
