@@ -188,3 +188,145 @@ fn refused_keys_stop_replication_before_it_starts() {
         }
     }
 }
+
+/// `exec` (the config key): the application starts only once the first
+/// sync is in the replica, what it writes before exiting is shipped by the
+/// final sync, and litestreampp exits with its code.
+#[test]
+fn exec_starts_after_the_first_sync_and_exits_with_its_code() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    let w = Workload::new(21);
+    w.setup(&open_app(&db, None));
+    let replica = dir.path().join("replica");
+    let seen = dir.path().join("replica-seen-at-start");
+    // The application: records what the replica held when it started,
+    // writes one row, exits 7.
+    let script = dir.path().join("app.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "ls {r}/ltx/0 > {seen}\npython3 -c \"import sqlite3; c = sqlite3.connect('{db}'); c.execute('CREATE TABLE app(x)'); c.execute('INSERT INTO app VALUES (1)'); c.commit()\"\nexit 7\n",
+            r = replica.display(),
+            seen = seen.display(),
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "exec: sh {}\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+            script.display(),
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["replicate", "-config"]).arg(&cfg);
+    let out = c.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !std::fs::read_to_string(&seen).unwrap().trim().is_empty(),
+        "the application started before the first sync was in the replica"
+    );
+    let restored = dir.path().join("out.db");
+    let mut c = ours();
+    c.args(["restore", "-o"])
+        .arg(&restored)
+        .arg(format!("file://{}", replica.display()));
+    run_ok(c);
+    let conn = rusqlite::Connection::open(&restored).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM app", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1, "the application's last write was not shipped");
+}
+
+/// SIGTERM goes to the application; when it exits, so do we, with its
+/// code. `-exec` with `-once` is refused (exit 2), as Go refuses it; a
+/// replica that cannot be opened means the application never starts.
+#[test]
+fn exec_gets_the_signals_and_never_starts_without_replication() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    Workload::new(22).setup(&open_app(&db, None));
+    let replica = dir.path().join("replica");
+    let marker = dir.path().join("got-term");
+    let app = format!(
+        "sh -c 'trap \"echo term > {m}; exit 3\" TERM; while true; do sleep 0.05; done'",
+        m = marker.display()
+    );
+    let mut c = ours();
+    c.args(["replicate", "-exec", &app]).arg(&db).arg(&replica);
+    let log = dir.path().join("replicate.log");
+    let child = spawn_logged(c, &log);
+    wait_for("the exec command", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started exec command"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        terminate(child, Duration::from_secs(30)),
+        3,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "term");
+
+    let mut c = ours();
+    c.args(["replicate", "-once", "-exec", "true"])
+        .arg(&db)
+        .arg(&replica);
+    assert_eq!(run_err(c).0, 2);
+
+    let never = dir.path().join("never");
+    let mut c = ours();
+    c.args(["replicate", "-exec", &format!("touch {}", never.display())])
+        .arg(&db)
+        .arg("gopher://127.0.0.1/x");
+    run_err(c);
+    assert!(
+        !never.exists(),
+        "the application started without replication"
+    );
+}
+
+/// `run` with `exec`: the application starts once every database of the
+/// fleet has its first backup, and the fleet exits with its code.
+#[test]
+fn fleet_exec_starts_once_every_database_is_backed_up() {
+    let dir = Scratch::new();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..20 {
+        Workload::new(100 + i).setup(&open_app(&data.join(format!("t{i}.db")), None));
+    }
+    let replicas = dir.path().join("replicas");
+    let count = dir.path().join("count");
+    // The application counts the replicas that hold their first backup.
+    let app = format!(
+        "sh -c 'ls -d {r}/*.db/ltx/0 | wc -l > {c}; exit 5'",
+        r = replicas.display(),
+        c = count.display()
+    );
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--exec", &app, "--pattern"])
+        .arg(format!("{}/*.db", data.display()))
+        .arg("--replica")
+        .arg(format!("file://{}/{{path}}", replicas.display()));
+    let out = c.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "20");
+}

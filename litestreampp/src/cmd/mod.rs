@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what they share.
 
 pub mod databases;
+mod exec;
 mod logging;
 pub mod ltx;
 pub mod replicate;

@@ -8,10 +8,10 @@ use futures::future::join_all;
 use litestreampp_core::client::ClientPool;
 use litestreampp_core::metrics::DbMetrics;
 use litestreampp_core::replica::Replica;
-use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
+use litestreampp_core::replicator::{FlushHandle, Replicator, ReplicatorOptions};
 use litestreampp_core::scheduler::Scheduler;
 
-use super::{init_logging_with, runtime, shutdown_signal};
+use super::{exec, init_logging_with, runtime, shutdown_signal};
 use crate::flags::ReplicateArgs;
 use crate::settings::{
     self, DbConfig, DbTuning, LoggingConfig, ReplicaConfig, load_config, parse_go_duration,
@@ -46,7 +46,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         .map(parse_go_duration)
         .transpose()
         .context("-sync-interval")?;
-    let (dbs, logging, addr) = match (&args.db_path, &args.replica_url) {
+    let (dbs, logging, addr, exec) = match (&args.db_path, &args.replica_url) {
         (Some(db), Some(url)) => {
             if args.config.config.is_some() {
                 bail!("cannot use -config together with DB_PATH REPLICA_URL");
@@ -56,7 +56,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 replica: Some(ReplicaConfig::from_url(url)),
                 tuning: DbTuning::default(),
             };
-            (vec![db], LoggingConfig::default(), None)
+            (vec![db], LoggingConfig::default(), None, None)
         }
         (Some(_), None) => {
             bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
@@ -72,10 +72,22 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                     cfg.path.display()
                 );
             }
-            (cfg.dbs, cfg.logging, cfg.addr)
+            (cfg.dbs, cfg.logging, cfg.addr, cfg.exec)
         }
     };
     init_logging_with(args.log_level.as_deref(), &logging);
+    // -exec wins over the config's exec.
+    let exec = args
+        .exec
+        .clone()
+        .or(exec)
+        .map(|e| exec::split(&e))
+        .transpose()?;
+    if args.once && exec.is_some() {
+        return Err(anyhow::Error::new(settings::ConfigError(
+            "cannot use -once with exec (the config's exec key): -once exits after one sync".into(),
+        )));
+    }
     if dbs.is_empty() {
         bail!("no databases specified in configuration");
     }
@@ -137,6 +149,8 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             });
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut replicators = replicators;
+        let flushes: Vec<_> = replicators.iter_mut().map(|r| r.flush_handle()).collect();
         let tasks: Vec<_> = replicators
             .into_iter()
             .map(|r| {
@@ -150,7 +164,37 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        shutdown_signal().await;
+        let mut app_ended = None;
+        match &exec {
+            None => shutdown_signal().await,
+            Some(argv) => {
+                // The application starts once every database's first sync
+                // is in its replica; a signal before that stops us without
+                // starting it.
+                let first_syncs = async {
+                    for f in &flushes {
+                        first_sync(f).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                };
+                let ready = tokio::select! {
+                    r = first_syncs => Some(r),
+                    _ = shutdown_signal() => None,
+                };
+                match ready {
+                    Some(Ok(())) => {
+                        let mut app = exec::Application::start(argv)?;
+                        app_ended = Some(app.wait().await?);
+                    }
+                    Some(Err(e)) => {
+                        let _ = tx.send(true);
+                        let _ = join_all(tasks).await; // the error below is the one to report
+                        return Err(e.context("replication did not start, so exec was not started"));
+                    }
+                    None => {}
+                }
+            }
+        }
         let _ = tx.send(true); // receivers may already be gone
         let mut failed = false;
         for res in join_all(tasks).await {
@@ -166,12 +210,27 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 }
             }
         }
-        Ok(if failed {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
+        Ok(match (app_ended, failed) {
+            (_, true) => ExitCode::FAILURE,
+            (Some(app), false) => app.exit_code(),
+            (None, false) => ExitCode::SUCCESS,
         })
     })
+}
+
+/// Waits until the replicator behind `f` has synced once into its replica,
+/// retrying while syncs fail (each failure is logged by the replicator).
+async fn first_sync(f: &FlushHandle) -> Result<()> {
+    loop {
+        match f.flush().await {
+            Ok(_) => return Ok(()),
+            Err(litestreampp_core::Error::InvalidInput(stopped)) => bail!(stopped),
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for the first sync before starting exec");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }
 
 /// `/metrics` (Go's names, each database labelled `db`) and `/healthz` on

@@ -85,6 +85,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .map(|c| c.logging.clone())
         .unwrap_or_default();
     init_logging_with(args.log_level.as_deref(), &logging);
+    if args.once && src.config.as_ref().is_some_and(|c| c.exec.is_some()) {
+        return Err(anyhow::Error::new(crate::settings::ConfigError(
+            "cannot use --once with exec (the config's exec key): --once exits after one backup"
+                .into(),
+        )));
+    }
     if !args.once {
         return run_fleet(args, src);
     }
@@ -231,8 +237,15 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         (None, Some(a)) => a,
         (None, None) => "127.0.0.1:9090".to_string(),
     };
+    let exec = args
+        .exec
+        .clone()
+        .or_else(|| config.as_ref().and_then(|c| c.exec.clone()))
+        .map(|e| super::exec::split(&e))
+        .transpose()?;
     crate::fleet::memory::tune_allocator();
     let rt = super::fleet_runtime(FLEET_BLOCKING_THREADS)?;
+    let app_ended = Arc::new(std::sync::OnceLock::new());
     let status = rt.block_on(async {
         let view_slot = Arc::new(std::sync::OnceLock::new());
         if addr != "off" {
@@ -248,7 +261,10 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
             .into_iter()
             .map(|t| Box::new(t) as Box<dyn ReplicaTemplate>)
             .collect();
-        fleet::run(patterns, templates, opts, shutdown_signal(), move |view| {
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let shutdown = until_stopped(exec, ready_rx, app_ended.clone());
+        fleet::run(patterns, templates, opts, shutdown, move |view| {
+            let _ = ready_tx.send(view.clone()); // nobody waits without exec
             let _ = slot.set(view); // set once
         })
         .await
@@ -264,11 +280,48 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         status.errors
     );
     // Databases that failed were logged and counted while running; the
-    // exit code reports whether every hot database got its final sync.
-    Ok(if status.shutdown_errors == 0 {
-        ExitCode::SUCCESS
-    } else {
+    // exit code reports whether every hot database got its final sync,
+    // then the exec command's.
+    if status.shutdown_errors > 0 {
         eprintln!("error: {} final syncs failed", status.shutdown_errors);
-        ExitCode::FAILURE
-    })
+        return Ok(ExitCode::FAILURE);
+    }
+    match app_ended.get() {
+        Some(Ok(app)) => Ok(app.exit_code()),
+        Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Resolves when the fleet should stop: on SIGINT or SIGTERM; with `exec`,
+/// when the application exits (the signals go to it). The application
+/// starts once the fleet is up and every database found has its first
+/// backup in its replica (the backlog is empty); a signal before that
+/// stops the fleet without starting it.
+async fn until_stopped(
+    exec: Option<Vec<String>>,
+    ready: tokio::sync::oneshot::Receiver<fleet::FleetView>,
+    ended: Arc<std::sync::OnceLock<Result<super::exec::Ended, String>>>,
+) {
+    let Some(argv) = exec else {
+        return shutdown_signal().await;
+    };
+    let backed_up = async {
+        let Ok(view) = ready.await else { return };
+        loop {
+            if view.status().queued == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = backed_up => {}
+        _ = shutdown_signal() => return,
+    }
+    let r = match super::exec::Application::start(&argv) {
+        Ok(mut app) => app.wait().await.map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let _ = ended.set(r); // set once
 }

@@ -17,8 +17,13 @@ pub struct ReplicateArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Sync once, upload, and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "exec")]
     pub once: bool,
+    /// Run this command once replication is running (split like a shell
+    /// command line); SIGINT and SIGTERM are passed on to it, and when it
+    /// exits a final sync runs and litestreampp exits with its code.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -154,8 +159,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_expand_env: bool,
     /// Back every database up once (a sync and upload each) and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "exec")]
     pub once: bool,
+    /// Run this command once the fleet is up and every database found is
+    /// backed up (split like a shell command line); SIGINT and SIGTERM are
+    /// passed on to it, and when it exits the fleet stops (final syncs) and
+    /// litestreampp exits with its code.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
     /// With --once: databases backed up at once.
     #[arg(long, default_value_t = 16)]
     pub workers: usize,

@@ -156,6 +156,8 @@ pub struct Config {
     pub addr: Option<String>,
     pub levels: LevelsConfig,
     pub logging: LoggingConfig,
+    /// `exec`: the application to start once replication runs.
+    pub exec: Option<String>,
 }
 
 impl Config {
@@ -318,7 +320,9 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
         check_keys(m, &[&["interval"]], &format!("{where_}: validation"))?;
     }
     let logging = parse_logging(top.get("logging"), &where_)?;
+    let exec = str_key(top, "exec", &where_)?.filter(|e| !e.trim().is_empty());
     Ok(Config {
+        exec,
         path: path.to_path_buf(),
         dbs,
         dirs,

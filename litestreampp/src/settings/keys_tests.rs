@@ -115,7 +115,7 @@ const TOP_KEYS: &[(&str, &str, Outcome)] = &[
     ("retention", "{enabled: false}", Implemented),
     ("heartbeat-url", "http://127.0.0.1:9/ping", Refused),
     ("heartbeat-interval", "5m", Refused),
-    ("exec", "myapp -port 8080", Refused),
+    ("exec", "myapp -port 8080", Implemented),
     (
         "logging",
         "{level: debug, type: json, stderr: true, source: true}",
