@@ -330,3 +330,108 @@ fn fleet_exec_starts_once_every_database_is_backed_up() {
     );
     assert_eq!(std::fs::read_to_string(&count).unwrap().trim(), "20");
 }
+
+/// `restore-if-db-not-exists`: a missing database is restored before
+/// replication starts, and with `exec` the application sees the restored
+/// data; an empty replica is a first start. Also for a fleet's directory
+/// entry: every database its replica holds that is missing is restored.
+#[test]
+fn restore_if_db_not_exists_before_replicating() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    let w = Workload::new(31);
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    for n in 1..=40 {
+        w.step(&conn, n, true);
+    }
+    drop(conn);
+    let replica = format!("file://{}", dir.path().join("replica").display());
+    let mut c = ours();
+    c.args(["replicate", "-once"]).arg(&db).arg(&replica);
+    run_ok(c);
+    for f in ["app.db", "app.db-wal", "app.db-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(f));
+    }
+    std::fs::remove_dir_all(dir.path().join(".app.db-litestream")).unwrap();
+    // The application checks it starts on the restored data.
+    let check = dir.path().join("check.py");
+    std::fs::write(
+        &check,
+        format!(
+            "import sqlite3, sys\nn = sqlite3.connect('{}').execute('SELECT n FROM meta').fetchone()[0]\nsys.exit(0 if n == 40 else 9)\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["replicate", "-restore-if-db-not-exists", "-exec"])
+        .arg(format!("python3 {}", check.display()))
+        .arg(&db)
+        .arg(&replica);
+    let out = c.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verify_restore(&db, &w), 40);
+
+    // An empty replica: a first start, not an error.
+    let fresh = dir.path().join("fresh.db");
+    let mut c = ours();
+    c.args(["replicate", "-once", "-restore-if-db-not-exists"])
+        .arg(&fresh)
+        .arg(format!("file://{}", dir.path().join("empty").display()));
+    let (code, err) = {
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(
+        err.contains("no backup found, starting fresh"),
+        "{code:?} {err}"
+    );
+
+    // A fleet's directory entry.
+    let data = dir.path().join("tenants");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 0..3 {
+        let w = Workload::new(40 + i);
+        let conn = open_app(&data.join(format!("t{i}.db")), None);
+        w.setup(&conn);
+        w.step(&conn, 1, true);
+    }
+    let replicas = dir.path().join("fleet-replicas");
+    let cfg = dir.path().join("fleet.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - dir: {}\n    pattern: '*.db'\n    restore-if-db-not-exists: true\n    replica:\n      path: {}\n",
+            data.display(),
+            replicas.display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["run", "--once", "--config"]).arg(&cfg);
+    run_ok(c);
+    for i in 0..2 {
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(data.join(format!("t{i}.db{s}")));
+        }
+    }
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--exec", "true", "--config"])
+        .arg(&cfg);
+    run_ok(c);
+    for i in 0..3 {
+        assert_eq!(
+            verify_restore(&data.join(format!("t{i}.db")), &Workload::new(40 + i)),
+            1
+        );
+    }
+}

@@ -131,6 +131,33 @@ pub async fn restore(
     restore_with_plan(client, opts, None).await
 }
 
+/// What [`restore_if_missing`] did.
+#[derive(Debug, Clone)]
+pub enum IfMissing {
+    /// The database exists: left alone.
+    Exists,
+    /// The replica holds no backup (a first start): nothing restored.
+    NoBackup,
+    Restored(RestoreSummary),
+}
+
+/// Restores the latest state of `client`'s database to `path` if nothing
+/// is there (Litestream's `restore-if-db-not-exists`): an existing file,
+/// even an empty one, is left alone, and an empty replica is a first
+/// start, not an error.
+pub async fn restore_if_missing(client: Arc<dyn ReplicaClient>, path: &Path) -> Result<IfMissing> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(IfMissing::Exists);
+    }
+    match restore(client, &RestoreOptions::new(path)).await {
+        Ok(s) => Ok(IfMissing::Restored(s)),
+        Err(e) if e.is_not_found() || matches!(e, Error::TxNotAvailable { .. }) => {
+            Ok(IfMissing::NoBackup)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// [`restore`] starting from a plan already made for `opts.target` (the
 /// replica is listed again only if a planned file has disappeared).
 pub async fn restore_with_plan(

@@ -6,10 +6,14 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::future::join_all;
 use litestreampp_core::client::ClientPool;
+use litestreampp_core::client::ReplicaClient;
 use litestreampp_core::metrics::DbMetrics;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{FlushHandle, Replicator, ReplicatorOptions};
+use litestreampp_core::restore::{self, IfMissing};
 use litestreampp_core::scheduler::Scheduler;
+use std::path::Path;
+use std::sync::Arc;
 
 use super::{exec, init_logging_with, runtime, shutdown_signal};
 use crate::flags::ReplicateArgs;
@@ -55,6 +59,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 path: settings::expand_path(db)?,
                 replica: Some(ReplicaConfig::from_url(url)),
                 tuning: DbTuning::default(),
+                restore_if_db_not_exists: false,
             };
             (vec![db], LoggingConfig::default(), None, None)
         }
@@ -93,6 +98,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
     }
     let mut replicators = Vec::new();
     let pool = ClientPool::default();
+    let rt = runtime()?;
     for db in &dbs {
         let replica = db
             .replica
@@ -101,6 +107,9 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         let client = replica
             .open(&pool)
             .with_context(|| format!("database {}", db.path.display()))?;
+        if db.restore_if_db_not_exists || args.restore_if_db_not_exists {
+            rt.block_on(restore_if_missing(client.clone(), &db.path))?;
+        }
         let opts = options(db, replica, sync_interval)?;
         if !opts.levels.retention_enabled {
             tracing::warn!(db = %db.path.display(), "retention disabled: old replica files are never deleted; configure lifecycle rules on the bucket");
@@ -108,7 +117,6 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         tracing::info!(db = %db.path.display(), replica = %replica.describe(), "replicating");
         replicators.push(Replicator::new(&db.path, Replica::new(client), opts));
     }
-    let rt = runtime()?;
     rt.block_on(async move {
         // One queue and worker pool for the compaction, snapshots and
         // retention of every database.
@@ -216,6 +224,32 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             (None, false) => ExitCode::SUCCESS,
         })
     })
+}
+
+/// `restore-if-db-not-exists`: the database is restored from its replica
+/// before replication starts if it does not exist (an empty replica is a
+/// first start).
+async fn restore_if_missing(client: Arc<dyn ReplicaClient>, path: &Path) -> Result<()> {
+    match restore::restore_if_missing(client.clone(), path)
+        .await
+        .with_context(|| {
+            format!(
+                "restore {} from {} before replicating",
+                path.display(),
+                client.location()
+            )
+        })? {
+        IfMissing::Exists => {
+            tracing::info!(path = %path.display(), "database exists, skipping restore")
+        }
+        IfMissing::NoBackup => {
+            tracing::info!(path = %path.display(), "no backup found, starting fresh")
+        }
+        IfMissing::Restored(s) => {
+            tracing::info!(path = %path.display(), txid = %s.txid, "restored before replicating")
+        }
+    }
+    Ok(())
 }
 
 /// Waits until the replicator behind `f` has synced once into its replica,

@@ -18,7 +18,9 @@ use super::{init_logging_with, runtime, shutdown_signal};
 use crate::flags::RunArgs;
 use crate::fleet::patterns::Patterns;
 use crate::fleet::{self, FleetOptions, ReplicaTemplate, http};
-use crate::settings::{Config, Template, parse_go_duration};
+use crate::restore_fleet::{self, RestoreFleetOptions};
+use crate::settings::{Config, Template, config_jobs, parse_go_duration};
+use litestreampp_core::restore::{IntegrityCheck, RestoreTarget};
 
 /// Patterns, one replica template per pattern, and the config file (if
 /// one was read).
@@ -237,6 +239,12 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         (None, Some(a)) => a,
         (None, None) => "127.0.0.1:9090".to_string(),
     };
+    let restore_all = args.restore_if_db_not_exists;
+    if restore_all && config.is_none() {
+        bail!(
+            "--restore-if-db-not-exists needs a config file's directory entries (their replicas are listed to find the databases); with --pattern, run `litestreampp restore-pattern --if-db-not-exists` first"
+        );
+    }
     let exec = args
         .exec
         .clone()
@@ -261,6 +269,9 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
             .into_iter()
             .map(|t| Box::new(t) as Box<dyn ReplicaTemplate>)
             .collect();
+        if let Some(c) = &config {
+            restore_missing(c, restore_all).await?;
+        }
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let shutdown = until_stopped(exec, ready_rx, app_ended.clone());
         fleet::run(patterns, templates, opts, shutdown, move |view| {
@@ -291,6 +302,60 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `restore-if-db-not-exists` on directory entries (all of them with the
+/// flag): every database an entry's replica holds that is missing here is
+/// restored before the fleet starts, as `restore-pattern --if-db-not-exists`
+/// would. An empty replica is a first start.
+async fn restore_missing(cfg: &Config, all: bool) -> Result<()> {
+    for d in cfg
+        .dirs
+        .iter()
+        .filter(|d| all || d.restore_if_db_not_exists)
+    {
+        let pool = ClientPool::default();
+        let (jobs, _, out_root) = config_jobs(cfg, &d.glob(), None, &pool).await?;
+        let (jobs, refused) = restore_fleet::check_paths(jobs);
+        if jobs.is_empty() && refused.is_empty() {
+            continue;
+        }
+        let opts = RestoreFleetOptions {
+            out_root: out_root.clone(),
+            target: RestoreTarget::Latest,
+            integrity_check: IntegrityCheck::None,
+            parallelism: 8,
+            workers: 8,
+            force: false,
+            if_db_not_exists: true,
+            retries: 3,
+            dry_run: false,
+        };
+        let done = restore_fleet::run(jobs, refused, &opts, pool, shutdown_signal()).await?;
+        if done.failed() || done.interrupted {
+            restore_fleet::summarize(
+                &done.outcomes,
+                done.total,
+                done.elapsed,
+                false,
+                &Default::default(),
+            );
+            bail!(
+                "{}: restoring the missing databases before replicating failed",
+                d.dir.display()
+            );
+        }
+        // Its journal served this run only: a database deleted later must
+        // be restored again at the next start, not skipped as done.
+        let journal = out_root.join(restore_fleet::JOURNAL_NAME);
+        if let Err(e) = std::fs::remove_file(&journal)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(anyhow::anyhow!("remove {}: {e}", journal.display()));
+        }
+        tracing::info!(dir = %d.dir.display(), databases = done.total, "restored missing databases before replicating");
+    }
+    Ok(())
 }
 
 /// Resolves when the fleet should stop: on SIGINT or SIGTERM; with `exec`,

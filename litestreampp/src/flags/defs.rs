@@ -24,6 +24,10 @@ pub struct ReplicateArgs {
     /// exits a final sync runs and litestreampp exits with its code.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
+    /// Restore each database from its replica first if it does not exist
+    /// (an empty replica starts fresh).
+    #[arg(long)]
+    pub restore_if_db_not_exists: bool,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -161,6 +165,10 @@ pub struct RunArgs {
     /// Back every database up once (a sync and upload each) and exit.
     #[arg(long, conflicts_with = "exec")]
     pub once: bool,
+    /// Before starting, restore every database the config's directory
+    /// entries' replicas hold that is missing here.
+    #[arg(long)]
+    pub restore_if_db_not_exists: bool,
     /// Run this command once the fleet is up and every database found is
     /// backed up (split like a shell command line); SIGINT and SIGTERM are
     /// passed on to it, and when it exits the fleet stops (final syncs) and

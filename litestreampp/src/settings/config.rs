@@ -77,6 +77,8 @@ pub struct DbConfig {
     pub path: PathBuf,
     pub replica: Option<ReplicaConfig>,
     pub tuning: DbTuning,
+    /// Restore from the replica before replicating if the file is missing.
+    pub restore_if_db_not_exists: bool,
 }
 
 /// A `dbs` entry with `dir` (Litestream's directory replication): every
@@ -90,6 +92,9 @@ pub struct DirConfig {
     pub recursive: bool,
     pub replica: ReplicaConfig,
     pub tuning: DbTuning,
+    /// Restore the databases its replica holds that are missing here
+    /// before the fleet starts.
+    pub restore_if_db_not_exists: bool,
 }
 
 impl DirConfig {
@@ -481,10 +486,18 @@ fn parse_db(
         }
         (None, None) => None,
     };
+    let restore_if_db_not_exists = match m.get("restore-if-db-not-exists") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            bail!("config {at}: restore-if-db-not-exists: expected true or false, got {other}")
+        }
+    };
     Ok(DbConfig {
         path,
         replica,
         tuning: parse_tuning(m, levels, at)?,
+        restore_if_db_not_exists,
     })
 }
 
@@ -554,6 +567,7 @@ fn parse_dir(
         }
     };
     let recursive = flag("recursive")?;
+    let restore_if_db_not_exists = flag("restore-if-db-not-exists")?;
     // The fleet always watches its directories: `watch: false` (Go:
     // replicate the databases found at start only) still replicates a
     // database created later, which is what the user of a fleet wants.
@@ -572,6 +586,7 @@ fn parse_dir(
         recursive,
         replica,
         tuning: parse_tuning(m, levels, at)?,
+        restore_if_db_not_exists,
     })
 }
 

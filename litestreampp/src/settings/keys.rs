@@ -167,9 +167,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("top", "heartbeat-url" | "heartbeat-interval") if set => {
             "heartbeats are not available in this version of litestreampp; remove heartbeat-url and heartbeat-interval"
         }
-        ("db" | "dir", "restore-if-db-not-exists") if value.as_bool() == Some(true) => {
-            "restore-if-db-not-exists is not available in this version of litestreampp; run `litestreampp restore -if-db-not-exists -if-replica-exists` before replicating"
-        }
         ("top", "shutdown-sync-timeout" | "shutdown-sync-interval") if set => {
             "shutdown sync retries are not configurable in this version of litestreampp; remove the key (the final sync is retried by the replica client's own retries)"
         }

@@ -78,7 +78,7 @@ const DB_KEYS: &[(&str, &str, Outcome)] = &[
     ("min-checkpoint-page-count", "1000", Implemented),
     ("truncate-page-n", "121359", Implemented),
     ("max-sync-wal-bytes", "1048576", Implemented),
-    ("restore-if-db-not-exists", "true", Refused),
+    ("restore-if-db-not-exists", "true", Implemented),
 ];
 
 /// Keys of a directory entry (besides dir, pattern, replica).
@@ -94,7 +94,7 @@ const DIR_KEYS: &[(&str, &str, Outcome)] = &[
     ("min-checkpoint-page-count", "1000", Implemented),
     ("truncate-page-n", "121359", Implemented),
     ("max-sync-wal-bytes", "1048576", Implemented),
-    ("restore-if-db-not-exists", "true", Refused),
+    ("restore-if-db-not-exists", "true", Implemented),
 ];
 
 /// Top-level keys (besides replica defaults and dbs).
