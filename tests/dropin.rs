@@ -435,3 +435,53 @@ fn restore_if_db_not_exists_before_replicating() {
         );
     }
 }
+
+/// `replicate -once -force-snapshot` writes a snapshot and
+/// `-enforce-retention` deletes the expired ones, as Go's do (checked side
+/// by side); either without `-once` is refused by both.
+#[test]
+fn once_force_snapshot_and_enforce_retention_like_go() {
+    let dir = Scratch::new();
+    for who in ["go", "ours"] {
+        let db = dir.path().join(format!("{who}.db"));
+        let w = Workload::new(51);
+        let conn = open_app(&db, None);
+        w.setup(&conn);
+        let replica = dir.path().join(format!("{who}-replica"));
+        let cfg = dir.path().join(format!("{who}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "snapshot:\n  interval: 24h\n  retention: 1s\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+                db.display(),
+                replica.display()
+            ),
+        )
+        .unwrap();
+        let cmd = || if who == "go" { go() } else { ours() };
+        for n in 1..=2 {
+            w.step(&conn, n, true);
+            let mut c = cmd();
+            c.args(["replicate", "-once", "-force-snapshot", "-config"])
+                .arg(&cfg);
+            run_ok(c);
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let snaps = || replica_txids(&replica, 9);
+        assert_eq!(snaps().len(), 2, "{who}: {:?}", snaps());
+        let mut c = cmd();
+        c.args(["replicate", "-once", "-enforce-retention", "-config"])
+            .arg(&cfg);
+        run_ok(c);
+        assert_eq!(snaps().len(), 1, "{who}: the newest snapshot stays");
+        for flag in ["-force-snapshot", "-enforce-retention"] {
+            let mut c = cmd();
+            c.args(["replicate", flag, "-config"]).arg(&cfg);
+            let (code, err) = run_err(c);
+            assert!(err.contains("once"), "{who} {flag}: {err}");
+            if who == "ours" {
+                assert_eq!(code, 2, "{err}");
+            }
+        }
+    }
+}

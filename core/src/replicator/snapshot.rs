@@ -21,6 +21,32 @@ impl Replicator {
         }
     }
 
+    /// Deletes snapshots older than the snapshot retention (never the
+    /// newest) and the files only they needed, now (Litestream's
+    /// `replicate -once -enforce-retention`). Without an attached
+    /// maintainer the replica's levels are listed first.
+    pub async fn enforce_retention(&mut self) -> Result<()> {
+        if !self.opts.levels.retention_enabled {
+            tracing::warn!(db = %self.db_path().display(), "retention is disabled: nothing deleted");
+            return Ok(());
+        }
+        let m = match &self.maint {
+            Some(m) => m.clone(),
+            None => {
+                let client = self.replica.client().clone();
+                let state = crate::levels::LevelState::load(client.as_ref()).await?;
+                Maintainer::new(
+                    self.db_path().display().to_string(),
+                    client,
+                    self.opts.levels.clone(),
+                    self.meta.clone(),
+                    state,
+                )
+            }
+        };
+        m.enforce_snapshot_retention().await
+    }
+
     /// The part of a snapshot that needs the database: sync, upload the L0
     /// files, encode the snapshot locally. `None` if there is nothing to
     /// snapshot or the snapshot level already covers the position.

@@ -135,15 +135,10 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             let mut failed = 0;
             for mut r in replicators {
                 let path = r.db_path();
-                match r.sync_once().await {
-                    Ok(rep) => tracing::info!(
-                        db = %path.display(),
-                        files = rep.sync.files.len(),
-                        uploaded = rep.upload.files.len(),
-                        "synced"
-                    ),
+                match once(&mut r, args.force_snapshot, args.enforce_retention).await {
+                    Ok(()) => {}
                     Err(e) => {
-                        eprintln!("error: {}: {e}", path.display());
+                        eprintln!("error: {}: {e:#}", path.display());
                         failed += 1;
                     }
                 }
@@ -224,6 +219,27 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             (None, false) => ExitCode::SUCCESS,
         })
     })
+}
+
+/// `-once`: sync and upload; with `-force-snapshot` a snapshot, with
+/// `-enforce-retention` the snapshot retention, as Go's one-shot run.
+async fn once(r: &mut Replicator, force_snapshot: bool, enforce_retention: bool) -> Result<()> {
+    let rep = r.sync_once().await.context("sync")?;
+    tracing::info!(
+        db = %r.db_path().display(),
+        files = rep.sync.files.len(),
+        uploaded = rep.upload.files.len(),
+        "synced"
+    );
+    if force_snapshot {
+        let snap = r.snapshot().await.context("snapshot")?;
+        tracing::info!(db = %r.db_path().display(), written = snap.is_some(), "snapshot");
+    }
+    if enforce_retention {
+        r.enforce_retention().await.context("enforce retention")?;
+        tracing::info!(db = %r.db_path().display(), "retention enforced");
+    }
+    Ok(())
 }
 
 /// `restore-if-db-not-exists`: the database is restored from its replica

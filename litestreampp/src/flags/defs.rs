@@ -24,6 +24,12 @@ pub struct ReplicateArgs {
     /// exits a final sync runs and litestreampp exits with its code.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
+    /// With -once: also write a snapshot.
+    #[arg(long, requires = "once")]
+    pub force_snapshot: bool,
+    /// With -once: also delete snapshots past their retention.
+    #[arg(long, requires = "once")]
+    pub enforce_retention: bool,
     /// Restore each database from its replica first if it does not exist
     /// (an empty replica starts fresh).
     #[arg(long)]
