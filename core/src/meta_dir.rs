@@ -73,6 +73,30 @@ impl MetaDir {
         self.root.join("seal.json")
     }
 
+    /// The directory of local LTX files, every level.
+    pub fn ltx_dir(&self) -> PathBuf {
+        self.root.join("ltx")
+    }
+
+    /// Forgets where replication stands (Litestream's `reset`): removes the
+    /// local LTX files and the seal record, so the next sync starts from a
+    /// fresh snapshot. The database file is not touched.
+    pub fn reset(&self) -> Result<()> {
+        let ltx = self.ltx_dir();
+        match fs::remove_dir_all(&ltx) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", ltx.display()), e)),
+        }
+        let seal = self.seal_path();
+        match fs::remove_file(&seal) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", seal.display()), e)),
+        }
+        fsutil::fsync_dir(&self.root)
+    }
+
     /// Creates the L0 directory (and its parents, fsynced).
     pub fn create(&self) -> Result<()> {
         fsutil::create_dir_all(&self.l0)

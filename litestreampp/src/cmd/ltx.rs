@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Result, anyhow};
 use litestreampp_core::client::{SNAPSHOT_LEVEL, list_all};
 
+use super::table::Table;
 use super::{init_logging, runtime};
 use crate::flags::LtxArgs;
 use crate::settings::resolve_target;
@@ -35,24 +36,21 @@ pub fn run(args: LtxArgs) -> Result<ExitCode> {
         }
         Ok::<_, litestreampp_core::Error>(all)
     })?;
-    let ts = |f: &litestreampp_core::client::FileInfo| {
-        f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-    };
     if args.json {
         let v: Vec<serde_json::Value> = files.iter().map(super::file_info_json).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("level  min_txid          max_txid          size        created");
+    let mut t = Table::new(&["level", "min_txid", "max_txid", "size", "created"]);
     for f in &files {
-        println!(
-            "{:<6} {} {} {:<11} {}",
-            f.level,
-            f.min_txid,
-            f.max_txid,
-            f.size,
-            ts(f)
-        );
+        t.row(vec![
+            f.level.to_string(),
+            f.min_txid.to_string(),
+            f.max_txid.to_string(),
+            f.size.to_string(),
+            super::timestamp(f),
+        ]);
     }
+    t.print();
     Ok(ExitCode::SUCCESS)
 }

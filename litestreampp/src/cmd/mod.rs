@@ -5,10 +5,13 @@ mod exec;
 mod logging;
 pub mod ltx;
 pub mod replicate;
+pub mod reset;
 pub mod restore;
 pub mod restore_pattern;
 pub mod run;
 pub mod status;
+mod table;
+mod version;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -33,16 +36,15 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(a),
         Command::RestorePattern(a) => restore_pattern::run(a),
         Command::Ltx(a) => ltx::run(a),
+        Command::Wal(a) => {
+            eprintln!("Warning: 'wal' command is deprecated, please use 'ltx' instead");
+            ltx::run(a)
+        }
+        Command::Reset(a) => reset::run(a),
         Command::Run(a) => run::run(a),
         Command::Databases(a) => databases::run(a),
         Command::Status(a) => status::run(a),
-        Command::Version => {
-            println!(
-                "litestreampp {} (replicas compatible with Litestream 0.5.17)",
-                env!("CARGO_PKG_VERSION")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version(a) => version::run(a),
     }
 }
 
@@ -93,6 +95,12 @@ pub fn file_info_json(f: &litestreampp_core::client::FileInfo) -> serde_json::Va
         "min_txid": f.min_txid.to_string(),
         "max_txid": f.max_txid.to_string(),
         "size": f.size,
-        "timestamp": f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "timestamp": timestamp(f),
     })
+}
+
+/// A replica file's creation time as Litestream prints it (RFC 3339, UTC,
+/// whole seconds).
+pub fn timestamp(f: &litestreampp_core::client::FileInfo) -> String {
+    f.created_at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }

@@ -8,6 +8,7 @@ use litestreampp_core::restore::{
 };
 use litestreampp_core::v3::{self, V3Target};
 
+use super::table::Table;
 use super::{init_logging, runtime};
 use crate::flags::RestoreArgs;
 use crate::settings::{resolve_target, restore_target};
@@ -87,7 +88,7 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
                 }
                 r => r.with_context(|| format!("plan restore from {}", client.location()))?,
             };
-            print_plan(&plan, &output, args.json);
+            print_plan(&plan, &args.target, &output, client.kind(), args.json)?;
             return Ok(ExitCode::SUCCESS);
         }
         let opts = RestoreOptions {
@@ -111,6 +112,19 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
                     s.bytes_read,
                     s.elapsed.as_secs_f64()
                 );
+                if args.json {
+                    // Litestream's summary fields, then ours.
+                    let v = serde_json::json!({
+                        "db_path": s.output.display().to_string(),
+                        "replica": client.kind(),
+                        "txid": s.txid.to_string(),
+                        "duration_ms": s.elapsed.as_millis() as u64,
+                        "integrity_check": args.integrity_check,
+                        "files": s.files,
+                        "bytes_read": s.bytes_read,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) if args.if_replica_exists && e.is_not_found() => {
@@ -191,31 +205,65 @@ async fn restore_v3(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The dry run's plan, in Litestream's shape (text and JSON fields), with
+/// our `txid` and `total_bytes` added to the JSON.
 fn print_plan(
     plan: &litestreampp_core::restore::RestorePlan,
+    source: &str,
     output: &std::path::Path,
+    replica: &str,
     json: bool,
-) {
+) -> Result<()> {
+    let (min, max) = match (plan.files.first(), plan.files.last()) {
+        (Some(a), Some(b)) => (a.min_txid.to_string(), b.max_txid.to_string()),
+        _ => (String::new(), String::new()),
+    };
     if json {
-        let files: Vec<serde_json::Value> = plan.files.iter().map(super::file_info_json).collect();
+        let files: Vec<serde_json::Value> = plan
+            .files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "level": f.level,
+                    "name": f.file_name(),
+                    "min_txid": f.min_txid.to_string(),
+                    "max_txid": f.max_txid.to_string(),
+                    "size": f.size,
+                    "timestamp": super::timestamp(f),
+                })
+            })
+            .collect();
         let v = serde_json::json!({
-            "output": output.display().to_string(),
-            "txid": plan.txid.to_string(),
+            "source": source,
+            "target_path": output.display().to_string(),
+            "replica": replica,
+            "min_txid": min,
+            "max_txid": max,
             "files": files,
+            "txid": plan.txid.to_string(),
             "total_bytes": plan.total_bytes(),
         });
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
     }
-    println!(
-        "restore to {} at TXID {}: {} files, {} bytes",
-        output.display(),
-        plan.txid,
-        plan.files.len(),
-        plan.total_bytes()
-    );
-    println!("level  min_txid          max_txid          size");
+    println!("Restore plan:");
+    println!("  source: {source}");
+    println!("  target: {}", output.display());
+    println!("  replica: {replica}");
+    println!("  txid range: {min} - {max}");
+    println!();
+    println!("Files to fetch:");
+    let mut t = Table::new(&["level", "file", "min_txid", "max_txid", "size", "timestamp"]);
     for f in &plan.files {
-        println!("{:<6} {} {} {}", f.level, f.min_txid, f.max_txid, f.size);
+        t.row(vec![
+            f.level.to_string(),
+            f.file_name(),
+            f.min_txid.to_string(),
+            f.max_txid.to_string(),
+            f.size.to_string(),
+            super::timestamp(f),
+        ]);
     }
+    t.print();
+    Ok(())
 }

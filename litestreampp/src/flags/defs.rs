@@ -85,7 +85,8 @@ pub struct RestoreArgs {
     /// Print the files the restore would read, and read nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// With --dry-run: print JSON.
+    /// Print JSON: the plan with --dry-run, else a summary of the restore
+    /// (logs go to stderr).
     #[arg(long)]
     pub json: bool,
     /// Log level: trace, debug, info, warn, error.
@@ -225,20 +226,59 @@ pub struct RunArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
-    /// Address of the running fleet's endpoint.
-    #[arg(long, default_value = "127.0.0.1:9090", value_name = "ADDR")]
-    pub addr: String,
+    /// Config file: show its databases' local state (Litestream's status).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Do not expand $VARIABLES in the config file.
+    #[arg(long)]
+    pub no_expand_env: bool,
+    /// Address of a running fleet's endpoint: show the fleet view
+    /// (default 127.0.0.1:9090 when no config file is found).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["config", "db_path"])]
+    pub addr: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Only this database of the config (Litestream's status).
+    pub db_path: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DatabasesArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only databases whose path matches this glob; directory entries are
+    /// listed database by database (the files found under `dir`).
+    pub glob: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The database whose local state to reset.
+    pub db_path: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VersionArgs {
+    /// Also print the build's details.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct LtxArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Level to list: 0-9 or all.
-    #[arg(long, default_value = "all")]
+    /// Level to list: 0-9 or all (default 0, as Litestream).
+    #[arg(long, default_value = "0")]
     pub level: String,
     /// Print JSON.
     #[arg(long)]

@@ -36,15 +36,24 @@ pub enum Command {
     RestorePattern(RestorePatternArgs),
     /// List the LTX files of a replica.
     Ltx(LtxArgs),
+    /// Deprecated name of `ltx` (as in Litestream).
+    #[command(hide = true)]
+    Wal(LtxArgs),
+    /// Remove a database's local replication state (its meta directory);
+    /// the next sync takes a fresh snapshot.
+    Reset(ResetArgs),
     /// The fleet: every database matching --pattern (or the config's
     /// directory entries), each replicated to its own replica.
     Run(RunArgs),
-    /// List the databases of a config file.
-    Databases(ConfigArgs),
-    /// Show a running fleet: databases per tier, the most lagging, errors.
+    /// List the databases of a config file (with a glob: the databases
+    /// found under its directory entries too).
+    Databases(DatabasesArgs),
+    /// With -config or a database: the local replication state of the
+    /// config's databases (Litestream's status). Otherwise: a running
+    /// fleet's databases per tier, the most lagging, errors.
     Status(StatusArgs),
     /// Print the version.
-    Version,
+    Version(VersionArgs),
 }
 
 /// Rewrites Go-style `-name[=value]` into `--name[=value]` when `name` is a

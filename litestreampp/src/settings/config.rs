@@ -198,6 +198,20 @@ impl Config {
         let want = expand_path(&path.display().to_string()).ok()?;
         self.dbs.iter().find(|d| d.path == want)
     }
+
+    /// The directory entry `path` falls under (its glob matches), and the
+    /// database's path relative to the entry's `dir`: the replica of that
+    /// database is the entry's replica with this path appended.
+    pub fn dir_db(&self, path: &Path) -> Option<(&DirConfig, String)> {
+        let want = expand_path(&path.display().to_string()).ok()?;
+        self.dirs.iter().find_map(|d| {
+            let rel = want.strip_prefix(&d.dir).ok()?;
+            crate::restore_fleet::compile(&d.glob())
+                .ok()?
+                .is_match(&want)
+                .then(|| (d, rel.to_string_lossy().into_owned()))
+        })
+    }
 }
 
 /// `$LITESTREAM_CONFIG`, else `/etc/litestream.yml`.

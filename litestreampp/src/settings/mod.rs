@@ -4,6 +4,7 @@
 
 mod config;
 mod keys;
+mod local_dbs;
 mod replica;
 mod restore_jobs;
 mod template;
@@ -19,6 +20,7 @@ pub use config::{
     Config, ConfigError, DbConfig, DbTuning, DirConfig, FleetConfig, LoggingConfig,
     default_config_path, parse_config, read_config,
 };
+pub use local_dbs::{LocalDb, local_databases};
 pub use replica::{ReplicaConfig, ReplicaLocation};
 pub use restore_jobs::{config_jobs, url_jobs};
 pub use template::Template;
@@ -54,13 +56,19 @@ pub fn resolve_target(
     }
     let cfg = load_config(config, expand_env)?;
     let path = expand_path(target)?;
-    let db = cfg.db(&path).ok_or_else(|| {
-        anyhow!(
-            "database not found in config {}: {}",
+    let Some(db) = cfg.db(&path) else {
+        // A database under a directory entry: its replica follows the
+        // entry's layout (the entry's replica plus the relative path).
+        if let Some((dir, rel)) = cfg.dir_db(&path) {
+            let replica = dir.replica.with_relative_path(&rel)?;
+            return Ok((replica.open(&ClientPool::default())?, Some(path)));
+        }
+        bail!(
+            "database not found in config {}: {} (neither a `path` entry nor under a `dir` entry whose pattern matches it)",
             cfg.path.display(),
             path.display()
-        )
-    })?;
+        );
+    };
     let replica = db.replica.as_ref().ok_or_else(|| {
         anyhow!(
             "database {} has no replica in {}",
