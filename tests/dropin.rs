@@ -485,3 +485,189 @@ fn once_force_snapshot_and_enforce_retention_like_go() {
         }
     }
 }
+
+/// A stand-in for healthchecks.io on 127.0.0.1: answers every request
+/// 200 and records its path.
+fn ping_server() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut line = String::new();
+            let mut r = BufReader::new(conn.try_clone().unwrap());
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            // The rest of the head, up to the blank line.
+            let mut h = String::new();
+            while r.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_string();
+            log.lock()
+                .unwrap()
+                .push(format!("{} {path}", line.split(' ').next().unwrap_or("")));
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nOK");
+        }
+    });
+    (port, seen)
+}
+
+/// heartbeat-url: one GET per interval while every database is healthy,
+/// none while a replica fails; as Go does, side by side; `run` pings for
+/// the fleet; an interval under a minute is refused as Go refuses it.
+#[test]
+fn heartbeat_pings_only_while_healthy_like_go() {
+    let (port, seen) = ping_server();
+    let dir = Scratch::new();
+    let broken = dir.path().join("not-a-directory");
+    std::fs::write(&broken, b"x").unwrap();
+    let mut children = Vec::new();
+    for who in ["go", "ours"] {
+        for healthy in [true, false] {
+            let name = format!("{who}-{}", if healthy { "ok" } else { "failing" });
+            let db = dir.path().join(format!("{name}.db"));
+            let conn = open_app(&db, None);
+            Workload::new(3).setup(&conn);
+            let replica = if healthy {
+                dir.path().join(format!("{name}-replica"))
+            } else {
+                broken.join("replica") // a file where a directory must be
+            };
+            let cfg = dir.path().join(format!("{name}.yml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "heartbeat-url: http://127.0.0.1:{port}/{name}\nheartbeat-interval: 1m\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+                    db.display(),
+                    replica.display()
+                ),
+            )
+            .unwrap();
+            let mut c = if who == "go" { go() } else { ours() };
+            c.args(["replicate", "-config"]).arg(&cfg);
+            children.push(spawn_logged(c, &dir.path().join(format!("{name}.log"))));
+        }
+    }
+    // The fleet: a directory entry.
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    for t in ["a", "b"] {
+        Workload::new(4).setup(&open_app(&tenants.join(format!("{t}.db")), None));
+    }
+    let fleet_cfg = dir.path().join("fleet.yml");
+    std::fs::write(
+        &fleet_cfg,
+        format!(
+            "heartbeat-url: http://127.0.0.1:{port}/fleet\nheartbeat-interval: 1m\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
+            tenants.display(),
+            dir.path().join("fleet-replica").display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--config"]).arg(&fleet_cfg);
+    children.push(spawn_logged(c, &dir.path().join("fleet.log")));
+
+    // Health is checked every 15 s: one ping by 20 s, and no second one
+    // within the minute.
+    std::thread::sleep(Duration::from_secs(33));
+    for child in children {
+        terminate(child, Duration::from_secs(20));
+    }
+    let seen = seen.lock().unwrap().clone();
+    for (path, want) in [
+        ("/go-ok", 1),
+        ("/ours-ok", 1),
+        ("/go-failing", 0),
+        ("/ours-failing", 0),
+        ("/fleet", 1),
+    ] {
+        let n = seen.iter().filter(|s| *s == &format!("GET {path}")).count();
+        assert_eq!(n, want, "{path}: {seen:?}");
+    }
+
+    // Under a minute: refused by both.
+    let cfg = dir.path().join("short.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "heartbeat-url: http://127.0.0.1:{port}/x\nheartbeat-interval: 30s\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+            dir.path().join("go-ok.db").display(),
+            dir.path().join("short-replica").display()
+        ),
+    )
+    .unwrap();
+    for who in ["go", "ours"] {
+        let mut c = if who == "go" { go() } else { ours() };
+        c.args(["replicate", "-once", "-config"]).arg(&cfg);
+        let (code, err) = run_err(c);
+        assert!(
+            err.contains("heartbeat interval must be at least 1 minute"),
+            "{who}: {err}"
+        );
+        if who == "ours" {
+            assert_eq!(code, 2);
+            assert!(err.contains("heartbeat-interval"), "{err}");
+        }
+    }
+}
+
+/// `replicate -config` on a directory entry works as with Go (the fleet
+/// replicates it); a config mixing path and directory entries, or `run`
+/// on path entries, is refused naming the entries, never half-replicated.
+#[test]
+fn replicate_takes_directory_entries_like_go() {
+    let dir = Scratch::new();
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    for t in ["a", "b"] {
+        Workload::new(5).setup(&open_app(&tenants.join(format!("{t}.db")), None));
+    }
+    for who in ["go", "ours"] {
+        let replica = dir.path().join(format!("{who}-replica"));
+        let cfg = dir.path().join(format!("{who}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      url: file://{}\n",
+                tenants.display(),
+                replica.display()
+            ),
+        )
+        .unwrap();
+        let mut c = if who == "go" { go() } else { ours() };
+        c.args(["replicate", "-once", "-config"]).arg(&cfg);
+        run_ok(c);
+        for t in ["a.db", "b.db"] {
+            assert!(!replica_txids(&replica.join(t), 0).is_empty(), "{who}: {t}");
+        }
+    }
+    let lone = dir.path().join("lone.db");
+    Workload::new(6).setup(&open_app(&lone, None));
+    let mixed = dir.path().join("mixed.yml");
+    std::fs::write(
+        &mixed,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      path: {}\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
+            lone.display(),
+            dir.path().join("mixed-lone").display(),
+            tenants.display(),
+            dir.path().join("mixed-tenants").display()
+        ),
+    )
+    .unwrap();
+    for cmd in [["replicate", "-once"], ["run", "--once"]] {
+        let mut c = ours();
+        c.args(cmd).arg("-config").arg(&mixed);
+        let (code, err) = run_err(c);
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(err.contains("lone.db"), "{cmd:?}: {err}");
+    }
+    assert!(!dir.path().join("mixed-lone").exists() && !dir.path().join("mixed-tenants").exists());
+}

@@ -2,6 +2,7 @@
 
 pub mod databases;
 mod exec;
+mod heartbeat;
 mod logging;
 pub mod ltx;
 pub mod replicate;

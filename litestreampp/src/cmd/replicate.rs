@@ -9,12 +9,13 @@ use litestreampp_core::client::ClientPool;
 use litestreampp_core::client::ReplicaClient;
 use litestreampp_core::metrics::DbMetrics;
 use litestreampp_core::replica::Replica;
-use litestreampp_core::replicator::{FlushHandle, Replicator, ReplicatorOptions};
+use litestreampp_core::replicator::{FlushHandle, Replicator, ReplicatorOptions, ReplicatorStatus};
 use litestreampp_core::restore::{self, IfMissing};
 use litestreampp_core::scheduler::Scheduler;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::heartbeat::Heartbeat;
 use super::{exec, init_logging_with, runtime, shutdown_signal};
 use crate::flags::ReplicateArgs;
 use crate::settings::{
@@ -50,7 +51,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         .map(parse_go_duration)
         .transpose()
         .context("-sync-interval")?;
-    let (dbs, logging, addr, exec) = match (&args.db_path, &args.replica_url) {
+    let (dbs, logging, addr, exec, heartbeat) = match (&args.db_path, &args.replica_url) {
         (Some(db), Some(url)) => {
             if args.config.config.is_some() {
                 bail!("cannot use -config together with DB_PATH REPLICA_URL");
@@ -61,23 +62,19 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 tuning: DbTuning::default(),
                 restore_if_db_not_exists: false,
             };
-            (vec![db], LoggingConfig::default(), None, None)
+            (vec![db], LoggingConfig::default(), None, None, None)
         }
         (Some(_), None) => {
             bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
         }
         _ => {
             let cfg = load_config(args.config.config.as_deref(), !args.config.no_expand_env)?;
-            if let Some(d) = cfg.dirs.first() {
-                bail!(
-                    "{}: directory entry {} ({}) is replicated by `litestreampp run --config {}` (the fleet: hot and cold tiers)",
-                    cfg.path.display(),
-                    d.dir.display(),
-                    d.pattern,
-                    cfg.path.display()
-                );
+            if !cfg.dirs.is_empty() {
+                // Directory entries are the fleet's: the same command
+                // line keeps working, replicated by `run`.
+                return super::run::run(fleet_args(&args, &cfg)?);
             }
-            (cfg.dbs, cfg.logging, cfg.addr, cfg.exec)
+            (cfg.dbs, cfg.logging, cfg.addr, cfg.exec, cfg.heartbeat)
         }
     };
     init_logging_with(args.log_level.as_deref(), &logging);
@@ -154,6 +151,14 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut replicators = replicators;
         let flushes: Vec<_> = replicators.iter_mut().map(|r| r.flush_handle()).collect();
+        let _pinging = match &heartbeat {
+            Some(h) => {
+                let statuses: Vec<_> = replicators.iter().map(|r| r.status_handle()).collect();
+                let beat = Heartbeat::new(&h.url, h.interval)?;
+                Some(beat.spawn(move |within| all_healthy(&statuses, within)))
+            }
+            None => None,
+        };
         let tasks: Vec<_> = replicators
             .into_iter()
             .map(|r| {
@@ -219,6 +224,74 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             (None, false) => ExitCode::SUCCESS,
         })
     })
+}
+
+/// `replicate -config` on a config with directory entries: the fleet
+/// (`run --config`) with the same flags. Path entries in the same file
+/// are refused: the fleet replicates directory entries only.
+fn fleet_args(args: &ReplicateArgs, cfg: &settings::Config) -> Result<crate::flags::RunArgs> {
+    let refuse = |msg: String| Err(anyhow::Error::new(settings::ConfigError(msg)));
+    if let Some(db) = cfg.dbs.first() {
+        return refuse(format!(
+            "config {}: mixes path entries ({}) and directory entries ({}): litestreampp replicates directory entries as a fleet; put the path entries in a config of their own and run `litestreampp replicate -config` on each",
+            cfg.path.display(),
+            db.path.display(),
+            cfg.dirs[0].dir.display()
+        ));
+    }
+    if args.force_snapshot || args.enforce_retention {
+        return refuse(format!(
+            "config {}: -force-snapshot and -enforce-retention apply to path entries; the fleet of directory entries snapshots on its schedule",
+            cfg.path.display()
+        ));
+    }
+    let mut argv: Vec<std::ffi::OsString> = vec!["litestreampp".into(), "run".into()];
+    argv.extend(["--config".into(), cfg.path.clone().into_os_string()]);
+    if args.config.no_expand_env {
+        argv.push("--no-expand-env".into());
+    }
+    // As Go's replicate: no endpoint unless the config's `addr` asks.
+    if cfg.addr.is_none() {
+        argv.extend(["--addr".into(), "off".into()]);
+    }
+    for (flag, on) in [
+        ("--once", args.once),
+        ("--restore-if-db-not-exists", args.restore_if_db_not_exists),
+    ] {
+        if on {
+            argv.push(flag.into());
+        }
+    }
+    for (flag, v) in [
+        ("--exec", &args.exec),
+        ("--log-level", &args.log_level),
+        ("--sync-interval", &args.sync_interval),
+    ] {
+        if let Some(v) = v {
+            argv.extend([flag.into(), v.into()]);
+        }
+    }
+    match crate::flags::parse(argv).map(|c| c.command) {
+        Ok(crate::flags::Command::Run(a)) => Ok(a),
+        Ok(_) => bail!("internal: replicate of directory entries did not become run"),
+        Err(e) => Err(anyhow!("{e}")),
+    }
+}
+
+/// Every database healthy, for the heartbeat: it has synced into its
+/// replica since we started, its last sync succeeded, and no write has
+/// waited longer than `within` to reach the replica. (Litestream asks
+/// for a successful sync within the interval; ours syncs only when there
+/// is something to ship, so an idle database counts as healthy.)
+fn all_healthy(statuses: &[Arc<std::sync::Mutex<ReplicatorStatus>>], within: Duration) -> bool {
+    !statuses.is_empty()
+        && statuses.iter().all(|s| {
+            s.lock().is_ok_and(|s| {
+                s.last_sync_at.is_some()
+                    && s.last_error.is_none()
+                    && s.pending_since.is_none_or(|t| t.elapsed() < within)
+            })
+        })
 }
 
 /// `-once`: sync and upload; with `-force-snapshot` a snapshot, with

@@ -14,6 +14,7 @@ use litestreampp_core::client::ClientPool;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
+use super::heartbeat::Heartbeat;
 use super::{init_logging_with, runtime, shutdown_signal};
 use crate::flags::RunArgs;
 use crate::fleet::patterns::Patterns;
@@ -54,6 +55,13 @@ fn sources(args: &RunArgs) -> Result<Sources> {
                 "--config".to_string()
             }
         })?;
+        if let Some(db) = cfg.dbs.first() {
+            return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
+                "config {}: path entry {} is replicated by `litestreampp replicate -config`; the fleet takes directory entries (dbs: - dir: ... pattern: ...): put path entries in a config of their own",
+                path.display(),
+                db.path.display()
+            ))));
+        }
         for d in &cfg.dirs {
             globs.push(d.glob());
             templates.push(Template::from_replica(d.replica.clone()));
@@ -254,7 +262,14 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
     crate::fleet::memory::tune_allocator();
     let rt = super::fleet_runtime(FLEET_BLOCKING_THREADS)?;
     let app_ended = Arc::new(std::sync::OnceLock::new());
+    let heartbeat = config
+        .as_ref()
+        .and_then(|c| c.heartbeat.as_ref())
+        .map(|h| Heartbeat::new(&h.url, h.interval))
+        .transpose()?;
     let status = rt.block_on(async {
+        // The pings live as long as the fleet runs.
+        let pinging = Arc::new(std::sync::OnceLock::new());
         let view_slot = Arc::new(std::sync::OnceLock::new());
         if addr != "off" {
             let addr: std::net::SocketAddr = addr
@@ -274,11 +289,18 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         }
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let shutdown = until_stopped(exec, ready_rx, app_ended.clone());
-        fleet::run(patterns, templates, opts, shutdown, move |view| {
+        let pings = pinging.clone();
+        let status = fleet::run(patterns, templates, opts, shutdown, move |view| {
+            if let Some(beat) = heartbeat {
+                let v = view.clone();
+                let _ = pings.set(beat.spawn(move |within| fleet_healthy(&v, within)));
+            }
             let _ = ready_tx.send(view.clone()); // nobody waits without exec
             let _ = slot.set(view); // set once
         })
-        .await
+        .await;
+        drop(pinging);
+        status
     })?;
     eprintln!(
         "stopped: {} databases ({} cold, {} queued, {} failed); {} promotions, {} demotions, {} errors",
@@ -356,6 +378,24 @@ async fn restore_missing(cfg: &Config, all: bool) -> Result<()> {
         tracing::info!(dir = %d.dir.display(), databases = done.total, "restored missing databases before replicating");
     }
     Ok(())
+}
+
+/// The whole fleet healthy, for the heartbeat: every database found has
+/// its first backup (nothing queued), none has failed, no write has
+/// waited longer than `within` to reach its replica, and no sync failed
+/// within it.
+fn fleet_healthy(view: &fleet::FleetView, within: Duration) -> bool {
+    let s = view.status();
+    let since = jiff::Timestamp::now() - within;
+    s.databases > 0
+        && s.queued == 0
+        && s.failed == 0
+        && s.most_lagging
+            .first()
+            .is_none_or(|h| h.lag_seconds < within.as_secs_f64())
+        && s.recent_errors
+            .iter()
+            .all(|e| e.at.parse::<jiff::Timestamp>().is_ok_and(|at| at < since))
 }
 
 /// Resolves when the fleet should stop: on SIGINT or SIGTERM; with `exec`,

@@ -163,7 +163,20 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `exec`: the application to start once replication runs.
     pub exec: Option<String>,
+    /// `heartbeat-url` and `heartbeat-interval`.
+    pub heartbeat: Option<HeartbeatConfig>,
 }
+
+/// Where and how often to ping while replication is healthy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatConfig {
+    pub url: String,
+    pub interval: Duration,
+}
+
+/// Litestream's default and smallest heartbeat intervals.
+const HEARTBEAT_DEFAULT: Duration = Duration::from_secs(5 * 60);
+const HEARTBEAT_MIN: Duration = Duration::from_secs(60);
 
 impl Config {
     /// The per-database settings of the directory entries, and their
@@ -340,8 +353,10 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     }
     let logging = parse_logging(top.get("logging"), &where_)?;
     let exec = str_key(top, "exec", &where_)?.filter(|e| !e.trim().is_empty());
+    let heartbeat = parse_heartbeat(top, &where_)?;
     Ok(Config {
         exec,
+        heartbeat,
         path: path.to_path_buf(),
         dbs,
         dirs,
@@ -350,6 +365,43 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
         levels,
         logging,
     })
+}
+
+/// `heartbeat-url` (http or https) and `heartbeat-interval` (at least a
+/// minute, default five), checked as Litestream checks them.
+fn parse_heartbeat(
+    top: &serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<Option<HeartbeatConfig>> {
+    let interval = top
+        .get("heartbeat-interval")
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            parse_duration_value(v).with_context(|| format!("config {at}: heartbeat-interval"))
+        })
+        .transpose()?;
+    if let Some(i) = interval
+        && i < HEARTBEAT_MIN
+    {
+        bail!(
+            "config {at}: heartbeat-interval: heartbeat interval must be at least 1 minute (got {i:?})"
+        );
+    }
+    let Some(url) = str_key(top, "heartbeat-url", at)?.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let ok = url::Url::parse(&url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    if !ok {
+        bail!(
+            "config {at}: heartbeat-url: heartbeat URL must be a valid HTTP or HTTPS URL (got {})",
+            litestreampp_core::redact::redact_url(&url)
+        );
+    }
+    Ok(Some(HeartbeatConfig {
+        url,
+        interval: interval.unwrap_or(HEARTBEAT_DEFAULT),
+    }))
 }
 
 /// Refuses every key of `m` that [`refusal`] names.

@@ -164,9 +164,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("replica" | "top", "auto-recover") if value.as_bool() == Some(true) => {
             "automatic recovery is not available in this version of litestreampp; remove auto-recover (a replica whose local state is damaged reports the error and takes a snapshot when continuity cannot be proven)"
         }
-        ("top", "heartbeat-url" | "heartbeat-interval") if set => {
-            "heartbeats are not available in this version of litestreampp; remove heartbeat-url and heartbeat-interval"
-        }
         ("top", "shutdown-sync-timeout" | "shutdown-sync-interval") if set => {
             "shutdown sync retries are not configurable in this version of litestreampp; remove the key (the final sync is retried by the replica client's own retries)"
         }

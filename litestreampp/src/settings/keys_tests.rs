@@ -113,8 +113,8 @@ const TOP_KEYS: &[(&str, &str, Outcome)] = &[
     ("l0-retention-check-interval", "15s", Implemented),
     ("verify-compaction", "true", Implemented),
     ("retention", "{enabled: false}", Implemented),
-    ("heartbeat-url", "http://127.0.0.1:9/ping", Refused),
-    ("heartbeat-interval", "5m", Refused),
+    ("heartbeat-url", "http://127.0.0.1:9/ping", Implemented),
+    ("heartbeat-interval", "5m", Implemented),
     ("exec", "myapp -port 8080", Implemented),
     (
         "logging",

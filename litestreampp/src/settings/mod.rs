@@ -17,8 +17,8 @@ use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 
 pub use config::{
-    Config, ConfigError, DbConfig, DbTuning, DirConfig, FleetConfig, LoggingConfig,
-    default_config_path, parse_config, read_config,
+    Config, ConfigError, DbConfig, DbTuning, DirConfig, FleetConfig, HeartbeatConfig,
+    LoggingConfig, default_config_path, parse_config, read_config,
 };
 pub use local_dbs::{LocalDb, local_databases};
 pub use replica::{ReplicaConfig, ReplicaLocation};
