@@ -671,3 +671,106 @@ fn replicate_takes_directory_entries_like_go() {
     }
     assert!(!dir.path().join("mixed-lone").exists() && !dir.path().join("mixed-tenants").exists());
 }
+
+/// shutdown-sync-timeout / -interval: a final sync that fails at stop is
+/// retried every interval until it succeeds (the write reaches the
+/// replica) or the time runs out (exit 1); a second signal ends the
+/// retries at once.
+#[test]
+fn shutdown_sync_retries_the_final_sync() {
+    let dir = Scratch::new();
+    for (case, timeout) in [
+        ("recovers", "30s"),
+        ("gives-up", "0s"),
+        ("interrupted", "60s"),
+    ] {
+        let db = dir.path().join(format!("{case}.db"));
+        let w = Workload::new(8);
+        let conn = open_app(&db, None);
+        w.setup(&conn);
+        w.step(&conn, 1, true);
+        let replica = dir.path().join(format!("{case}-replica"));
+        let cfg = dir.path().join(format!("{case}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "shutdown-sync-timeout: {timeout}\nshutdown-sync-interval: 200ms\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+                db.display(),
+                replica.display()
+            ),
+        )
+        .unwrap();
+        let mut c = ours();
+        c.args(["replicate", "-config"]).arg(&cfg);
+        let log = dir.path().join(format!("{case}.log"));
+        let mut child = spawn_logged(c, &log);
+        wait_for("the first sync", Duration::from_secs(30), || {
+            !replica_txids(&replica, 0).is_empty()
+        });
+        // The replica becomes a file: every upload fails from now on.
+        let aside = dir.path().join(format!("{case}-aside"));
+        std::fs::rename(&replica, &aside).unwrap();
+        std::fs::write(&replica, b"in the way").unwrap();
+        w.step(&conn, 2, true);
+        std::thread::sleep(Duration::from_millis(300));
+        signal(&child, libc::SIGTERM);
+        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+        match case {
+            "recovers" => {
+                wait_for("a retried final sync", Duration::from_secs(20), || {
+                    logged().contains("final sync failed, retrying")
+                });
+                std::fs::remove_file(&replica).unwrap();
+                std::fs::rename(&aside, &replica).unwrap();
+                // No second signal: that would end the retries.
+                let mut code = None;
+                wait_for(
+                    "the exit after the retried final sync",
+                    Duration::from_secs(20),
+                    || {
+                        code = child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1));
+                        code.is_some()
+                    },
+                );
+                assert_eq!(code, Some(0), "{}", logged());
+                let out = dir.path().join("recovered.db");
+                let mut r = ours();
+                r.args(["restore", "-o"])
+                    .arg(&out)
+                    .arg(format!("file://{}", replica.display()));
+                run_ok(r);
+                assert_eq!(
+                    verify_restore(&out, &w),
+                    2,
+                    "the last write reached the replica"
+                );
+            }
+            "gives-up" => {
+                let mut code = None;
+                wait_for(
+                    "the exit after one final sync",
+                    Duration::from_secs(10),
+                    || {
+                        code = child.try_wait().unwrap().map(|s| s.code().unwrap_or(-1));
+                        code.is_some()
+                    },
+                );
+                assert_eq!(code, Some(1), "{}", logged());
+                assert!(!logged().contains("retrying"), "{}", logged());
+            }
+            _ => {
+                wait_for("a retried final sync", Duration::from_secs(20), || {
+                    logged().contains("final sync failed, retrying")
+                });
+                let t = std::time::Instant::now();
+                assert_eq!(terminate(child, Duration::from_secs(20)), 1, "{}", logged());
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+                assert!(
+                    logged().contains("interrupted by a second signal"),
+                    "{}",
+                    logged()
+                );
+            }
+        }
+    }
+}

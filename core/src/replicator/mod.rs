@@ -45,6 +45,11 @@ pub struct ReplicatorOptions {
     /// are kept `levels.l0_retention` after upload.
     pub levels: LevelsConfig,
     pub db: DbOptions,
+    /// How long a failed final sync (at stop) is retried; zero tries once
+    /// (Litestream's `shutdown-sync-timeout`).
+    pub shutdown_sync_timeout: Duration,
+    /// The pause between those attempts (`shutdown-sync-interval`).
+    pub shutdown_sync_interval: Duration,
 }
 
 impl Default for ReplicatorOptions {
@@ -54,6 +59,8 @@ impl Default for ReplicatorOptions {
             monitor_interval: Duration::from_secs(1),
             levels: LevelsConfig::default(),
             db: DbOptions::default(),
+            shutdown_sync_timeout: Duration::ZERO,
+            shutdown_sync_interval: Duration::from_millis(500),
         }
     }
 }
@@ -416,6 +423,8 @@ impl Replicator {
         // retry, and log, at every write).
         let mut retry_at: Option<Instant> = None;
         let mut stopping = false;
+        // When the final sync's retries run out.
+        let mut final_deadline: Option<Instant> = None;
         let mut upload: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             // A finished upload's task is freed with its handle (a hot
@@ -423,7 +432,9 @@ impl Replicator {
             if upload.as_ref().is_some_and(|u| u.is_finished()) {
                 upload = None;
             }
-            if started {
+            // Once stopping, `shutdown` has completed and is not polled
+            // again: only final sync attempts remain.
+            if started && !stopping {
                 let wait = self.opts.monitor_interval.max(backoff);
                 let maint = self.maint.clone();
                 let snapshot_wanted = async move {
@@ -530,6 +541,17 @@ impl Replicator {
                 Err(e) => {
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
                     retry_at = Some(Instant::now() + backoff);
+                    if stopping {
+                        let deadline = *final_deadline.get_or_insert_with(|| {
+                            Instant::now() + self.opts.shutdown_sync_timeout
+                        });
+                        let pause = self.opts.shutdown_sync_interval;
+                        if Instant::now() + pause < deadline {
+                            tracing::warn!(db = %self.db_path().display(), error = %e, retry_in = ?pause, "final sync failed, retrying");
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                    }
                     tracing::error!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
                     if stopping {
                         if let Some(u) = upload.take() {

@@ -19,7 +19,8 @@ use super::heartbeat::Heartbeat;
 use super::{exec, init_logging_with, runtime, shutdown_signal};
 use crate::flags::ReplicateArgs;
 use crate::settings::{
-    self, DbConfig, DbTuning, LoggingConfig, ReplicaConfig, load_config, parse_go_duration,
+    self, DbConfig, DbTuning, LoggingConfig, ReplicaConfig, SHUTDOWN_SYNC_DEFAULT, load_config,
+    parse_go_duration,
 };
 
 /// Compactions and snapshot uploads run at once, across all databases.
@@ -51,32 +52,48 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         .map(parse_go_duration)
         .transpose()
         .context("-sync-interval")?;
-    let (dbs, logging, addr, exec, heartbeat) = match (&args.db_path, &args.replica_url) {
-        (Some(db), Some(url)) => {
-            if args.config.config.is_some() {
-                bail!("cannot use -config together with DB_PATH REPLICA_URL");
+    let (dbs, logging, addr, exec, heartbeat, shutdown_sync) =
+        match (&args.db_path, &args.replica_url) {
+            (Some(db), Some(url)) => {
+                if args.config.config.is_some() {
+                    bail!("cannot use -config together with DB_PATH REPLICA_URL");
+                }
+                let db = DbConfig {
+                    path: settings::expand_path(db)?,
+                    replica: Some(ReplicaConfig::from_url(url)),
+                    tuning: DbTuning::default(),
+                    restore_if_db_not_exists: false,
+                };
+                let logging = LoggingConfig::default();
+                (
+                    vec![db],
+                    logging,
+                    None::<String>,
+                    None,
+                    None,
+                    SHUTDOWN_SYNC_DEFAULT,
+                )
             }
-            let db = DbConfig {
-                path: settings::expand_path(db)?,
-                replica: Some(ReplicaConfig::from_url(url)),
-                tuning: DbTuning::default(),
-                restore_if_db_not_exists: false,
-            };
-            (vec![db], LoggingConfig::default(), None, None, None)
-        }
-        (Some(_), None) => {
-            bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
-        }
-        _ => {
-            let cfg = load_config(args.config.config.as_deref(), !args.config.no_expand_env)?;
-            if !cfg.dirs.is_empty() {
-                // Directory entries are the fleet's: the same command
-                // line keeps working, replicated by `run`.
-                return super::run::run(fleet_args(&args, &cfg)?);
+            (Some(_), None) => {
+                bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
             }
-            (cfg.dbs, cfg.logging, cfg.addr, cfg.exec, cfg.heartbeat)
-        }
-    };
+            _ => {
+                let cfg = load_config(args.config.config.as_deref(), !args.config.no_expand_env)?;
+                if !cfg.dirs.is_empty() {
+                    // Directory entries are the fleet's: the same command
+                    // line keeps working, replicated by `run`.
+                    return super::run::run(fleet_args(&args, &cfg)?);
+                }
+                (
+                    cfg.dbs,
+                    cfg.logging,
+                    cfg.addr,
+                    cfg.exec,
+                    cfg.heartbeat,
+                    cfg.shutdown_sync,
+                )
+            }
+        };
     init_logging_with(args.log_level.as_deref(), &logging);
     // -exec wins over the config's exec.
     let exec = args
@@ -107,7 +124,8 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         if db.restore_if_db_not_exists || args.restore_if_db_not_exists {
             rt.block_on(restore_if_missing(client.clone(), &db.path))?;
         }
-        let opts = options(db, replica, sync_interval)?;
+        let mut opts = options(db, replica, sync_interval)?;
+        (opts.shutdown_sync_timeout, opts.shutdown_sync_interval) = shutdown_sync;
         if !opts.levels.retention_enabled {
             tracing::warn!(db = %db.path.display(), "retention disabled: old replica files are never deleted; configure lifecycle rules on the bucket");
         }
@@ -204,8 +222,17 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             }
         }
         let _ = tx.send(true); // receivers may already be gone
+        // A second signal cuts the final syncs' retries short, as in
+        // Litestream (shutdown-sync-timeout bounds them otherwise).
+        let finished = tokio::select! {
+            r = join_all(tasks) => r,
+            _ = shutdown_signal() => {
+                eprintln!("error: final sync interrupted by a second signal");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         let mut failed = false;
-        for res in join_all(tasks).await {
+        for res in finished {
             match res {
                 Ok((_, Ok(_))) => {}
                 Ok((path, Err(e))) => {

@@ -201,6 +201,13 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         None => Ok(from_config),
     };
     let mut opts = FleetOptions::new(state_dir);
+    // The final sync's retries at stop: the config's, else Litestream's.
+    (
+        opts.replicator.shutdown_sync_timeout,
+        opts.replicator.shutdown_sync_interval,
+    ) = config
+        .as_ref()
+        .map_or(crate::settings::SHUTDOWN_SYNC_DEFAULT, |c| c.shutdown_sync);
     if let Some(c) = &config {
         // Compaction levels, snapshots, retention and the per-database
         // keys of the directory entries.

@@ -165,7 +165,14 @@ pub struct Config {
     pub exec: Option<String>,
     /// `heartbeat-url` and `heartbeat-interval`.
     pub heartbeat: Option<HeartbeatConfig>,
+    /// `shutdown-sync-timeout` and `shutdown-sync-interval`: how long a
+    /// failed final sync is retried at stop, and how often.
+    pub shutdown_sync: (Duration, Duration),
 }
+
+/// Litestream's defaults for the final sync's retries.
+pub const SHUTDOWN_SYNC_DEFAULT: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_millis(500));
 
 /// Where and how often to ping while replication is healthy.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,6 +211,11 @@ impl Config {
             || (DbTuning::with_levels(self.levels.clone()), None),
             |(_, t, s)| (t, s),
         ))
+    }
+
+    /// The final-sync retries applied to a replicator's options.
+    pub fn apply_shutdown_sync(&self, o: &mut ReplicatorOptions) {
+        (o.shutdown_sync_timeout, o.shutdown_sync_interval) = self.shutdown_sync;
     }
 
     /// The database configured at `path` (compared as absolute paths).
@@ -354,7 +366,23 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     let logging = parse_logging(top.get("logging"), &where_)?;
     let exec = str_key(top, "exec", &where_)?.filter(|e| !e.trim().is_empty());
     let heartbeat = parse_heartbeat(top, &where_)?;
+    let duration_key = |k: &str| {
+        top.get(k)
+            .filter(|v| !v.is_null())
+            .map(|v| parse_duration_value(v).with_context(|| format!("config {where_}: {k}")))
+            .transpose()
+    };
+    let shutdown_sync = (
+        duration_key("shutdown-sync-timeout")?.unwrap_or(SHUTDOWN_SYNC_DEFAULT.0),
+        duration_key("shutdown-sync-interval")?.unwrap_or(SHUTDOWN_SYNC_DEFAULT.1),
+    );
+    if shutdown_sync.1.is_zero() {
+        bail!(
+            "config {where_}: shutdown-sync-interval: shutdown sync interval must be greater than 0"
+        );
+    }
     Ok(Config {
+        shutdown_sync,
         exec,
         heartbeat,
         path: path.to_path_buf(),

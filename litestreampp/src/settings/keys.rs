@@ -164,9 +164,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("replica" | "top", "auto-recover") if value.as_bool() == Some(true) => {
             "automatic recovery is not available in this version of litestreampp; remove auto-recover (a replica whose local state is damaged reports the error and takes a snapshot when continuity cannot be proven)"
         }
-        ("top", "shutdown-sync-timeout" | "shutdown-sync-interval") if set => {
-            "shutdown sync retries are not configurable in this version of litestreampp; remove the key (the final sync is retried by the replica client's own retries)"
-        }
         ("replica" | "top", "max-sync-ltx-files") if set => {
             "max-sync-ltx-files is not available in this version of litestreampp; remove it (every pending file is uploaded in TXID order on each sync)"
         }

@@ -123,8 +123,8 @@ const TOP_KEYS: &[(&str, &str, Outcome)] = &[
     ),
     ("logging", "{type: pretty}", Implemented),
     ("mcp-addr", "':3001'", Refused),
-    ("shutdown-sync-timeout", "30s", Refused),
-    ("shutdown-sync-interval", "500ms", Refused),
+    ("shutdown-sync-timeout", "30s", Implemented),
+    ("shutdown-sync-interval", "500ms", Implemented),
 ];
 
 fn outcome(text: &str, key: &str) -> Outcome {

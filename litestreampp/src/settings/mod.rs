@@ -18,7 +18,7 @@ use litestreampp_core::client::{ClientPool, ReplicaClient};
 
 pub use config::{
     Config, ConfigError, DbConfig, DbTuning, DirConfig, FleetConfig, HeartbeatConfig,
-    LoggingConfig, default_config_path, parse_config, read_config,
+    LoggingConfig, SHUTDOWN_SYNC_DEFAULT, default_config_path, parse_config, read_config,
 };
 pub use local_dbs::{LocalDb, local_databases};
 pub use replica::{ReplicaConfig, ReplicaLocation};
