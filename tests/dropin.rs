@@ -774,3 +774,143 @@ fn shutdown_sync_retries_the_final_sync() {
         }
     }
 }
+
+/// max-sync-ltx-files: a backlog of L0 files goes up at most N per sync,
+/// pass after pass without waiting, until the replica holds them all.
+#[test]
+fn max_sync_ltx_files_ships_a_backlog_in_passes() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    let w = Workload::new(12);
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    let replica = dir.path().join("replica");
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    monitor-interval: 50ms\n    replica:\n      path: {}\n      sync-interval: 50ms\n      max-sync-ltx-files: 2\n",
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["replicate", "-log-level", "debug", "-config"])
+        .arg(&cfg);
+    let log = dir.path().join("replicate.log");
+    let child = spawn_logged(c, &log);
+    wait_for("the first sync", Duration::from_secs(30), || {
+        !replica_txids(&replica, 0).is_empty()
+    });
+    // Uploads fail while the replica is a file: L0 files pile up locally.
+    let aside = dir.path().join("aside");
+    std::fs::rename(&replica, &aside).unwrap();
+    std::fs::write(&replica, b"in the way").unwrap();
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    for n in 1..=5 {
+        w.step(&conn, n, true);
+        let failures = logged().matches("sync failed").count();
+        wait_for("a sync of the step", Duration::from_secs(30), || {
+            logged().matches("sync failed").count() > failures
+        });
+    }
+    std::fs::remove_file(&replica).unwrap();
+    std::fs::rename(&aside, &replica).unwrap();
+    let local = dir.path().join(".app.db-litestream/ltx/0");
+    let want = std::fs::read_dir(&local).unwrap().count();
+    wait_for(
+        "the backlog in the replica",
+        Duration::from_secs(60),
+        || replica_txids(&replica, 0).len() >= want,
+    );
+    assert_eq!(terminate(child, Duration::from_secs(20)), 0);
+    let text = logged();
+    assert!(text.contains("replica sync limited"), "{text}");
+    let passes: Vec<usize> = text
+        .lines()
+        .filter(|l| l.contains("uploaded") && l.contains("files="))
+        .filter_map(|l| l.split("files=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        passes.iter().all(|n| *n <= 2) && passes.len() >= 3,
+        "{passes:?}"
+    );
+    let out = dir.path().join("restored.db");
+    let mut r = ours();
+    r.args(["restore", "-o"])
+        .arg(&out)
+        .arg(format!("file://{}", replica.display()));
+    run_ok(r);
+    assert_eq!(verify_restore(&out, &w), 5);
+}
+
+/// validation.interval: a replica level with a TXID gap is reported as
+/// Litestream reports it ("validation error detected", the level, a gap),
+/// side by side with Go; `run` refuses the key (it would list every cold
+/// database's replica).
+#[test]
+fn validation_interval_reports_a_gap_like_go() {
+    let dir = Scratch::new();
+    let mut children = Vec::new();
+    for who in ["go", "ours"] {
+        let db = dir.path().join(format!("{who}.db"));
+        let w = Workload::new(13);
+        let conn = open_app(&db, None);
+        w.setup(&conn);
+        let replica = dir.path().join(format!("{who}-replica"));
+        let cfg = dir.path().join(format!("{who}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "validation:\n  interval: 1s\ndbs:\n  - path: {}\n    monitor-interval: 50ms\n    replica:\n      path: {}\n      sync-interval: 50ms\n",
+                db.display(),
+                replica.display()
+            ),
+        )
+        .unwrap();
+        let mut c = if who == "go" { go() } else { ours() };
+        c.args(["replicate", "-config"]).arg(&cfg);
+        let log = dir.path().join(format!("{who}.log"));
+        let child = spawn_logged(c, &log);
+        for n in 1..=3 {
+            let have = replica_txids(&replica, 0).len();
+            w.step(&conn, n, true);
+            wait_for("the step in the replica", Duration::from_secs(30), || {
+                replica_txids(&replica, 0).len() > have
+            });
+        }
+        let files = replica_txids(&replica, 0);
+        assert!(files.len() >= 3, "{who}: {files:?}");
+        let (min, max) = files[1];
+        std::fs::remove_file(
+            replica
+                .join("ltx/0")
+                .join(format!("{min:016x}-{max:016x}.ltx")),
+        )
+        .unwrap();
+        wait_for("the gap reported", Duration::from_secs(30), || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|l| l.contains("validation error detected") && l.contains("gap"))
+        });
+        children.push(child);
+    }
+    for c in children {
+        terminate(c, Duration::from_secs(20));
+    }
+    let cfg = dir.path().join("fleet.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "validation:\n  interval: 1h\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
+            dir.path().display(),
+            dir.path().join("fleet-replica").display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["run", "--once", "--config"]).arg(&cfg);
+    let (code, err) = run_err(c);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("validation.interval"), "{err}");
+}

@@ -29,6 +29,8 @@ pub struct UploadReport {
     /// ([`Db::require_snapshot_from`](crate::db::Db::require_snapshot_from))
     /// rather than leave a gap.
     pub gap_from: Option<TxId>,
+    /// The pass stopped at its file limit with files left to upload.
+    pub limited: bool,
 }
 
 impl Replica {
@@ -72,8 +74,16 @@ impl Replica {
     /// each to `report` as it lands: when a later file fails, `report`
     /// still says which reached the replica. If the local files cannot
     /// continue the replica's TXID sequence, `report.gap_from` says where
-    /// the bridging snapshot must start.
-    pub async fn upload(&mut self, local: &MetaDir, report: &mut UploadReport) -> Result<()> {
+    /// the bridging snapshot must start. At most `limit` files go up in
+    /// one pass (`0`: no limit; Litestream's `max-sync-ltx-files`), so a
+    /// long backlog does not hold the database's next sync back; then
+    /// `report.limited` is set.
+    pub async fn upload(
+        &mut self,
+        local: &MetaDir,
+        limit: usize,
+        report: &mut UploadReport,
+    ) -> Result<()> {
         let remote = match self.pos {
             Some(p) => p,
             None => self.fetch_position().await?,
@@ -88,6 +98,10 @@ impl Replica {
                 .max_by_key(|(_, max)| *max)
                 .copied();
             let Some((min, max)) = next else { break };
+            if limit > 0 && report.files.len() >= limit {
+                report.limited = true;
+                return Ok(());
+            }
             let path = local.l0_path(min, max);
             check_complete(&path)?;
             let info = self

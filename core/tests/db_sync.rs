@@ -111,7 +111,7 @@ impl Env {
             .filter(|f| f.snapshot && f.txid != TxId(1))
             .count();
         self.replica
-            .upload(self.db.meta(), &mut UploadReport::default())
+            .upload(self.db.meta(), 0, &mut UploadReport::default())
             .await
             .unwrap();
         if let Some(p) = self.db.position().unwrap() {
@@ -187,7 +187,7 @@ async fn our_checkpoints_keep_continuity() {
             .filter(|f| f.snapshot && f.txid != TxId(1))
             .count();
         e.replica
-            .upload(e.db.meta(), &mut UploadReport::default())
+            .upload(e.db.meta(), 0, &mut UploadReport::default())
             .await
             .unwrap();
         let p = e.db.position().unwrap().unwrap();
@@ -228,7 +228,7 @@ async fn unseen_checkpoint_and_restart_ships_old_tail() {
     );
     assert_eq!(out.files.len(), 2, "old tail, then the new generation");
     e.replica
-        .upload(e.db.meta(), &mut UploadReport::default())
+        .upload(e.db.meta(), 0, &mut UploadReport::default())
         .await
         .unwrap();
     let p = e.db.position().unwrap().unwrap();
@@ -276,7 +276,7 @@ async fn unprovable_continuity_takes_a_snapshot() {
         let out = e.db.sync().unwrap();
         assert!(out.snapshot_reason.is_some(), "{case}: expected a snapshot");
         e.replica
-            .upload(e.db.meta(), &mut UploadReport::default())
+            .upload(e.db.meta(), 0, &mut UploadReport::default())
             .await
             .unwrap();
         let p = e.db.position().unwrap().unwrap();
@@ -306,7 +306,7 @@ async fn explicit_truncate_checkpoint() {
     e.sync().await;
     let out = e.db.checkpoint(CheckpointMode::Truncate).unwrap();
     e.replica
-        .upload(e.db.meta(), &mut UploadReport::default())
+        .upload(e.db.meta(), 0, &mut UploadReport::default())
         .await
         .unwrap();
     assert_eq!(
@@ -357,7 +357,7 @@ async fn sealed_database_continues_without_snapshot() {
         let (out, sig) = e.db.seal().unwrap();
         assert!(out.files.iter().all(|f| !f.snapshot));
         e.replica
-            .upload(e.db.meta(), &mut UploadReport::default())
+            .upload(e.db.meta(), 0, &mut UploadReport::default())
             .await
             .unwrap();
         let sig = sig.expect("sealed");
@@ -386,7 +386,7 @@ async fn sealed_database_continues_without_snapshot() {
     let (_, sig) = e.db.seal().unwrap();
     assert!(sig.is_some());
     e.replica
-        .upload(e.db.meta(), &mut UploadReport::default())
+        .upload(e.db.meta(), 0, &mut UploadReport::default())
         .await
         .unwrap();
     e.db.close().unwrap();

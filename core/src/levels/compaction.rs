@@ -153,26 +153,33 @@ impl Maintainer {
 
     /// Checks that the files of `level` have contiguous TXIDs.
     pub async fn verify_level(&self, level: u32) -> Result<()> {
-        let files = list_all(self.client.as_ref(), level, false).await?;
-        for w in files.windows(2) {
-            if w[1].min_txid != w[0].max_txid.next() {
-                let what = if w[1].min_txid > w[0].max_txid.next() {
-                    "gap"
-                } else {
-                    "overlap"
-                };
-                return Err(Error::corrupt(
-                    format!("{} level {level}", self.client.location()),
-                    format!(
-                        "TXID {what}: {} then {}",
-                        w[0].file_name(),
-                        w[1].file_name()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        verify_level(self.client.as_ref(), level).await
     }
+}
+
+/// Checks that a replica's files at `level` follow one another: each
+/// starts one TXID past the end of the one before (no gap, no overlap).
+/// Litestream's `ValidateLevel`.
+pub async fn verify_level(client: &dyn ReplicaClient, level: u32) -> Result<()> {
+    let files = list_all(client, level, false).await?;
+    for w in files.windows(2) {
+        if w[1].min_txid != w[0].max_txid.next() {
+            let what = if w[1].min_txid > w[0].max_txid.next() {
+                "gap"
+            } else {
+                "overlap"
+            };
+            return Err(Error::corrupt(
+                format!("{} level {level}", client.location()),
+                format!(
+                    "TXID {what}: {} then {}",
+                    w[0].file_name(),
+                    w[1].file_name()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The contiguous run of `files` that continues `from` furthest at each

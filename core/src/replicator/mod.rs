@@ -50,6 +50,10 @@ pub struct ReplicatorOptions {
     pub shutdown_sync_timeout: Duration,
     /// The pause between those attempts (`shutdown-sync-interval`).
     pub shutdown_sync_interval: Duration,
+    /// At most this many L0 files uploaded per sync, the rest at the next
+    /// one, which follows at once (`0`: no limit). Litestream's
+    /// `max-sync-ltx-files`, default 256.
+    pub max_sync_ltx_files: usize,
 }
 
 impl Default for ReplicatorOptions {
@@ -61,6 +65,7 @@ impl Default for ReplicatorOptions {
             db: DbOptions::default(),
             shutdown_sync_timeout: Duration::ZERO,
             shutdown_sync_interval: Duration::from_millis(500),
+            max_sync_ltx_files: 256,
         }
     }
 }
@@ -201,6 +206,11 @@ impl Replicator {
         self.maint.as_ref()
     }
 
+    /// The replica's storage client.
+    pub fn replica_client(&self) -> Arc<dyn crate::client::ReplicaClient> {
+        self.replica.client().clone()
+    }
+
     /// A handle on the status, readable while [`run`](Self::run) goes on.
     pub fn status_handle(&self) -> Arc<Mutex<ReplicatorStatus>> {
         self.status.clone()
@@ -242,9 +252,10 @@ impl Replicator {
     /// landed, also when a later file failed: those are in the replica,
     /// and compaction and retention must know them. A gap in the TXID
     /// sequence becomes a snapshot request to the database.
-    async fn upload(&mut self) -> Result<UploadReport> {
+    /// Uploads what the replica lacks, at most `limit` files (`0`: all).
+    async fn upload(&mut self, limit: usize) -> Result<UploadReport> {
         let mut report = UploadReport::default();
-        let uploaded = self.replica.upload(&self.meta, &mut report).await;
+        let uploaded = self.replica.upload(&self.meta, limit, &mut report).await;
         if let Some(m) = &self.maint {
             m.note_uploaded(&report.files);
         }
@@ -263,10 +274,17 @@ impl Replicator {
         }
     }
 
-    /// Syncs the WAL into L0 files and uploads what the replica lacks.
+    /// Syncs the WAL into L0 files and uploads everything the replica
+    /// lacks.
     pub async fn sync_once(&mut self) -> Result<SyncReport> {
+        self.sync_pass(0).await
+    }
+
+    /// [`sync_once`](Self::sync_once) uploading at most `limit` files
+    /// (`0`: all); `report.upload.limited` says whether some are left.
+    async fn sync_pass(&mut self, limit: usize) -> Result<SyncReport> {
         let began = Instant::now();
-        let r = self.sync_once_inner().await;
+        let r = self.sync_once_inner(limit).await;
         let m = &self.opts.db.metrics;
         m.sync(began.elapsed().as_secs_f64(), r.as_ref().err());
         if let Ok(rep) = &r {
@@ -326,7 +344,7 @@ impl Replicator {
         self.opts.db.metrics.position(txid, size, wal);
     }
 
-    async fn sync_once_inner(&mut self) -> Result<SyncReport> {
+    async fn sync_once_inner(&mut self, limit: usize) -> Result<SyncReport> {
         if !self.positioned {
             // The replica may already hold TXIDs this host has no local
             // record of (restored database, lost meta directory): never
@@ -356,7 +374,7 @@ impl Replicator {
         }
         let sync = self.on_blocking_pool("sync task", Db::sync).await?;
         let began = Instant::now();
-        let uploaded = self.upload().await;
+        let uploaded = self.upload(limit).await;
         if uploaded.as_ref().is_ok_and(|u| !u.files.is_empty()) {
             metrics::histogram!("litestreampp_upload_seconds")
                 .record(began.elapsed().as_secs_f64());
@@ -422,6 +440,9 @@ impl Replicator {
         // whatever changes meanwhile (a busy database would otherwise
         // retry, and log, at every write).
         let mut retry_at: Option<Instant> = None;
+        // The last upload stopped at `max_sync_ltx_files`: the next sync
+        // follows at once (also when stopping: nothing is left behind).
+        let mut more_to_ship = false;
         let mut stopping = false;
         // When the final sync's retries run out.
         let mut final_deadline: Option<Instant> = None;
@@ -434,7 +455,7 @@ impl Replicator {
             }
             // Once stopping, `shutdown` has completed and is not polled
             // again: only final sync attempts remain.
-            if started && !stopping {
+            if started && !stopping && !more_to_ship {
                 let wait = self.opts.monitor_interval.max(backoff);
                 let maint = self.maint.clone();
                 let snapshot_wanted = async move {
@@ -498,6 +519,7 @@ impl Replicator {
                 .flatten()
                 .max();
             if !stopping
+                && !more_to_ship
                 && waiting.is_empty()
                 && let Some(due) = due
                 && due > Instant::now()
@@ -517,8 +539,15 @@ impl Replicator {
                 watcher = None; // polling every monitor_interval from now on
             }
             let began = Instant::now();
-            let synced = Box::pin(self.sync_once()).await;
-            for req in waiting.drain(..) {
+            let synced = Box::pin(self.sync_pass(self.opts.max_sync_ltx_files)).await;
+            // Flush requests wait for a pass that shipped everything.
+            let limited = matches!(&synced, Ok(r) if r.upload.limited);
+            let answered = if limited {
+                Vec::new()
+            } else {
+                std::mem::take(&mut waiting)
+            };
+            for req in answered {
                 let answer = match &synced {
                     Ok(_) => Ok(self.replica.position().unwrap_or(TxId::ZERO)),
                     Err(e) => Err(Error::Backend {
@@ -533,12 +562,14 @@ impl Replicator {
                 Ok(rep) => {
                     backoff = Duration::ZERO;
                     retry_at = None;
+                    more_to_ship = rep.upload.limited;
                     if !rep.sync.files.is_empty() {
                         last_shipped = Some(began);
                     }
                     log_report(&self.db_path(), &rep);
                 }
                 Err(e) => {
+                    more_to_ship = false;
                     backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
                     retry_at = Some(Instant::now() + backoff);
                     if stopping {
@@ -562,7 +593,7 @@ impl Replicator {
                     }
                 }
             }
-            if stopping {
+            if stopping && !more_to_ship {
                 break;
             }
         }
@@ -591,7 +622,7 @@ impl Replicator {
     pub async fn seal(&mut self) -> Result<Option<FileSig>> {
         let (_, sig) = self.on_blocking_pool("seal task", Db::seal).await?;
         crate::crashpoint::here("sealed");
-        let uploaded = self.upload().await;
+        let uploaded = self.upload(0).await;
         let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
         uploaded?;
         let through = self.replica.position();
@@ -616,6 +647,9 @@ fn log_report(db: &Path, rep: &SyncReport) {
     }
     if !rep.upload.files.is_empty() {
         tracing::debug!(db = %db.display(), files = rep.upload.files.len(), bytes = rep.upload.bytes, "uploaded");
+    }
+    if rep.upload.limited {
+        tracing::debug!(db = %db.display(), "replica sync limited (max-sync-ltx-files), the next sync follows at once");
     }
 }
 

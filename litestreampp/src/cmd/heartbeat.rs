@@ -14,6 +14,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use litestreampp_core::redact::redact_url;
 
+use super::Background;
+
 /// How often health is checked for a due ping (Litestream's
 /// `DefaultHeartbeatCheckInterval`).
 const CHECK_EVERY: Duration = Duration::from_secs(15);
@@ -48,8 +50,8 @@ impl Heartbeat {
     }
 
     /// Pings on a task of its own until the returned guard is dropped.
-    pub fn spawn(self, healthy: impl Fn(Duration) -> bool + Send + 'static) -> Pinging {
-        Pinging(tokio::spawn(self.run(healthy)))
+    pub fn spawn(self, healthy: impl Fn(Duration) -> bool + Send + 'static) -> Background {
+        Background::spawn(self.run(healthy))
     }
 
     /// Pings while `healthy(interval)` holds, at most once per interval
@@ -91,16 +93,5 @@ impl Heartbeat {
             bail!("unexpected status code: {}", status.as_u16());
         }
         Ok(())
-    }
-}
-
-/// The pinging task; dropping it stops the pings (they end with
-/// replication).
-#[derive(Debug)]
-pub struct Pinging(tokio::task::JoinHandle<()>);
-
-impl Drop for Pinging {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

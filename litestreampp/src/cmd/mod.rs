@@ -12,6 +12,7 @@ pub mod restore_pattern;
 pub mod run;
 pub mod status;
 mod table;
+mod validation;
 mod version;
 
 use std::ffi::OsString;
@@ -46,6 +47,23 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
         Command::Databases(a) => databases::run(a),
         Command::Status(a) => status::run(a),
         Command::Version(a) => version::run(a),
+    }
+}
+
+/// A task that runs beside replication (heartbeat, validation) and ends
+/// with it: dropping this aborts the task.
+#[derive(Debug)]
+pub struct Background(tokio::task::JoinHandle<()>);
+
+impl Background {
+    pub fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) -> Background {
+        Background(tokio::spawn(task))
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

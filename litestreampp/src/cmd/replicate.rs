@@ -18,10 +18,7 @@ use std::sync::Arc;
 use super::heartbeat::Heartbeat;
 use super::{exec, init_logging_with, runtime, shutdown_signal};
 use crate::flags::ReplicateArgs;
-use crate::settings::{
-    self, DbConfig, DbTuning, LoggingConfig, ReplicaConfig, SHUTDOWN_SYNC_DEFAULT, load_config,
-    parse_go_duration,
-};
+use crate::settings::{self, DbConfig, DbTuning, ReplicaConfig, load_config, parse_go_duration};
 
 /// Compactions and snapshot uploads run at once, across all databases.
 const COMPACTION_WORKERS: usize = 4;
@@ -52,48 +49,45 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         .map(parse_go_duration)
         .transpose()
         .context("-sync-interval")?;
-    let (dbs, logging, addr, exec, heartbeat, shutdown_sync) =
-        match (&args.db_path, &args.replica_url) {
-            (Some(db), Some(url)) => {
-                if args.config.config.is_some() {
-                    bail!("cannot use -config together with DB_PATH REPLICA_URL");
-                }
-                let db = DbConfig {
-                    path: settings::expand_path(db)?,
-                    replica: Some(ReplicaConfig::from_url(url)),
-                    tuning: DbTuning::default(),
-                    restore_if_db_not_exists: false,
-                };
-                let logging = LoggingConfig::default();
-                (
-                    vec![db],
-                    logging,
-                    None::<String>,
-                    None,
-                    None,
-                    SHUTDOWN_SYNC_DEFAULT,
-                )
+    let cfg = match (&args.db_path, &args.replica_url) {
+        (Some(db), Some(url)) => {
+            if args.config.config.is_some() {
+                bail!("cannot use -config together with DB_PATH REPLICA_URL");
             }
-            (Some(_), None) => {
-                bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
+            // Litestream's defaults for everything the command line does
+            // not say.
+            let mut cfg = settings::parse_config("", Path::new("(command line)"), false)?;
+            cfg.dbs.push(DbConfig {
+                path: settings::expand_path(db)?,
+                replica: Some(ReplicaConfig::from_url(url)),
+                tuning: DbTuning::default(),
+                restore_if_db_not_exists: false,
+            });
+            cfg
+        }
+        (Some(_), None) => {
+            bail!("replica URL required: litestreampp replicate DB_PATH REPLICA_URL")
+        }
+        _ => {
+            let cfg = load_config(args.config.config.as_deref(), !args.config.no_expand_env)?;
+            if !cfg.dirs.is_empty() {
+                // Directory entries are the fleet's: the same command
+                // line keeps working, replicated by `run`.
+                return super::run::run(fleet_args(&args, &cfg)?);
             }
-            _ => {
-                let cfg = load_config(args.config.config.as_deref(), !args.config.no_expand_env)?;
-                if !cfg.dirs.is_empty() {
-                    // Directory entries are the fleet's: the same command
-                    // line keeps working, replicated by `run`.
-                    return super::run::run(fleet_args(&args, &cfg)?);
-                }
-                (
-                    cfg.dbs,
-                    cfg.logging,
-                    cfg.addr,
-                    cfg.exec,
-                    cfg.heartbeat,
-                    cfg.shutdown_sync,
-                )
-            }
-        };
+            cfg
+        }
+    };
+    let validation = cfg.validation_interval.map(|i| (i, cfg.levels.max_level()));
+    let settings::Config {
+        dbs,
+        logging,
+        addr,
+        exec,
+        heartbeat,
+        shutdown_sync,
+        ..
+    } = cfg;
     init_logging_with(args.log_level.as_deref(), &logging);
     // -exec wins over the config's exec.
     let exec = args
@@ -146,6 +140,16 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 None => r,
             })
             .collect();
+        let _validating = match validation {
+            Some((interval, top_level)) if !args.once => {
+                let dbs = replicators
+                    .iter()
+                    .map(|r| (r.db_path(), r.replica_client()))
+                    .collect();
+                Some(super::validation::spawn(dbs, top_level, interval))
+            }
+            _ => None,
+        };
         if args.once {
             let mut failed = 0;
             for mut r in replicators {

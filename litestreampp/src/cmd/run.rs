@@ -55,6 +55,12 @@ fn sources(args: &RunArgs) -> Result<Sources> {
                 "--config".to_string()
             }
         })?;
+        if cfg.validation_interval.is_some() {
+            return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
+                "config {}: validation.interval is not available for the fleet: it would list every database's replica at each interval (a cold database costs no request); remove it (verify-compaction checks each compaction's level; `litestreampp replicate` validates path entries)",
+                path.display()
+            ))));
+        }
         if let Some(db) = cfg.dbs.first() {
             return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
                 "config {}: path entry {} is replicated by `litestreampp replicate -config`; the fleet takes directory entries (dbs: - dir: ... pattern: ...): put path entries in a config of their own",

@@ -30,6 +30,8 @@ pub struct DbTuning {
     pub min_checkpoint_page_count: Option<u32>,
     pub truncate_page_n: Option<u32>,
     pub max_sync_wal_bytes: Option<u64>,
+    /// The replica's `max-sync-ltx-files`: L0 files uploaded per sync.
+    pub max_sync_ltx_files: Option<usize>,
     /// Compaction levels, snapshots and retention: the top-level settings
     /// with this entry's `snapshot` overrides.
     pub levels: LevelsConfig,
@@ -67,6 +69,9 @@ impl DbTuning {
         }
         if let Some(v) = self.max_sync_wal_bytes {
             o.db.max_sync_wal_bytes = v;
+        }
+        if let Some(v) = self.max_sync_ltx_files {
+            o.max_sync_ltx_files = v;
         }
     }
 }
@@ -168,6 +173,9 @@ pub struct Config {
     /// `shutdown-sync-timeout` and `shutdown-sync-interval`: how long a
     /// failed final sync is retried at stop, and how often.
     pub shutdown_sync: (Duration, Duration),
+    /// `validation.interval`: check every level of each replica for TXID
+    /// gaps and overlaps this often.
+    pub validation_interval: Option<Duration>,
 }
 
 /// Litestream's defaults for the final sync's retries.
@@ -357,11 +365,21 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
             .ok_or_else(|| anyhow!("config {where_}: socket: expected a mapping"))?;
         check_keys(m, &[SOCKET_KEYS], &format!("{where_}: socket"))?;
     }
+    let mut validation_interval = None;
     if let Some(v) = top.get("validation") {
         let m = v
             .as_object()
             .ok_or_else(|| anyhow!("config {where_}: validation: expected a mapping"))?;
         check_keys(m, &[&["interval"]], &format!("{where_}: validation"))?;
+        validation_interval = m
+            .get("interval")
+            .filter(|v| !v.is_null())
+            .map(|v| {
+                parse_duration_value(v)
+                    .with_context(|| format!("config {where_}: validation.interval"))
+            })
+            .transpose()?
+            .filter(|d| !d.is_zero());
     }
     let logging = parse_logging(top.get("logging"), &where_)?;
     let exec = str_key(top, "exec", &where_)?.filter(|e| !e.trim().is_empty());
@@ -382,6 +400,7 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
         );
     }
     Ok(Config {
+        validation_interval,
         shutdown_sync,
         exec,
         heartbeat,
@@ -587,12 +606,33 @@ fn parse_db(
             bail!("config {at}: restore-if-db-not-exists: expected true or false, got {other}")
         }
     };
+    let mut tuning = parse_tuning(m, levels, at)?;
+    tuning.max_sync_ltx_files = replica
+        .as_ref()
+        .map(|r| max_sync_ltx_files(r, at))
+        .transpose()?
+        .flatten();
     Ok(DbConfig {
         path,
         replica,
-        tuning: parse_tuning(m, levels, at)?,
+        tuning,
         restore_if_db_not_exists,
     })
+}
+
+/// A replica's `max-sync-ltx-files` (its own or the top-level default):
+/// a non-negative count, `0` for no limit.
+fn max_sync_ltx_files(r: &super::replica::ReplicaConfig, at: &str) -> Result<Option<usize>> {
+    match r.settings.get("max-sync-ltx-files") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                anyhow!("config {at}: max-sync-ltx-files: expected a non-negative integer, got {v}")
+            }),
+    }
 }
 
 /// The per-database keys of a `dbs` entry.
@@ -632,6 +672,7 @@ fn parse_tuning(
         min_checkpoint_page_count: u32_of("min-checkpoint-page-count")?,
         truncate_page_n: u32_of("truncate-page-n")?,
         max_sync_wal_bytes: num("max-sync-wal-bytes")?,
+        max_sync_ltx_files: None, // a replica key, set by the caller
         levels,
     })
 }
@@ -674,12 +715,14 @@ fn parse_dir(
         (None, None) => bail!("config {at}: replica required"),
         _ => bail!("config {at}: exactly one replica per directory entry"),
     };
+    let mut tuning = parse_tuning(m, levels, at)?;
+    tuning.max_sync_ltx_files = max_sync_ltx_files(&replica, at)?;
     Ok(DirConfig {
         dir,
         pattern,
         recursive,
         replica,
-        tuning: parse_tuning(m, levels, at)?,
+        tuning,
         restore_if_db_not_exists,
     })
 }

@@ -155,17 +155,11 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("top", "socket") if value.get("enabled").and_then(Value::as_bool) == Some(true) => {
             "the control socket is not available in this version of litestreampp; remove socket or set socket.enabled: false (`litestreampp status` and the HTTP endpoint of `run` show the state)"
         }
-        ("top", "validation") if value.get("interval").is_some_and(|v| !v.is_null()) => {
-            "periodic replica validation is not available in this version of litestreampp; remove validation.interval (verify-compaction checks each compaction)"
-        }
         ("replica" | "top", "validation-interval") if set => {
-            "periodic replica validation is not available in this version of litestreampp; remove validation-interval"
+            "Litestream 0.5.17 reads validation-interval but never uses it; remove it and set validation.interval at the top level (each replica's levels are checked for TXID gaps and overlaps)"
         }
         ("replica" | "top", "auto-recover") if value.as_bool() == Some(true) => {
             "automatic recovery is not available in this version of litestreampp; remove auto-recover (a replica whose local state is damaged reports the error and takes a snapshot when continuity cannot be proven)"
-        }
-        ("replica" | "top", "max-sync-ltx-files") if set => {
-            "max-sync-ltx-files is not available in this version of litestreampp; remove it (every pending file is uploaded in TXID order on each sync)"
         }
         ("dir", "meta-dir" | "meta-path") if set => {
             "the fleet keeps each database's meta directory beside it (.NAME-litestream); remove the key"

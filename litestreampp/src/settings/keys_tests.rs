@@ -20,7 +20,7 @@ use Outcome::*;
 const REPLICA_SETTINGS: &[(&str, &str, Outcome)] = &[
     ("sync-interval", "1s", Implemented),
     ("validation-interval", "1h", Refused),
-    ("max-sync-ltx-files", "256", Refused),
+    ("max-sync-ltx-files", "256", Implemented),
     ("auto-recover", "true", Refused),
     ("access-key-id", "AKIA", Implemented),
     ("secret-access-key", "secret", Implemented),
@@ -108,7 +108,7 @@ const TOP_KEYS: &[(&str, &str, Outcome)] = &[
     ("socket", "{enabled: true}", Refused),
     ("levels", "[{interval: 30s}, {interval: 5m}]", Implemented),
     ("snapshot", "{interval: 1h, retention: 24h}", Implemented),
-    ("validation", "{interval: 1h}", Refused),
+    ("validation", "{interval: 1h}", Implemented),
     ("l0-retention", "5m", Implemented),
     ("l0-retention-check-interval", "15s", Implemented),
     ("verify-compaction", "true", Implemented),
