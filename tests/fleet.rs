@@ -503,19 +503,6 @@ fn config_file_fleet_keeps_a_hard_hot_cap() {
         ),
     )
     .unwrap();
-    // `replicate` points at `run` for directory entries.
-    let out = ours()
-        .arg("replicate")
-        .arg("-config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("litestreampp run"),
-        "{err}"
-    );
-
     let log = dir.path().join("run.log");
     let mut c = ours();
     c.args(["run", "--config"]).arg(&cfg);

@@ -107,6 +107,21 @@ impl Error {
         matches!(self, Error::NotFound { .. })
     }
 
+    /// True for a corrupt or missing file under `dir` (a database's meta
+    /// directory): local state that `auto-recover` may throw away, as
+    /// opposed to a fault of the database, the replica or the system.
+    pub fn is_local_state_fault(&self, dir: &std::path::Path) -> bool {
+        let dir = dir.display().to_string();
+        match self {
+            Error::Corrupt { file, .. } => file.starts_with(&dir),
+            Error::NotFound { what } => what.contains(&dir),
+            Error::Io { context, source } => {
+                source.kind() == io::ErrorKind::NotFound && context.contains(&dir)
+            }
+            _ => false,
+        }
+    }
+
     /// True when retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
         match self {

@@ -222,6 +222,17 @@ impl Db {
             .map(|h| Position::from_header(&h)))
     }
 
+    /// Forgets the local position after the meta directory's LTX files
+    /// were removed ([`MetaDir::reset`]): the next sync writes a snapshot,
+    /// above `floor` (what the replica holds), so nothing there is
+    /// overwritten.
+    pub fn forget_position(&mut self, floor: TxId) -> Result<()> {
+        self.pos = None;
+        self.continuity = None;
+        self.set_txid_floor(floor);
+        self.meta.create()
+    }
+
     /// Tells the engine the replica already holds TXIDs up to `txid` (for
     /// example after a restore, or when the local meta directory was lost):
     /// the next file will be a snapshot with a higher TXID, so nothing in

@@ -50,6 +50,10 @@ pub struct ReplicatorOptions {
     pub shutdown_sync_timeout: Duration,
     /// The pause between those attempts (`shutdown-sync-interval`).
     pub shutdown_sync_interval: Duration,
+    /// On a corrupt or missing local LTX file, remove the local state and
+    /// carry on from a snapshot (Litestream's `auto-recover`); otherwise
+    /// the sync fails until someone runs `reset`.
+    pub auto_recover: bool,
     /// At most this many L0 files uploaded per sync, the rest at the next
     /// one, which follows at once (`0`: no limit). Litestream's
     /// `max-sync-ltx-files`, default 256.
@@ -66,6 +70,7 @@ impl Default for ReplicatorOptions {
             shutdown_sync_timeout: Duration::ZERO,
             shutdown_sync_interval: Duration::from_millis(500),
             max_sync_ltx_files: 256,
+            auto_recover: false,
         }
     }
 }
@@ -268,6 +273,25 @@ impl Replicator {
         uploaded.map(|()| report)
     }
 
+    /// `auto-recover`: drops the local LTX files after `cause` showed one
+    /// damaged or missing; the next sync writes a snapshot above what the
+    /// replica holds. This sync still reports its error.
+    fn recover_local_state(&mut self, cause: &Error) {
+        let db = self.db_path();
+        tracing::warn!(db = %db.display(), error = %cause, "auto-recovery enabled, resetting local state");
+        let floor = self.replica.position().unwrap_or(TxId::ZERO);
+        let reset = self
+            .meta
+            .reset()
+            .and_then(|()| self.db_mut()?.forget_position(floor));
+        match reset {
+            Ok(()) => {
+                tracing::info!(db = %db.display(), "auto-recovery complete, resuming replication")
+            }
+            Err(e) => tracing::error!(db = %db.display(), error = %e, "auto-recovery failed"),
+        }
+    }
+
     fn with_status(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
@@ -285,6 +309,12 @@ impl Replicator {
     async fn sync_pass(&mut self, limit: usize) -> Result<SyncReport> {
         let began = Instant::now();
         let r = self.sync_once_inner(limit).await;
+        if let Err(e) = &r
+            && self.opts.auto_recover
+            && e.is_local_state_fault(self.meta.path())
+        {
+            self.recover_local_state(e);
+        }
         let m = &self.opts.db.metrics;
         m.sync(began.elapsed().as_secs_f64(), r.as_ref().err());
         if let Ok(rep) = &r {

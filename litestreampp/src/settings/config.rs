@@ -32,6 +32,8 @@ pub struct DbTuning {
     pub max_sync_wal_bytes: Option<u64>,
     /// The replica's `max-sync-ltx-files`: L0 files uploaded per sync.
     pub max_sync_ltx_files: Option<usize>,
+    /// The replica's `auto-recover`.
+    pub auto_recover: Option<bool>,
     /// Compaction levels, snapshots and retention: the top-level settings
     /// with this entry's `snapshot` overrides.
     pub levels: LevelsConfig,
@@ -72,6 +74,9 @@ impl DbTuning {
         }
         if let Some(v) = self.max_sync_ltx_files {
             o.max_sync_ltx_files = v;
+        }
+        if let Some(v) = self.auto_recover {
+            o.auto_recover = v;
         }
     }
 }
@@ -607,11 +612,10 @@ fn parse_db(
         }
     };
     let mut tuning = parse_tuning(m, levels, at)?;
-    tuning.max_sync_ltx_files = replica
-        .as_ref()
-        .map(|r| max_sync_ltx_files(r, at))
-        .transpose()?
-        .flatten();
+    if let Some(r) = &replica {
+        tuning.max_sync_ltx_files = max_sync_ltx_files(r, at)?;
+        tuning.auto_recover = auto_recover(r, at)?;
+    }
     Ok(DbConfig {
         path,
         replica,
@@ -632,6 +636,15 @@ fn max_sync_ltx_files(r: &super::replica::ReplicaConfig, at: &str) -> Result<Opt
             .ok_or_else(|| {
                 anyhow!("config {at}: max-sync-ltx-files: expected a non-negative integer, got {v}")
             }),
+    }
+}
+
+/// A replica's `auto-recover` (its own or the top-level default).
+fn auto_recover(r: &super::replica::ReplicaConfig, at: &str) -> Result<Option<bool>> {
+    match r.settings.get("auto-recover") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => bail!("config {at}: auto-recover: expected true or false, got {v}"),
     }
 }
 
@@ -672,7 +685,9 @@ fn parse_tuning(
         min_checkpoint_page_count: u32_of("min-checkpoint-page-count")?,
         truncate_page_n: u32_of("truncate-page-n")?,
         max_sync_wal_bytes: num("max-sync-wal-bytes")?,
-        max_sync_ltx_files: None, // a replica key, set by the caller
+        // Replica keys, set by the caller.
+        max_sync_ltx_files: None,
+        auto_recover: None,
         levels,
     })
 }
@@ -717,6 +732,7 @@ fn parse_dir(
     };
     let mut tuning = parse_tuning(m, levels, at)?;
     tuning.max_sync_ltx_files = max_sync_ltx_files(&replica, at)?;
+    tuning.auto_recover = auto_recover(&replica, at)?;
     Ok(DirConfig {
         dir,
         pattern,

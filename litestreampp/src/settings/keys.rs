@@ -158,9 +158,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("replica" | "top", "validation-interval") if set => {
             "Litestream 0.5.17 reads validation-interval but never uses it; remove it and set validation.interval at the top level (each replica's levels are checked for TXID gaps and overlaps)"
         }
-        ("replica" | "top", "auto-recover") if value.as_bool() == Some(true) => {
-            "automatic recovery is not available in this version of litestreampp; remove auto-recover (a replica whose local state is damaged reports the error and takes a snapshot when continuity cannot be proven)"
-        }
         ("dir", "meta-dir" | "meta-path") if set => {
             "the fleet keeps each database's meta directory beside it (.NAME-litestream); remove the key"
         }

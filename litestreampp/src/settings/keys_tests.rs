@@ -21,7 +21,7 @@ const REPLICA_SETTINGS: &[(&str, &str, Outcome)] = &[
     ("sync-interval", "1s", Implemented),
     ("validation-interval", "1h", Refused),
     ("max-sync-ltx-files", "256", Implemented),
-    ("auto-recover", "true", Refused),
+    ("auto-recover", "true", Implemented),
     ("access-key-id", "AKIA", Implemented),
     ("secret-access-key", "secret", Implemented),
     ("region", "us-east-1", Implemented),
