@@ -68,6 +68,7 @@ impl DbMetrics {
             ] {
                 metrics::gauge!(name, "db" => db.to_string()).set(0.0);
             }
+            self.l0_retention(0, 0, 0);
         }
     }
 
@@ -125,6 +126,23 @@ impl DbMetrics {
     }
 
     /// A compaction whose output failed verification.
+    /// `litestream_l0_retention_files_total{db,status}` after an L0
+    /// retention pass (per database only, as `litestream_txid`): files
+    /// deleted (`eligible`), old enough but not yet in L1
+    /// (`not_compacted`), and kept as too recent (`too_recent`).
+    pub fn l0_retention(&self, eligible: usize, not_compacted: usize, too_recent: usize) {
+        if let DbMetrics::PerDb(db) = self {
+            for (status, n) in [
+                ("eligible", eligible),
+                ("not_compacted", not_compacted),
+                ("too_recent", too_recent),
+            ] {
+                metrics::gauge!("litestream_l0_retention_files_total", "db" => db.to_string(), "status" => status)
+                    .set(n as f64);
+            }
+        }
+    }
+
     pub fn compaction_verify_error(&self) {
         self.counter("litestream_compaction_verify_error_count")
             .increment(1);

@@ -31,25 +31,29 @@ impl Maintainer {
     /// retention, oldest first, stopping at the first one too recent.
     pub async fn enforce_l0_retention(&self) -> Result<()> {
         let threshold = sub(Timestamp::now(), self.cfg.l0_retention);
-        let doomed: Vec<FileInfo> = {
+        let (doomed, not_compacted, too_recent) = {
             let s = self.st();
             let l1 = max_of(&s.newest[1]);
             let mut out = Vec::new();
-            let mut all = true;
+            let mut not_compacted = 0;
+            let mut too_recent = 0;
             for f in &s.l0 {
-                if f.created_at > threshold {
-                    all = false;
-                    break;
-                }
-                if f.max_txid <= l1 {
+                if too_recent > 0 || f.created_at > threshold {
+                    too_recent += 1; // and every file after it
+                } else if f.max_txid <= l1 {
                     out.push(f.clone());
+                } else {
+                    not_compacted += 1;
                 }
             }
-            if all && out.last() == s.l0.last() {
+            if too_recent == 0 && out.last() == s.l0.last() {
                 out.pop(); // the newest L0 file always stays
             }
-            out
+            (out, not_compacted, too_recent)
         };
+        if let Some(m) = self.metrics.get() {
+            m.l0_retention(doomed.len(), not_compacted, too_recent);
+        }
         self.delete(0, &doomed).await?;
         let mut s = self.st();
         s.l0.retain(|f| !doomed.contains(f));
