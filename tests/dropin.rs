@@ -537,3 +537,48 @@ fn replicate_takes_directory_entries_like_go() {
     }
     assert!(!dir.path().join("mixed-lone").exists() && !dir.path().join("mixed-tenants").exists());
 }
+
+/// `restore-if-db-not-exists` also holds for a one-shot backup of
+/// directory entries (`run --once`, `replicate -once` of a dir config): a
+/// missing tenant is restored from its replica first.
+#[test]
+fn one_shot_backup_restores_missing_tenants_first() {
+    let dir = Scratch::new();
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    let w = Workload::new(15);
+    for t in ["a", "b"] {
+        let conn = open_app(&tenants.join(format!("{t}.db")), None);
+        w.setup(&conn);
+        w.step(&conn, 1, true);
+    }
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      url: file://{}\n",
+            tenants.display(),
+            dir.path().join("replica").display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["run", "--once", "--config"]).arg(&cfg);
+    run_ok(c);
+    for (n, cmd) in [["run", "--once"], ["replicate", "-once"]]
+        .iter()
+        .enumerate()
+    {
+        let lost = tenants.join(if n == 0 { "a.db" } else { "b.db" });
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", lost.display()));
+        }
+        let mut c = ours();
+        c.args(*cmd)
+            .arg("-restore-if-db-not-exists")
+            .arg("-config")
+            .arg(&cfg);
+        run_ok(c);
+        assert_eq!(verify_restore(&lost, &w), 1, "{cmd:?}");
+    }
+}

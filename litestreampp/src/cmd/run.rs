@@ -23,6 +23,8 @@ use crate::restore_fleet::{self, RestoreFleetOptions};
 use crate::settings::{Config, Template, config_jobs, parse_go_duration};
 use litestreampp_core::restore::{IntegrityCheck, RestoreTarget};
 
+const NEEDS_CONFIG: &str = "--restore-if-db-not-exists needs a config file's directory entries (their replicas are listed to find the databases); with --pattern, run `litestreampp restore-pattern --if-db-not-exists` first";
+
 /// Patterns, one replica template per pattern, and the config file (if
 /// one was read).
 struct Sources {
@@ -120,6 +122,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let (tuning, _) = c.dir_tuning()?;
         tuning.apply(&mut opts);
     }
+    let rt = runtime()?;
+    // Missing databases first, as the fleet does: restored ones are then
+    // backed up like the rest.
+    match &config {
+        Some(c) => rt.block_on(restore_missing(c, args.restore_if_db_not_exists))?,
+        None if args.restore_if_db_not_exists => bail!(NEEDS_CONFIG),
+        None => {}
+    }
     let t0 = Instant::now();
     let found = patterns.discover()?;
     let discovered_in = t0.elapsed();
@@ -129,7 +139,6 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         discovered_in.as_secs_f64()
     );
     let workers = args.workers.max(1);
-    let rt = runtime()?;
     // One S3 client (and connection pool) per endpoint and credentials,
     // shared by every database's replica.
     let pool = ClientPool::default();
@@ -262,9 +271,7 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
     };
     let restore_all = args.restore_if_db_not_exists;
     if restore_all && config.is_none() {
-        bail!(
-            "--restore-if-db-not-exists needs a config file's directory entries (their replicas are listed to find the databases); with --pattern, run `litestreampp restore-pattern --if-db-not-exists` first"
-        );
+        bail!(NEEDS_CONFIG);
     }
     let exec = args
         .exec
