@@ -65,7 +65,7 @@ fn heartbeat_pings_only_while_healthy_like_go() {
             std::fs::write(
                 &cfg,
                 format!(
-                    "heartbeat-url: http://127.0.0.1:{port}/{name}\nheartbeat-interval: 1m\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+                    "heartbeat-url: http://127.0.0.1:{port}/{name}\nheartbeat-interval: 1m\nshutdown-sync-timeout: 1s\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
                     db.display(),
                     replica.display()
                 ),
