@@ -67,7 +67,11 @@ impl Replicator {
     }
 
     async fn encode_snapshot_inner(&mut self) -> Result<Option<SnapshotUpload>> {
-        self.sync_once().await?;
+        // Within max-sync-ltx-files like every sync of a running
+        // replicator: a longer backlog makes the check below fail, and
+        // the snapshot waits for the passes that ship it.
+        let rep = self.sync_pass(self.opts.max_sync_ltx_files).await?;
+        super::log_report(&self.db_path(), &rep);
         let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
         if local.is_some() && local != self.replica.position() {
             return Err(Error::Backend {
