@@ -485,8 +485,9 @@ fn once_force_snapshot_and_enforce_retention_like_go() {
 }
 
 /// `replicate -config` on a directory entry works as with Go (the fleet
-/// replicates it); a config mixing path and directory entries, or `run`
-/// on path entries, is refused naming the entries, never half-replicated.
+/// replicates it), and so does a config mixing path and directory
+/// entries, once and running; entries whose per-database settings differ
+/// are refused naming both, before anything is uploaded.
 #[test]
 fn replicate_takes_directory_entries_like_go() {
     let dir = Scratch::new();
@@ -495,6 +496,24 @@ fn replicate_takes_directory_entries_like_go() {
     for t in ["a", "b"] {
         Workload::new(5).setup(&open_app(&tenants.join(format!("{t}.db")), None));
     }
+    let lone = dir.path().join("lone.db");
+    let w = Workload::new(6);
+    w.setup(&open_app(&lone, None));
+    let mixed = |who: &str, extra: &str| {
+        let cfg = dir.path().join(format!("{who}-mixed.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - path: {}\n    restore-if-db-not-exists: true\n{extra}    replica:\n      path: {}\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      url: file://{}\n",
+                lone.display(),
+                dir.path().join(format!("{who}-lone")).display(),
+                tenants.display(),
+                dir.path().join(format!("{who}-tenants")).display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
     for who in ["go", "ours"] {
         let replica = dir.path().join(format!("{who}-replica"));
         let cfg = dir.path().join(format!("{who}.yml"));
@@ -507,35 +526,69 @@ fn replicate_takes_directory_entries_like_go() {
             ),
         )
         .unwrap();
-        let mut c = if who == "go" { go() } else { ours() };
-        c.args(["replicate", "-once", "-config"]).arg(&cfg);
-        run_ok(c);
+        for cfg in [cfg, mixed(who, "")] {
+            let mut c = if who == "go" { go() } else { ours() };
+            c.args(["replicate", "-once", "-config"]).arg(&cfg);
+            run_ok(c);
+        }
         for t in ["a.db", "b.db"] {
             assert!(!replica_txids(&replica.join(t), 0).is_empty(), "{who}: {t}");
+            let mixed = dir.path().join(format!("{who}-tenants")).join(t);
+            assert!(!replica_txids(&mixed, 0).is_empty(), "{who}: mixed {t}");
         }
+        let lone_replica = dir.path().join(format!("{who}-lone"));
+        assert!(
+            !replica_txids(&lone_replica, 0).is_empty(),
+            "{who}: lone.db"
+        );
     }
-    let lone = dir.path().join("lone.db");
-    Workload::new(6).setup(&open_app(&lone, None));
-    let mixed = dir.path().join("mixed.yml");
-    std::fs::write(
-        &mixed,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      path: {}\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
-            lone.display(),
-            dir.path().join("mixed-lone").display(),
-            tenants.display(),
-            dir.path().join("mixed-tenants").display()
-        ),
-    )
-    .unwrap();
+    // Running: the path entry is restored first (restore-if-db-not-exists),
+    // then replicated beside the tenants.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", lone.display()));
+    }
+    let cfg = mixed("ours", "");
+    let mut c = ours();
+    c.args(["replicate", "-config"]).arg(&cfg);
+    let child = spawn_logged(c, &dir.path().join("mixed.log"));
+    wait_for("lone.db restored", Duration::from_secs(30), || {
+        lone.exists()
+    });
+    let lone_replica = dir.path().join("ours-lone");
+    let before = replica_txids(&lone_replica, 0).len();
+    let conn = open_app(&lone, None);
+    w.step(&conn, 1, false);
+    wait_for(
+        "the write to lone.db shipped",
+        Duration::from_secs(30),
+        || replica_txids(&lone_replica, 0).len() > before,
+    );
+    drop(conn);
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+    let out = dir.path().join("lone-restored.db");
+    let mut c = ours();
+    c.args(["restore", "-config"])
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out)
+        .arg(&lone);
+    run_ok(c);
+    assert_eq!(verify_restore(&out, &w), 1);
+    // One set of per-database settings for the fleet.
+    let differing = mixed("differ", "    checkpoint-interval: 2m\n");
     for cmd in [["replicate", "-once"], ["run", "--once"]] {
         let mut c = ours();
-        c.args(cmd).arg("-config").arg(&mixed);
+        c.args(cmd).arg("-config").arg(&differing);
         let (code, err) = run_err(c);
         assert_eq!(code, 2, "{cmd:?}: {err}");
-        assert!(err.contains("lone.db"), "{cmd:?}: {err}");
+        assert!(
+            err.contains("lone.db") && err.contains("tenants"),
+            "{cmd:?}: {err}"
+        );
     }
-    assert!(!dir.path().join("mixed-lone").exists() && !dir.path().join("mixed-tenants").exists());
+    assert!(
+        !dir.path().join("differ-lone").exists() && !dir.path().join("differ-tenants").exists()
+    );
 }
 
 /// `restore-if-db-not-exists` also holds for a one-shot backup of
@@ -581,4 +634,106 @@ fn one_shot_backup_restores_missing_tenants_first() {
         run_ok(c);
         assert_eq!(verify_restore(&lost, &w), 1, "{cmd:?}");
     }
+}
+
+/// The meta directories found under `base`, relative to it.
+fn meta_dirs_under(base: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![base.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().unwrap().is_dir() {
+                continue;
+            }
+            let p = e.path();
+            if e.file_name().to_string_lossy().ends_with("-litestream") {
+                out.insert(p.strip_prefix(base).unwrap().display().to_string());
+            } else {
+                todo.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A directory entry's `meta-dir` and `meta-path` give each database its
+/// meta directory where Go 0.5.17 puts it (side by side, a tenant in a
+/// subdirectory too), never beside the database; the running fleet keeps
+/// its L0 files there, and `monitor-interval` is taken.
+#[test]
+fn directory_meta_dirs_are_where_go_puts_them() {
+    let dir = Scratch::new();
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(tenants.join("sub")).unwrap();
+    let w = Workload::new(21);
+    for t in ["a.db", "sub/b.db"] {
+        w.setup(&open_app(&tenants.join(t), None));
+    }
+    let config = |who: &str, key: &str| {
+        let cfg = dir.path().join(format!("{who}-{key}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    recursive: true\n    monitor-interval: 250ms\n    {key}: {}\n    replica:\n      url: file://{}\n",
+                tenants.display(),
+                dir.path().join(format!("{who}-{key}")).display(),
+                dir.path().join(format!("{who}-{key}-replica")).display()
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    for key in ["meta-dir", "meta-path"] {
+        let mut seen = Vec::new();
+        for who in ["go", "ours"] {
+            let mut c = if who == "go" { go() } else { ours() };
+            c.args(["replicate", "-once", "-config"])
+                .arg(config(who, key));
+            run_ok(c);
+            seen.push(meta_dirs_under(&dir.path().join(format!("{who}-{key}"))));
+        }
+        assert_eq!(seen[0].len(), 2, "{key}: {:?}", seen[0]);
+        assert_eq!(seen[0], seen[1], "{key}: Go's meta directories, then ours");
+        assert!(
+            meta_dirs_under(&tenants).is_empty(),
+            "{key}: beside a database"
+        );
+    }
+    // The running fleet.
+    let cfg = config("ours", "meta-dir");
+    let replica = dir.path().join("ours-meta-dir-replica/a.db");
+    let before = replica_txids(&replica, 0).len();
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--config"]).arg(&cfg);
+    let log = dir.path().join("run.log");
+    let child = spawn_logged(c, &log);
+    let conn = open_app(&tenants.join("a.db"), None);
+    w.step(&conn, 1, false);
+    wait_for("the fleet ships the write", Duration::from_secs(30), || {
+        replica_txids(&replica, 0).len() > before
+    });
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+    drop(conn);
+    let l0 = dir.path().join("ours-meta-dir/a.db-litestream/ltx/0");
+    assert!(
+        std::fs::read_dir(&l0).unwrap().count() > 0,
+        "{}",
+        l0.display()
+    );
+    assert!(
+        meta_dirs_under(&tenants).is_empty(),
+        "the fleet wrote beside a database"
+    );
+    let out = dir.path().join("restored.db");
+    let mut c = ours();
+    c.args(["restore", "-config"])
+        .arg(&cfg)
+        .arg("-o")
+        .arg(&out)
+        .arg(tenants.join("a.db"));
+    run_ok(c);
+    assert_eq!(verify_restore(&out, &w), 1);
 }

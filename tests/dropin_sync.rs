@@ -4,6 +4,7 @@
 //! binary where both can do the same.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
+use std::path::Path;
 use std::time::Duration;
 
 use litestreampp_e2e::*;
@@ -335,8 +336,7 @@ fn max_sync_ltx_files_ships_a_backlog_in_passes() {
 
 /// validation.interval: a replica level with a TXID gap is reported as
 /// Litestream reports it ("validation error detected", the level, a gap),
-/// side by side with Go; `run` refuses the key (it would list every cold
-/// database's replica).
+/// side by side with Go; the fleet checks what it wrote.
 #[test]
 fn validation_interval_reports_a_gap_like_go() {
     let dir = Scratch::new();
@@ -386,21 +386,89 @@ fn validation_interval_reports_a_gap_like_go() {
     for c in children {
         terminate(c, Duration::from_secs(20));
     }
+    fleet_validates_the_replicas_it_wrote(&dir);
+}
+
+/// The fleet checks the replicas written since its last check: a hot
+/// database's gap is reported as `replicate` reports it, while a cold
+/// database's replica, checked once after its backup, costs no further
+/// request (a gap put there later goes unreported, as designed).
+fn fleet_validates_the_replicas_it_wrote(dir: &Scratch) {
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    let w = Workload::new(14);
+    let hot = open_app(&tenants.join("hot.db"), None);
+    w.setup(&hot);
+    Workload::new(15).setup(&open_app(&tenants.join("cold.db"), None));
+    let replicas = dir.path().join("fleet-replica");
     let cfg = dir.path().join("fleet.yml");
     std::fs::write(
         &cfg,
         format!(
-            "validation:\n  interval: 1h\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
-            dir.path().display(),
-            dir.path().join("fleet-replica").display()
+            "validation:\n  interval: 1s\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n      sync-interval: 50ms\n",
+            tenants.display(),
+            replicas.display()
         ),
     )
     .unwrap();
     let mut c = ours();
-    c.args(["run", "--once", "--config"]).arg(&cfg);
-    let (code, err) = run_err(c);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("validation.interval"), "{err}");
+    c.args([
+        "run",
+        "--addr",
+        "off",
+        "--hot-idle-timeout",
+        "1h",
+        "--config",
+    ])
+    .arg(&cfg);
+    let log = dir.path().join("fleet.log");
+    let child = spawn_logged(c, &log);
+    let (hot_replica, cold_replica) = (replicas.join("hot.db"), replicas.join("cold.db"));
+    wait_for("both backed up", Duration::from_secs(30), || {
+        !replica_txids(&hot_replica, 0).is_empty() && !replica_txids(&cold_replica, 0).is_empty()
+    });
+    for n in 1..=2 {
+        let have = replica_txids(&hot_replica, 0).len();
+        w.step(&hot, n, true);
+        wait_for("the step in the replica", Duration::from_secs(30), || {
+            replica_txids(&hot_replica, 0).len() > have
+        });
+    }
+    // Both have been checked by now, and were whole.
+    std::thread::sleep(Duration::from_millis(2500));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("validation error detected"), "{text}");
+    let files = replica_txids(&hot_replica, 0);
+    assert!(files.len() >= 3, "{files:?}");
+    let (min, max) = files[1];
+    let l0 =
+        |r: &Path, min: u64, max: u64| r.join("ltx/0").join(format!("{min:016x}-{max:016x}.ltx"));
+    std::fs::remove_file(l0(&hot_replica, min, max)).unwrap();
+    let (cmin, cmax) = *replica_txids(&cold_replica, 0).last().unwrap();
+    std::fs::copy(
+        l0(&cold_replica, cmin, cmax),
+        l0(&cold_replica, cmax + 10, cmax + 10),
+    )
+    .unwrap();
+    wait_for(
+        "the hot database's gap reported",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(&log).is_ok_and(|l| {
+                l.lines()
+                    .any(|l| l.contains("validation error detected") && l.contains("hot.db"))
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    terminate(child, Duration::from_secs(20));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("validation error detected") && l.contains("cold.db")),
+        "{text}"
+    );
 }
 
 /// auto-recover: a local LTX file damaged before it was uploaded stops

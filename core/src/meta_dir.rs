@@ -42,9 +42,11 @@ impl MetaDir {
         MetaDir::new(default_meta_dir(db))
     }
 
-    /// True for a directory name that is a meta directory.
+    /// True for a directory name that is a meta directory: `.NAME-litestream`
+    /// beside a database, or `NAME-litestream` under a directory entry's
+    /// `meta-dir` ([`MetaRoot::Dir`]).
     pub fn is_meta_dir_name(name: &str) -> bool {
-        name.starts_with(PREFIX) && name.ends_with(SUFFIX)
+        name.len() > SUFFIX.len() && name.ends_with(SUFFIX)
     }
 
     /// The directory itself.
@@ -185,6 +187,36 @@ impl MetaDir {
     }
 }
 
+/// Where the meta directories of a directory entry's databases live:
+/// Litestream's `meta-dir` and `meta-path` on a `dir` entry, with its
+/// rules for giving every database a directory of its own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MetaRoot {
+    /// Beside each database: `<dir>/.<name>-litestream`.
+    #[default]
+    Beside,
+    /// `meta-dir: BASE`: `BASE/<relative path>-litestream`.
+    Dir(PathBuf),
+    /// `meta-path: BASE`: `BASE/<relative dir>/.<name>-litestream`.
+    Mirror(PathBuf),
+}
+
+impl MetaRoot {
+    /// The meta directory of the database at `db`, whose path relative to
+    /// the entry's directory is `rel`.
+    pub fn meta_dir(&self, db: &Path, rel: &Path) -> MetaDir {
+        match self {
+            MetaRoot::Beside => MetaDir::for_db(db),
+            MetaRoot::Dir(base) => {
+                let mut name = rel.as_os_str().to_os_string();
+                name.push(SUFFIX);
+                MetaDir::new(base.join(name))
+            }
+            MetaRoot::Mirror(base) => MetaDir::new(base.join(default_meta_dir(rel))),
+        }
+    }
+}
+
 /// The meta directory Litestream uses for `db_path`: `<dir>/.<name>-litestream`.
 pub fn default_meta_dir(db_path: &Path) -> PathBuf {
     let name = db_path
@@ -208,6 +240,30 @@ mod tests {
         assert_eq!(m.l0_dir(), Path::new("/data/.a.db-litestream/ltx/0"));
         assert_eq!(m.scratch_dir(9), Path::new("/data/.a.db-litestream/ltx/9"));
         assert!(MetaDir::is_meta_dir_name(".a.db-litestream"));
-        assert!(!MetaDir::is_meta_dir_name("a.db-litestream"));
+        assert!(MetaDir::is_meta_dir_name("a.db-litestream"));
+        assert!(!MetaDir::is_meta_dir_name("-litestream"));
+        assert!(!MetaDir::is_meta_dir_name("a.db"));
+    }
+
+    #[test]
+    fn directory_entry_roots_are_litestreams() {
+        let db = Path::new("/data/t/a/x.db");
+        let rel = Path::new("a/x.db");
+        let at = |r: MetaRoot| r.meta_dir(db, rel).path().to_path_buf();
+        assert_eq!(
+            at(MetaRoot::Beside),
+            Path::new("/data/t/a/.x.db-litestream")
+        );
+        assert_eq!(
+            at(MetaRoot::Dir("/meta".into())),
+            Path::new("/meta/a/x.db-litestream")
+        );
+        assert_eq!(
+            at(MetaRoot::Mirror("/meta".into())),
+            Path::new("/meta/a/.x.db-litestream")
+        );
+        let top =
+            MetaRoot::Mirror("/meta".into()).meta_dir(Path::new("/d/y.db"), Path::new("y.db"));
+        assert_eq!(top.path(), Path::new("/meta/.y.db-litestream"));
     }
 }

@@ -182,6 +182,20 @@ pub async fn verify_level(client: &dyn ReplicaClient, level: u32) -> Result<()> 
     Ok(())
 }
 
+/// Litestream's periodic validation of one replica (`validation.interval`):
+/// every level up to `top_level` checked with [`verify_level`], each fault
+/// logged as Litestream logs it. Returns how many levels are faulty.
+pub async fn validate_replica(client: &dyn ReplicaClient, db: &Path, top_level: u32) -> usize {
+    let mut faulty = 0;
+    for level in 0..=top_level {
+        if let Err(e) = verify_level(client, level).await {
+            tracing::warn!(db = %db.display(), level, error = %e, "validation error detected");
+            faulty += 1;
+        }
+    }
+    faulty
+}
+
 /// The contiguous run of `files` that continues `from` furthest at each
 /// step (or, past a gap, starts at the lowest TXID left), ascending.
 pub(super) fn chain(mut files: Vec<FileInfo>, from: TxId) -> Vec<FileInfo> {

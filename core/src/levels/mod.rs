@@ -34,7 +34,7 @@ use crate::meta_dir::MetaDir;
 use crate::scheduler::{Job, Scheduler};
 use crate::txid::TxId;
 
-pub use compaction::verify_level;
+pub use compaction::{validate_replica, verify_level};
 pub use config::{LevelsConfig, ceil_boundary};
 pub use schedule::Task;
 pub use state::LevelState;

@@ -38,7 +38,8 @@ pub struct ReplicatorOptions {
     /// Coalescing window: at most one sync per interval while writes keep
     /// coming; the first write after a quiet period syncs at once.
     pub sync_interval: Duration,
-    /// Poll interval used in addition to change notification.
+    /// Poll interval used in addition to change notification; zero polls
+    /// never (Litestream's `monitor-interval: 0` turns its monitor off).
     pub monitor_interval: Duration,
     /// Compaction levels, snapshots and retention (used when a scheduler
     /// is attached with [`Replicator::with_scheduler`]). Local L0 files
@@ -486,7 +487,19 @@ impl Replicator {
             // Once stopping, `shutdown` has completed and is not polled
             // again: only final sync attempts remain.
             if started && !stopping && !more_to_ship {
-                let wait = self.opts.monitor_interval.max(backoff);
+                // Zero: no poll, and no retry pending either.
+                let wait = if self.opts.monitor_interval.is_zero() {
+                    backoff
+                } else {
+                    self.opts.monitor_interval.max(backoff)
+                };
+                let poll = async move {
+                    if wait.is_zero() {
+                        std::future::pending().await
+                    } else {
+                        tokio::time::sleep(wait).await
+                    }
+                };
                 let maint = self.maint.clone();
                 let snapshot_wanted = async move {
                     match maint {
@@ -514,7 +527,7 @@ impl Replicator {
                         }
                     }
                     Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
-                    _ = tokio::time::sleep(wait) => {},
+                    _ = poll => {},
                 }
                 if snap && !stopping {
                     // Encode here (it needs the database), upload in the

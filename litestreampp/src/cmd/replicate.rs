@@ -258,21 +258,13 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
 }
 
 /// `replicate -config` on a config with directory entries: the fleet
-/// (`run --config`) with the same flags. Path entries in the same file
-/// are refused: the fleet replicates directory entries only.
+/// (`run --config`) with the same flags, which replicates the file's path
+/// entries too.
 fn fleet_args(args: &ReplicateArgs, cfg: &settings::Config) -> Result<crate::flags::RunArgs> {
     let refuse = |msg: String| Err(anyhow::Error::new(settings::ConfigError(msg)));
-    if let Some(db) = cfg.dbs.first() {
-        return refuse(format!(
-            "config {}: mixes path entries ({}) and directory entries ({}): litestreampp replicates directory entries as a fleet; put the path entries in a config of their own and run `litestreampp replicate -config` on each",
-            cfg.path.display(),
-            db.path.display(),
-            cfg.dirs[0].dir.display()
-        ));
-    }
     if args.force_snapshot || args.enforce_retention {
         return refuse(format!(
-            "config {}: -force-snapshot and -enforce-retention apply to path entries; the fleet of directory entries snapshots on its schedule",
+            "config {}: -force-snapshot and -enforce-retention apply to a config of path entries only; one with directory entries is replicated by the fleet, which snapshots on its schedule",
             cfg.path.display()
         ));
     }
@@ -349,7 +341,7 @@ async fn once(r: &mut Replicator, force_snapshot: bool, enforce_retention: bool)
 /// `restore-if-db-not-exists`: the database is restored from its replica
 /// before replication starts if it does not exist (an empty replica is a
 /// first start).
-async fn restore_if_missing(client: Arc<dyn ReplicaClient>, path: &Path) -> Result<()> {
+pub(super) async fn restore_if_missing(client: Arc<dyn ReplicaClient>, path: &Path) -> Result<()> {
     match restore::restore_if_missing(client.clone(), path)
         .await
         .with_context(|| {

@@ -14,12 +14,19 @@ use crate::settings::{expand_path, read_config};
 
 pub fn run(args: ResetArgs) -> Result<ExitCode> {
     let db_path = expand_path(&args.db_path)?;
-    // As Litestream: the config is read only when given, for the
-    // database's `meta-path`.
+    // As Litestream: the config is read only when given, for where the
+    // database's meta directory is.
     let meta_path = match &args.config.config {
         Some(c) => {
             let cfg = read_config(c, !args.config.no_expand_env)?;
-            cfg.db(&db_path).and_then(|d| d.tuning.meta_path.clone())
+            // A tenant of a directory entry too (Litestream looks at path
+            // entries only, and would miss a `meta-dir`).
+            cfg.db(&db_path)
+                .and_then(|d| d.tuning.meta_path.clone())
+                .or_else(|| {
+                    cfg.dir_db(&db_path)
+                        .map(|(d, rel)| d.meta_dir(&db_path, &rel).path().to_path_buf())
+                })
         }
         None => None,
     };

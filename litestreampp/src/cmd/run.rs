@@ -29,22 +29,26 @@ const NEEDS_CONFIG: &str = "--restore-if-db-not-exists needs a config file's dir
 /// one was read).
 struct Sources {
     patterns: Patterns,
+    /// In the patterns' order: the path entries' first, then the globs'.
     templates: Vec<Template>,
     config: Option<Config>,
 }
 
 /// `--pattern`/`--replica` from the command line, and the config file's
-/// directory entries when `--config` is given or no `--pattern` is.
+/// entries when `--config` is given or no `--pattern` is: each directory
+/// entry is a pattern, each path entry a database of its own.
 fn sources(args: &RunArgs) -> Result<Sources> {
     let mut globs = Vec::new();
-    let mut templates = Vec::new();
+    let mut glob_templates = Vec::new();
     if let Some(r) = &args.replica {
         let t = Template::parse(r)?;
         for p in &args.pattern {
             globs.push(p.clone());
-            templates.push(t.clone());
+            glob_templates.push(t.clone());
         }
     }
+    let mut files = Vec::new();
+    let mut templates = Vec::new();
     let config = if args.config.is_some() || args.pattern.is_empty() {
         let path = args
             .config
@@ -57,26 +61,22 @@ fn sources(args: &RunArgs) -> Result<Sources> {
                 "--config".to_string()
             }
         })?;
-        if cfg.validation_interval.is_some() {
-            return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
-                "config {}: validation.interval is not available for the fleet: it would list every database's replica at each interval (a cold database costs no request); remove it (verify-compaction checks each compaction's level; `litestreampp replicate` validates path entries)",
-                path.display()
-            ))));
-        }
-        if let Some(db) = cfg.dbs.first() {
-            return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
-                "config {}: path entry {} is replicated by `litestreampp replicate -config`; the fleet takes directory entries (dbs: - dir: ... pattern: ...): put path entries in a config of their own",
-                path.display(),
-                db.path.display()
-            ))));
+        for d in &cfg.dbs {
+            files.push(d.path.clone());
+            templates.push(Template::for_db(d).map_err(|e| {
+                anyhow::Error::new(crate::settings::ConfigError(format!(
+                    "config {}: {e:#}",
+                    path.display()
+                )))
+            })?);
         }
         for d in &cfg.dirs {
             globs.push(d.glob());
-            templates.push(Template::from_replica(d.replica.clone()));
+            glob_templates.push(Template::for_dir(d));
         }
-        if globs.is_empty() {
+        if globs.is_empty() && files.is_empty() {
             bail!(
-                "{}: no directory entries (dbs: - dir: ... pattern: ...); give them, or --pattern and --replica",
+                "{}: no databases (dbs: - path: ... or - dir: ... pattern: ...); give them, or --pattern and --replica",
                 path.display()
             );
         }
@@ -84,12 +84,13 @@ fn sources(args: &RunArgs) -> Result<Sources> {
     } else {
         None
     };
+    templates.extend(glob_templates);
     let mut excludes = args.exclude.clone();
     if let Some(c) = &config {
         excludes.extend(c.fleet.exclude.iter().cloned());
     }
     Ok(Sources {
-        patterns: Patterns::new(&globs, &excludes)?,
+        patterns: Patterns::with_files(&files, &globs, &excludes)?,
         templates,
         config,
     })
@@ -119,7 +120,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } = src;
     let mut opts = ReplicatorOptions::default();
     if let Some(c) = &config {
-        let (tuning, _) = c.dir_tuning()?;
+        let (tuning, _) = c.fleet_tuning()?;
         tuning.apply(&mut opts);
     }
     let rt = runtime()?;
@@ -155,8 +156,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
                 async move {
                     let r = async {
                         let client = template.open(pool, &f.rel)?;
-                        let mut r =
-                            Replicator::new(&f.path, Replica::new(client), opts.clone());
+                        let mut opts = opts.clone();
+                        opts.db.meta_dir =
+                            Some(template.meta_dir(&f.path, &f.rel).path().to_path_buf());
+                        let mut r = Replicator::new(&f.path, Replica::new(client), opts);
                         let rep = r.sync_once().await;
                         let closed = r.close();
                         let rep = rep?;
@@ -193,6 +196,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// How often a hot database's WAL is looked at without a change notice:
+/// the directory entries' `monitor-interval` (Litestream polls every
+/// database at it; the fleet's cold databases are watched by
+/// notification, or `poll-interval`), else only as a safety net, since
+/// the write detector drives syncs.
+fn hot_poll_interval(monitor_interval: Option<Duration>, hot_idle_timeout: Duration) -> Duration {
+    monitor_interval.unwrap_or_else(|| hot_idle_timeout.max(Duration::from_secs(1)))
+}
+
 /// Threads for the fleet's blocking work (syncs, seals, snapshots).
 const FLEET_BLOCKING_THREADS: usize = 32;
 
@@ -216,6 +228,7 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         None => Ok(from_config),
     };
     let mut opts = FleetOptions::new(state_dir);
+    opts.validation_interval = config.as_ref().and_then(|c| c.validation_interval);
     // The final sync's retries at stop: the config's, else Litestream's.
     (
         opts.replicator.shutdown_sync_timeout,
@@ -223,11 +236,13 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
     ) = config
         .as_ref()
         .map_or(crate::settings::SHUTDOWN_SYNC_DEFAULT, |c| c.shutdown_sync);
+    let mut monitor_interval = None;
     if let Some(c) = &config {
         // Compaction levels, snapshots, retention and the per-database
         // keys of the directory entries.
-        let (tuning, sync_interval) = c.dir_tuning()?;
+        let (tuning, sync_interval) = c.fleet_tuning()?;
         tuning.apply(&mut opts.replicator);
+        monitor_interval = tuning.monitor_interval;
         if let Some(d) = sync_interval {
             opts.replicator.sync_interval = d;
         }
@@ -258,9 +273,7 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         .or(fc.backlog_rate)
         .unwrap_or(opts.backlog_rate)
         .max(1);
-    // The write detector drives syncs; the replicator's own poll is only a
-    // safety net.
-    opts.replicator.monitor_interval = opts.hot_idle_timeout.max(Duration::from_secs(1));
+    opts.replicator.monitor_interval = hot_poll_interval(monitor_interval, opts.hot_idle_timeout);
     // --addr, else the config's `addr` (Litestream's ":9090" means every
     // interface, as there), else 127.0.0.1:9090.
     let addr = match (&args.addr, config.as_ref().and_then(|c| c.addr.clone())) {
@@ -346,11 +359,19 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
     }
 }
 
-/// `restore-if-db-not-exists` on directory entries (all of them with the
-/// flag): every database an entry's replica holds that is missing here is
-/// restored before the fleet starts, as `restore-pattern --if-db-not-exists`
-/// would. An empty replica is a first start.
+/// `restore-if-db-not-exists` (on every entry with the flag): a path
+/// entry's missing database, and every database a directory entry's
+/// replica holds that is missing here, are restored before the fleet
+/// starts, as `restore-pattern --if-db-not-exists` would. An empty
+/// replica is a first start.
 async fn restore_missing(cfg: &Config, all: bool) -> Result<()> {
+    for d in cfg.dbs.iter().filter(|d| all || d.restore_if_db_not_exists) {
+        let Some(replica) = &d.replica else { continue };
+        let client = replica
+            .open(&ClientPool::default())
+            .with_context(|| format!("database {}", d.path.display()))?;
+        super::replicate::restore_if_missing(client, &d.path).await?;
+    }
     for d in cfg
         .dirs
         .iter()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use litestreampp_core::client::ReplicaClient;
-use litestreampp_core::levels::verify_level;
+use litestreampp_core::levels::validate_replica;
 
 use super::Background;
 
@@ -26,11 +26,7 @@ pub fn spawn(
         loop {
             tick.tick().await;
             for (path, client) in &dbs {
-                for level in 0..=top_level {
-                    if let Err(e) = verify_level(client.as_ref(), level).await {
-                        tracing::warn!(db = %path.display(), level, error = %e, "validation error detected");
-                    }
-                }
+                validate_replica(client.as_ref(), path, top_level).await;
             }
         }
     })

@@ -21,7 +21,8 @@
 //! - `tiers`: the one task that moves databases between tiers;
 //!   `status`: what `/status` and the gauges show; `http`: `/metrics`,
 //!   `/healthz`, `/status`; `patterns`: finding the databases;
-//!   `memory`: malloc tuning for a small idle process.
+//!   `memory`: malloc tuning for a small idle process; `validation`:
+//!   `validation.interval`, for the replicas written since the last check.
 //!
 //! The fleet takes plain option structs and [`ReplicaTemplate`]s: it knows
 //! nothing of flags or config files.
@@ -36,12 +37,14 @@ mod registry;
 mod state_file;
 mod status;
 mod tiers;
+mod validation;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use litestreampp_core::client::{ClientPool, ReplicaClient};
+use litestreampp_core::meta_dir::MetaDir;
 use litestreampp_core::replicator::ReplicatorOptions;
 
 pub use registry::{FleetError, Tier};
@@ -54,6 +57,13 @@ pub trait ReplicaTemplate: Send + Sync {
     /// the pattern's root, `/`-separated); S3 replicas share `pool`'s SDK
     /// clients.
     fn open(&self, pool: &ClientPool, rel: &str) -> anyhow::Result<Arc<dyn ReplicaClient>>;
+
+    /// Where the database at `db` (at `rel`) keeps its local L0 files
+    /// until they are shipped; Litestream's place beside it unless the
+    /// pattern's source says otherwise.
+    fn meta_dir(&self, db: &std::path::Path, _rel: &str) -> MetaDir {
+        MetaDir::for_db(db)
+    }
 }
 
 /// Tuning of the fleet.
@@ -80,6 +90,9 @@ pub struct FleetOptions {
     pub rescan_interval: Duration,
     /// Where the state file lives.
     pub state_dir: PathBuf,
+    /// Check the replicas written since the last check for TXID gaps and
+    /// overlaps at this interval (Litestream's `validation.interval`).
+    pub validation_interval: Option<Duration>,
     pub replicator: ReplicatorOptions,
 }
 
@@ -95,6 +108,7 @@ impl FleetOptions {
             poll_interval: None,
             rescan_interval: Duration::from_secs(600),
             state_dir,
+            validation_interval: None,
             replicator: ReplicatorOptions::default(),
         }
     }

@@ -2,6 +2,8 @@
 //! matches one of the patterns (globset, `**` crosses directories), none of
 //! the excludes, and starts with SQLite's 16-byte header. Directories are
 //! walked in parallel; `-wal`, `-shm` and meta directories are skipped.
+//! A single file (a config's path entry) is a pattern of its own that
+//! walks nothing: only its directory is watched.
 
 use std::path::{Path, PathBuf};
 
@@ -25,8 +27,17 @@ pub struct Found {
 /// Patterns and excludes, compiled.
 #[derive(Debug, Clone)]
 pub struct Patterns {
-    roots: Vec<(PathBuf, GlobSet)>,
+    roots: Vec<Root>,
     exclude: GlobSet,
+}
+
+/// One pattern: the directory it is under and what it matches there.
+#[derive(Debug, Clone)]
+struct Root {
+    dir: PathBuf,
+    set: GlobSet,
+    /// A single database (its directory is not walked).
+    file: Option<PathBuf>,
 }
 
 /// The directory part of a pattern before its first glob metacharacter.
@@ -44,10 +55,38 @@ pub fn literal_root(pattern: &str) -> PathBuf {
 impl Patterns {
     /// Compiles absolute patterns such as `/data/**/*.db`.
     pub fn new(patterns: &[String], excludes: &[String]) -> Result<Patterns> {
-        if patterns.is_empty() {
+        Patterns::with_files(&[], patterns, excludes)
+    }
+
+    /// Single database files (absolute paths, matched before any
+    /// pattern), then patterns. A found database's `source` counts files
+    /// first.
+    pub fn with_files(
+        files: &[PathBuf],
+        patterns: &[String],
+        excludes: &[String],
+    ) -> Result<Patterns> {
+        if patterns.is_empty() && files.is_empty() {
             bail!("at least one --pattern is required");
         }
         let mut roots = Vec::new();
+        for f in files {
+            let (Some(dir), Some(_)) = (f.parent(), f.file_name()) else {
+                bail!("database path {}: not a file path", f.display());
+            };
+            if !f.is_absolute() {
+                bail!("database path {}: must be absolute", f.display());
+            }
+            let g = GlobBuilder::new(&globset::escape(&f.to_string_lossy()))
+                .literal_separator(true)
+                .build()
+                .with_context(|| format!("database path {}", f.display()))?;
+            roots.push(Root {
+                dir: dir.to_path_buf(),
+                set: GlobSetBuilder::new().add(g).build()?,
+                file: Some(f.clone()),
+            });
+        }
         for p in patterns {
             if !p.starts_with('/') {
                 bail!("--pattern {p:?}: must be an absolute path");
@@ -57,8 +96,11 @@ impl Patterns {
                 .literal_separator(true)
                 .build()
                 .with_context(|| format!("--pattern {p:?}"))?;
-            let set = GlobSetBuilder::new().add(g).build()?;
-            roots.push((literal_root(p), set));
+            roots.push(Root {
+                dir: literal_root(p),
+                set: GlobSetBuilder::new().add(g).build()?,
+                file: None,
+            });
         }
         let mut ex = GlobSetBuilder::new();
         for e in excludes {
@@ -70,17 +112,28 @@ impl Patterns {
         })
     }
 
-    /// The root of the first pattern.
+    /// The root of the first pattern (of the first file's directory when
+    /// there are only files).
     pub fn first_root(&self) -> PathBuf {
         self.roots
-            .first()
-            .map(|(r, _)| r.clone())
+            .iter()
+            .find(|r| r.file.is_none())
+            .or(self.roots.first())
+            .map(|r| r.dir.clone())
             .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// True when a pattern's walk covers `dir` (a directory made under
+    /// the directory of a single file is none of the fleet's business).
+    pub fn walks(&self, dir: &Path) -> bool {
+        self.roots
+            .iter()
+            .any(|r| r.file.is_none() && dir.starts_with(&r.dir))
     }
 
     /// The deepest directory every pattern's root is under (`/` at worst).
     pub fn common_root(&self) -> PathBuf {
-        let mut roots = self.roots.iter().map(|(r, _)| r.as_path());
+        let mut roots = self.roots.iter().map(|r| r.dir.as_path());
         let Some(first) = roots.next() else {
             return PathBuf::from("/");
         };
@@ -107,11 +160,11 @@ impl Patterns {
         if self.exclude.is_match(path) {
             return None;
         }
-        self.roots.iter().enumerate().find_map(|(i, (root, set))| {
-            if !set.is_match(path) {
+        self.roots.iter().enumerate().find_map(|(i, root)| {
+            if !root.set.is_match(path) {
                 return None;
             }
-            let rel = path.strip_prefix(root).ok()?;
+            let rel = path.strip_prefix(&root.dir).ok()?;
             Some((i, rel.to_string_lossy().into_owned()))
         })
     }
@@ -128,12 +181,35 @@ impl Patterns {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         let mut dirs = Vec::new();
-        for (root, _) in &self.roots {
-            if !root.is_dir() {
-                bail!("pattern root {} is not a directory", root.display());
+        for (i, root) in self.roots.iter().enumerate() {
+            if !root.dir.is_dir() {
+                match &root.file {
+                    Some(f) => bail!(
+                        "database {}: its directory {} does not exist",
+                        f.display(),
+                        root.dir.display()
+                    ),
+                    None => bail!("pattern root {} is not a directory", root.dir.display()),
+                }
             }
-            let (found, d) = self.discover_under(root);
-            dirs.push(root.clone());
+            dirs.push(root.dir.clone());
+            if let Some(file) = &root.file {
+                // Registered once it is a database; until then its
+                // directory's events tell when it appears.
+                if is_sqlite(file) && self.matches_at(file).is_some_and(|(at, _)| at == i) {
+                    let rel = file.file_name().unwrap_or_default();
+                    let found = Found {
+                        path: file.clone(),
+                        rel: rel.to_string_lossy().into_owned(),
+                        source: i,
+                    };
+                    if seen.insert(found.path.clone()) {
+                        out.push(found);
+                    }
+                }
+                continue;
+            }
+            let (found, d) = self.discover_under(&root.dir);
             dirs.extend(d);
             for f in found {
                 if seen.insert(f.path.clone()) {
@@ -272,6 +348,47 @@ mod tests {
         assert_eq!(found, ["x.db"]);
         assert!(Patterns::new(&["data/*.db".into()], &[]).is_err());
         assert!(Patterns::new(&[], &[]).is_err());
+    }
+
+    #[test]
+    fn single_files_match_first_and_walk_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for p in ["t/a.db", "t/b.db", "app [1].db", "other/deep/x.db"] {
+            let f = root.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, b"SQLite format 3\0rest").unwrap();
+        }
+        let pats = Patterns::with_files(
+            &[
+                root.join("app [1].db"),
+                root.join("t/a.db"),
+                root.join("missing.db"),
+            ],
+            &[format!("{}/t/*.db", root.display())],
+            &[],
+        )
+        .unwrap();
+        let found: Vec<(String, usize)> = pats
+            .discover()
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.rel, f.source))
+            .collect();
+        // t/a.db is the path entry's (source 1), not the pattern's (3);
+        // nothing under other/ is walked or matched.
+        assert_eq!(
+            found,
+            [
+                ("app [1].db".into(), 0),
+                ("a.db".into(), 1),
+                ("b.db".into(), 3)
+            ]
+        );
+        assert!(pats.matches(&root.join("app 1.db")).is_none());
+        assert!(pats.walks(&root.join("t/new")));
+        assert!(!pats.walks(&root.join("other")));
+        assert_eq!(pats.first_root(), root.join("t"));
     }
 
     #[test]

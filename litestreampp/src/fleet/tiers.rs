@@ -25,6 +25,7 @@ use super::patterns::{self, Patterns};
 use super::registry::{Entry, Key, Registry, Tier};
 use super::state_file;
 use super::status::{FleetStatus, FleetView};
+use super::validation::Validation;
 use super::{FleetOptions, ReplicaTemplate};
 
 /// Polling interval when change notification is unavailable.
@@ -59,6 +60,7 @@ struct Fleet {
     hot: HotSet,
     backlog: Backlog,
     detector: Detector,
+    validation: Option<Validation>,
     state_dirty: bool,
     /// Replicators finished since memory was last trimmed.
     trim_due: bool,
@@ -92,6 +94,9 @@ pub async fn run(
         uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
+        validation: opts
+            .validation_interval
+            .map(|i| Validation::new(i, opts.replicator.levels.max_level())),
         opts,
         pool: ClientPool::default(),
         tasks: JoinSet::new(),
@@ -150,6 +155,10 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 f.hot.demote_idle();
+                if let Some(v) = &mut f.validation {
+                    let hot = &f.hot;
+                    v.tick(|k| hot.get(k).is_some());
+                }
                 f.backlog.tick();
                 f.start_backlog();
                 let poll_every = f.opts.poll_interval.or(f.detector.polling().then_some(FALLBACK_POLL));
@@ -188,6 +197,9 @@ pub async fn run(
         "shutting down: final sync of hot databases"
     );
     f.detector.stop();
+    if let Some(v) = &mut f.validation {
+        v.stop();
+    }
     f.hot.stop_all();
     let before = f.registry.counters.errors.load(Ordering::Relaxed);
     while let Some(done) = f.tasks.join_next().await {
@@ -256,7 +268,7 @@ impl Fleet {
             Change::Written(p) => self.promote(&p),
             Change::Created(p) => self.register(p),
             Change::Removed(p) => self.removed(&p),
-            Change::NewDir(d) => {
+            Change::NewDir(d) if self.registry.patterns.walks(&d) => {
                 let patterns = self.registry.patterns.clone();
                 let dir = d.clone();
                 let r = tokio::task::spawn_blocking(move || patterns.discover_under(&dir)).await;
@@ -269,6 +281,7 @@ impl Fleet {
                     }
                 }
             }
+            Change::NewDir(_) => {}
             Change::Rescan => self.rescan().await,
         }
     }
@@ -386,8 +399,13 @@ impl Fleet {
                 return;
             }
         };
+        if let Some(v) = &mut self.validation {
+            v.touched(&k, path.clone(), client.clone());
+        }
         let client = Arc::new(UploadLimited::new(client, self.uploads.clone()));
-        let mut r = Replicator::new(&path, Replica::new(client), self.opts.replicator.clone());
+        let mut opts = self.opts.replicator.clone();
+        opts.db.meta_dir = Some(template.meta_dir(&path, &rel).path().to_path_buf());
+        let mut r = Replicator::new(&path, Replica::new(client), opts);
         if duty == Duty::Hot {
             r = r.with_scheduler(self.scheduler.clone());
         }

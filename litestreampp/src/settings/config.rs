@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::levels::LevelsConfig;
+use litestreampp_core::meta_dir::{MetaDir, MetaRoot};
 use litestreampp_core::replicator::ReplicatorOptions;
 use serde_json::Value;
 
@@ -101,6 +102,8 @@ pub struct DirConfig {
     pub pattern: String,
     pub recursive: bool,
     pub replica: ReplicaConfig,
+    /// Where its databases' meta directories live (`meta-dir`, `meta-path`).
+    pub meta: MetaRoot,
     pub tuning: DbTuning,
     /// Restore the databases its replica holds that are missing here
     /// before the fleet starts.
@@ -108,6 +111,11 @@ pub struct DirConfig {
 }
 
 impl DirConfig {
+    /// The meta directory of its database at `db`, relative path `rel`.
+    pub fn meta_dir(&self, db: &Path, rel: &str) -> MetaDir {
+        self.meta.meta_dir(db, Path::new(rel))
+    }
+
     /// The absolute glob this entry stands for.
     pub fn glob(&self) -> String {
         let dir = self.dir.display().to_string();
@@ -199,22 +207,37 @@ const HEARTBEAT_DEFAULT: Duration = Duration::from_secs(5 * 60);
 const HEARTBEAT_MIN: Duration = Duration::from_secs(60);
 
 impl Config {
-    /// The per-database settings of the directory entries, and their
+    /// The per-database settings of the entries the fleet replicates
+    /// (directory entries, and path entries beside them), and their
     /// replicas' `sync-interval`: the fleet applies one set to all its
     /// databases, so entries that differ are refused rather than one of
-    /// them silently winning.
-    pub fn dir_tuning(&self) -> Result<(DbTuning, Option<Duration>)> {
-        let mut out: Option<(&DirConfig, DbTuning, Option<Duration>)> = None;
+    /// them silently winning. Meta directories are per entry, not here.
+    pub fn fleet_tuning(&self) -> Result<(DbTuning, Option<Duration>)> {
+        let mut entries = Vec::new();
         for d in &self.dirs {
-            let sync = d.replica.duration("sync-interval")?;
+            entries.push((d.dir.clone(), d.tuning.clone(), Some(&d.replica)));
+        }
+        for d in &self.dbs {
+            let tuning = DbTuning {
+                meta_path: None,
+                ..d.tuning.clone()
+            };
+            entries.push((d.path.clone(), tuning, d.replica.as_ref()));
+        }
+        let mut out: Option<(PathBuf, DbTuning, Option<Duration>)> = None;
+        for (at, tuning, replica) in entries {
+            let sync = match replica {
+                Some(r) => r.duration("sync-interval")?,
+                None => None,
+            };
             match &out {
-                None => out = Some((d, d.tuning.clone(), sync)),
-                Some((first, t, s)) if *t != d.tuning || *s != sync => {
+                None => out = Some((at, tuning, sync)),
+                Some((first, t, s)) if *t != tuning || *s != sync => {
                     return Err(anyhow::Error::new(ConfigError(format!(
-                        "config {}: directory entries {} and {} have different per-database settings (sync-interval, checkpoint, snapshot or busy-timeout keys); the fleet applies one set to every database: give both the same values",
+                        "config {}: entries {} and {} have different per-database settings (sync-interval, checkpoint, snapshot, monitor or busy-timeout keys); the fleet applies one set to every database: give both the same values",
                         self.path.display(),
-                        first.dir.display(),
-                        d.dir.display()
+                        first.display(),
+                        at.display()
                     ))));
                 }
                 Some(_) => {}
@@ -733,11 +756,26 @@ fn parse_dir(
     let mut tuning = parse_tuning(m, levels, at)?;
     tuning.max_sync_ltx_files = max_sync_ltx_files(&replica, at)?;
     tuning.auto_recover = auto_recover(&replica, at)?;
+    // Every database gets a meta directory of its own under the base
+    // (Litestream's derivation), never the base itself.
+    let meta_dir = str_key(m, "meta-dir", at)?
+        .map(|p| expand_path(&p))
+        .transpose()
+        .with_context(|| format!("config {at}: meta-dir"))?;
+    let meta = match (meta_dir, tuning.meta_path.take()) {
+        (Some(_), Some(_)) => {
+            bail!("config {at}: cannot specify both 'meta-path' and 'meta-dir'")
+        }
+        (Some(base), None) => MetaRoot::Dir(base),
+        (None, Some(base)) => MetaRoot::Mirror(base),
+        (None, None) => MetaRoot::Beside,
+    };
     Ok(DirConfig {
         dir,
         pattern,
         recursive,
         replica,
+        meta,
         tuning,
         restore_if_db_not_exists,
     })

@@ -158,12 +158,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("replica" | "top", "validation-interval") if set => {
             "Litestream 0.5.17 reads validation-interval but never uses it; remove it and set validation.interval at the top level (each replica's levels are checked for TXID gaps and overlaps)"
         }
-        ("dir", "meta-dir" | "meta-path") if set => {
-            "the fleet keeps each database's meta directory beside it (.NAME-litestream); remove the key"
-        }
-        ("dir", "monitor-interval") if set => {
-            "the fleet detects writes by change notification; on a filesystem without it, set fleet.poll-interval instead"
-        }
         ("replica" | "top", "skip-verify") if value.as_bool() == Some(true) => {
             "skip-verify is not supported; trust the server's certificate instead by pointing AWS_CA_BUNDLE at its CA"
         }

@@ -18,7 +18,8 @@ use crate::restore_fleet::compile;
 pub struct LocalDb {
     pub path: PathBuf,
     pub replica: Option<ReplicaConfig>,
-    /// `meta-path` when the entry sets one.
+    /// Its meta directory when not beside it: a path entry's `meta-path`,
+    /// or where a directory entry's `meta-dir`/`meta-path` puts it.
     pub meta_path: Option<PathBuf>,
 }
 
@@ -54,10 +55,11 @@ pub fn local_databases(cfg: &Config, dirs: bool, only: Option<&str>) -> Result<V
             let Ok(rel) = found.path.strip_prefix(&d.dir) else {
                 continue;
             };
+            let rel = rel.to_string_lossy();
             out.push(LocalDb {
-                replica: Some(d.replica.with_relative_path(&rel.to_string_lossy())?),
+                replica: Some(d.replica.with_relative_path(&rel)?),
+                meta_path: Some(d.meta_dir(&found.path, &rel).path().to_path_buf()),
                 path: found.path,
-                meta_path: None,
             });
         }
     }

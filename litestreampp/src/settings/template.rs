@@ -3,13 +3,15 @@
 //! pattern that found it, `{dir}` that path's directory (empty at the root),
 //! `{name}` the file name.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
+use litestreampp_core::meta_dir::{MetaDir, MetaRoot};
 use litestreampp_core::redact::redact_url;
 
-use super::ReplicaConfig;
+use super::{DbConfig, DirConfig, ReplicaConfig};
 use crate::fleet::ReplicaTemplate;
 
 /// How each database of a pattern gets its replica.
@@ -18,14 +20,29 @@ pub enum Template {
     /// `--replica` URL template with `{path}`, `{dir}`, `{name}`.
     Url(String),
     /// A config file's directory entry: its replica, with the database's
-    /// relative path appended to the replica's path (Litestream's rule).
-    Replica(Box<ReplicaConfig>),
+    /// relative path appended to the replica's path (Litestream's rule),
+    /// and where its meta directories live.
+    Replica(Box<ReplicaConfig>, MetaRoot),
+    /// A config file's path entry: one database, its replica as written,
+    /// its `meta-path` if it sets one.
+    Database(Box<ReplicaConfig>, Option<PathBuf>),
 }
 
 impl Template {
-    /// A directory entry's replica.
-    pub fn from_replica(r: ReplicaConfig) -> Template {
-        Template::Replica(Box::new(r))
+    /// A directory entry's replica and meta directories.
+    pub fn for_dir(d: &DirConfig) -> Template {
+        Template::Replica(Box::new(d.replica.clone()), d.meta.clone())
+    }
+
+    /// A path entry's replica and meta directory.
+    pub fn for_db(d: &DbConfig) -> Result<Template> {
+        let Some(r) = &d.replica else {
+            bail!("database {}: no replica configured", d.path.display());
+        };
+        Ok(Template::Database(
+            Box::new(r.clone()),
+            d.tuning.meta_path.clone(),
+        ))
     }
 
     /// Where the database at `rel` is replicated, for messages (no
@@ -33,9 +50,10 @@ impl Template {
     pub fn describe(&self, rel: &str) -> String {
         match self {
             Template::Url(_) => redact_url(&self.expand(rel)),
-            Template::Replica(r) => r
+            Template::Replica(r, _) => r
                 .with_relative_path(rel)
                 .map_or_else(|_| r.describe(), |r| r.describe()),
+            Template::Database(r, _) => r.describe(),
         }
     }
 
@@ -69,7 +87,7 @@ impl Template {
     pub fn expand(&self, rel: &str) -> String {
         let t = match self {
             Template::Url(t) => t,
-            Template::Replica(_) => return self.describe(rel),
+            Template::Replica(..) | Template::Database(..) => return self.describe(rel),
         };
         let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
         let s = t
@@ -111,7 +129,17 @@ impl ReplicaTemplate for Template {
     fn open(&self, pool: &ClientPool, rel: &str) -> Result<Arc<dyn ReplicaClient>> {
         match self {
             Template::Url(_) => ReplicaConfig::from_url(&self.expand(rel)).open(pool),
-            Template::Replica(r) => r.with_relative_path(rel)?.open(pool),
+            Template::Replica(r, _) => r.with_relative_path(rel)?.open(pool),
+            Template::Database(r, _) => r.open(pool),
+        }
+    }
+
+    fn meta_dir(&self, db: &Path, rel: &str) -> MetaDir {
+        match self {
+            Template::Url(_) => MetaDir::for_db(db),
+            Template::Replica(_, meta) => meta.meta_dir(db, Path::new(rel)),
+            Template::Database(_, Some(meta)) => MetaDir::new(meta),
+            Template::Database(_, None) => MetaDir::for_db(db),
         }
     }
 }
@@ -144,7 +172,7 @@ mod tests {
             path: Some("/backups/tenants/".into()),
             ..Default::default()
         };
-        let t = Template::from_replica(file);
+        let t = Template::Replica(Box::new(file), MetaRoot::Beside);
         assert_eq!(t.describe("a/x.db"), "file:///backups/tenants/a/x.db");
         let url = ReplicaConfig::from_url("s3://bkt/pre?endpoint=http://127.0.0.1:9&region=r");
         let r = url.with_relative_path("a/x.db").unwrap();
