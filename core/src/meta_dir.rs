@@ -42,11 +42,11 @@ impl MetaDir {
         MetaDir::new(default_meta_dir(db))
     }
 
-    /// True for a directory name that is a meta directory: `.NAME-litestream`
-    /// beside a database, or `NAME-litestream` under a directory entry's
-    /// `meta-dir` ([`MetaRoot::Dir`]).
+    /// True for a directory name that is a meta directory beside its
+    /// database (`.NAME-litestream`). Those under a `meta-dir` have no dot
+    /// and are not told apart from a user's directory by name.
     pub fn is_meta_dir_name(name: &str) -> bool {
-        name.len() > SUFFIX.len() && name.ends_with(SUFFIX)
+        name.starts_with(PREFIX) && name.ends_with(SUFFIX)
     }
 
     /// The directory itself.
@@ -240,9 +240,7 @@ mod tests {
         assert_eq!(m.l0_dir(), Path::new("/data/.a.db-litestream/ltx/0"));
         assert_eq!(m.scratch_dir(9), Path::new("/data/.a.db-litestream/ltx/9"));
         assert!(MetaDir::is_meta_dir_name(".a.db-litestream"));
-        assert!(MetaDir::is_meta_dir_name("a.db-litestream"));
-        assert!(!MetaDir::is_meta_dir_name("-litestream"));
-        assert!(!MetaDir::is_meta_dir_name("a.db"));
+        assert!(!MetaDir::is_meta_dir_name("a.db-litestream"));
     }
 
     #[test]

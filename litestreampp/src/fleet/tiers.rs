@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use litestreampp_core::client::ClientPool;
 use litestreampp_core::client::limit::UploadLimited;
+use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::dbfile::FileSig;
 use litestreampp_core::replica::Replica;
 use litestreampp_core::replicator::{Replicator, ReplicatorStatus};
@@ -51,9 +51,9 @@ enum Settled {
 struct Fleet {
     registry: Arc<Registry>,
     /// One per pattern, in order.
-    templates: Vec<Box<dyn ReplicaTemplate>>,
+    templates: Arc<[Box<dyn ReplicaTemplate>]>,
     opts: FleetOptions,
-    pool: ClientPool,
+    pool: Arc<ClientPool>,
     uploads: Arc<Semaphore>,
     scheduler: Scheduler,
     tasks: JoinSet<Finished>,
@@ -90,7 +90,7 @@ pub async fn run(
     );
     let mut f = Fleet {
         registry: registry.clone(),
-        templates,
+        templates: templates.into(),
         uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
@@ -98,7 +98,7 @@ pub async fn run(
             .validation_interval
             .map(|i| Validation::new(i, opts.replicator.levels.max_level())),
         opts,
-        pool: ClientPool::default(),
+        pool: Arc::new(ClientPool::default()),
         tasks: JoinSet::new(),
         hot,
         detector,
@@ -156,8 +156,13 @@ pub async fn run(
             _ = tick.tick() => {
                 f.hot.demote_idle();
                 if let Some(v) = &mut f.validation {
+                    let (registry, templates, pool) =
+                        (f.registry.clone(), f.templates.clone(), f.pool.clone());
                     let hot = &f.hot;
-                    v.tick(|k| hot.get(k).is_some());
+                    v.tick(
+                        move |k| replica_of(&registry, &templates, &pool, k),
+                        |k| hot.get(k).is_some(),
+                    );
                 }
                 f.backlog.tick();
                 f.start_backlog();
@@ -213,6 +218,20 @@ pub async fn run(
     let mut st = view.status();
     st.shutdown_errors = st.errors - before;
     Ok(st)
+}
+
+/// The replica client of `k` (as its replicator opens it, without the
+/// upload limit), and its path.
+fn replica_of(
+    registry: &Registry,
+    templates: &[Box<dyn ReplicaTemplate>],
+    pool: &ClientPool,
+    k: &Key,
+) -> Option<(PathBuf, Arc<dyn ReplicaClient>)> {
+    let path = registry.path(k);
+    let (pattern, rel) = registry.patterns.matches_at(&path)?;
+    let client = templates.get(pattern)?.open(pool, &rel).ok()?;
+    Some((path, client))
 }
 
 impl Fleet {
@@ -400,7 +419,7 @@ impl Fleet {
             }
         };
         if let Some(v) = &mut self.validation {
-            v.touched(&k, path.clone(), client.clone());
+            v.touched(&k);
         }
         let client = Arc::new(UploadLimited::new(client, self.uploads.clone()));
         let mut opts = self.opts.replicator.clone();

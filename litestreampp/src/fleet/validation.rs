@@ -6,7 +6,7 @@
 //! is checked once, a hot one at every interval while it stays hot.
 //! Each is checked as `replicate` checks it ([`validate_replica`]).
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,8 +26,9 @@ pub(super) struct Validation {
     interval: Duration,
     top_level: u32,
     last: Instant,
-    /// Written since the last check began, by database.
-    due: HashMap<Key, (PathBuf, Arc<dyn ReplicaClient>)>,
+    /// Written since the last check began (keys only: during a backlog of
+    /// 100,000 databases this holds every one of them).
+    due: HashSet<Key>,
     running: Option<JoinHandle<()>>,
 }
 
@@ -38,34 +39,40 @@ impl Validation {
             interval,
             top_level,
             last: Instant::now(),
-            due: HashMap::new(),
+            due: HashSet::new(),
             running: None,
         }
     }
 
     /// A replicator started for `k`: its replica is due at the next check.
-    pub(super) fn touched(&mut self, k: &Key, path: PathBuf, client: Arc<dyn ReplicaClient>) {
-        self.due.insert(k.clone(), (path, client));
+    pub(super) fn touched(&mut self, k: &Key) {
+        self.due.insert(k.clone());
     }
 
     /// At the fleet's tick: once the interval is over (and the previous
-    /// check has finished), checks the replicas due on a task of its own;
-    /// those for which `still_hot` holds stay due for the next one.
-    pub(super) fn tick(&mut self, still_hot: impl Fn(&Key) -> bool) {
+    /// check has finished), checks the replicas due on a task of its own,
+    /// each opened by `open` only when its turn comes; those for which
+    /// `still_hot` holds stay due for the next check.
+    pub(super) fn tick(
+        &mut self,
+        open: impl Fn(&Key) -> Option<(PathBuf, Arc<dyn ReplicaClient>)> + Send + Sync + 'static,
+        still_hot: impl Fn(&Key) -> bool,
+    ) {
         if self.last.elapsed() < self.interval
             || self.running.as_ref().is_some_and(|r| !r.is_finished())
         {
             return;
         }
         self.last = Instant::now();
-        let due: Vec<_> = self.due.values().cloned().collect();
-        self.due.retain(|k, _| still_hot(k));
+        let due: Vec<Key> = self.due.iter().cloned().collect();
+        self.due.retain(|k| still_hot(k));
         if due.is_empty() {
             return;
         }
         let top_level = self.top_level;
         self.running = Some(tokio::spawn(async move {
             futures::stream::iter(due)
+                .filter_map(|k| std::future::ready(open(&k)))
                 .for_each_concurrent(CONCURRENCY, |(path, client)| async move {
                     validate_replica(client.as_ref(), &path, top_level).await;
                 })

@@ -3,6 +3,7 @@
 //! a config entry ([`ReplicaLocation::open`]).
 
 mod config;
+mod entries;
 mod keys;
 mod local_dbs;
 mod replica;
@@ -17,9 +18,10 @@ use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 
 pub use config::{
-    Config, ConfigError, DbConfig, DbTuning, DirConfig, FleetConfig, HeartbeatConfig,
-    LoggingConfig, SHUTDOWN_SYNC_DEFAULT, default_config_path, parse_config, read_config,
+    Config, ConfigError, FleetConfig, HeartbeatConfig, LoggingConfig, SHUTDOWN_SYNC_DEFAULT,
+    default_config_path, parse_config, read_config,
 };
+pub use entries::{DbConfig, DbTuning, DirConfig};
 pub use local_dbs::{LocalDb, local_databases};
 pub use replica::{ReplicaConfig, ReplicaLocation};
 pub use restore_jobs::{config_jobs, url_jobs};
