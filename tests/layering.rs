@@ -120,8 +120,12 @@ fn no_import_circle_in_either_crate() {
 #[test]
 fn the_binary_keeps_its_layers() {
     let graph = imports(&root().join("litestreampp/src"));
-    let forbidden: [(&str, &[&str]); 4] = [
+    let forbidden: [(&str, &[&str]); 5] = [
         ("fleet", &["flags", "settings", "cmd", "restore_fleet"]),
+        (
+            "control",
+            &["flags", "settings", "cmd", "fleet", "restore_fleet"],
+        ),
         ("restore_fleet", &["flags", "settings", "cmd", "fleet"]),
         ("settings", &["flags", "cmd"]),
         ("flags", &["cmd", "fleet", "restore_fleet"]),

@@ -11,6 +11,7 @@
 //! - [`cmd`]: dispatch, and one module per subcommand.
 
 pub mod cmd;
+pub mod control;
 pub mod flags;
 pub mod fleet;
 pub mod restore_fleet;

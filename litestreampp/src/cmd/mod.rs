@@ -1,11 +1,13 @@
 //! One module per subcommand, plus what they share.
 
+mod control;
 pub mod databases;
 mod exec;
 mod heartbeat;
 mod logging;
 pub mod ltx;
 pub mod replicate;
+mod replicated_dbs;
 pub mod reset;
 pub mod restore;
 pub mod restore_pattern;
@@ -47,6 +49,13 @@ pub fn run(args: Vec<OsString>) -> Result<ExitCode> {
         Command::Databases(a) => databases::run(a),
         Command::Status(a) => status::run(a),
         Command::Version(a) => version::run(a),
+        Command::List(a) => control::list(a),
+        Command::Info(a) => control::info(a),
+        Command::Sync(a) => control::sync(a),
+        Command::Start(a) => control::start_stop(a, true),
+        Command::Stop(a) => control::start_stop(a, false),
+        Command::Register(a) => control::register(a),
+        Command::Unregister(a) => control::unregister(a),
     }
 }
 

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures::future::join_all;
 use litestreampp_core::client::ClientPool;
 use litestreampp_core::client::ReplicaClient;
 use litestreampp_core::metrics::DbMetrics;
@@ -16,7 +15,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::heartbeat::Heartbeat;
+use super::replicated_dbs::ReplicatedDbs;
 use super::{exec, init_logging_with, runtime, shutdown_signal};
+use crate::control::server::ControlSocket;
 use crate::flags::ReplicateArgs;
 use crate::settings::{self, DbConfig, DbTuning, ReplicaConfig, load_config, parse_go_duration};
 
@@ -86,6 +87,8 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         exec,
         heartbeat,
         shutdown_sync,
+        socket,
+        levels,
         ..
     } = cfg;
     init_logging_with(args.log_level.as_deref(), &logging);
@@ -104,8 +107,8 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
     if dbs.is_empty() {
         bail!("no databases specified in configuration");
     }
-    let mut replicators = Vec::new();
-    let pool = ClientPool::default();
+    let mut specs = Vec::new();
+    let pool = Arc::new(ClientPool::default());
     let rt = runtime()?;
     for db in &dbs {
         let replica = db
@@ -124,76 +127,64 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             tracing::warn!(db = %db.path.display(), "retention disabled: old replica files are never deleted; configure lifecycle rules on the bucket");
         }
         tracing::info!(db = %db.path.display(), replica = %replica.describe(), "replicating");
-        replicators.push(Replicator::new(&db.path, Replica::new(client), opts));
+        specs.push((db.path.clone(), client, opts));
     }
-    rt.block_on(async move {
-        // One queue and worker pool for the compaction, snapshots and
-        // retention of every database.
-        let scheduler = (!args.once).then(|| Scheduler::start(COMPACTION_WORKERS));
-        if let (Some(addr), false) = (&addr, args.once) {
-            serve_metrics(addr).await?;
-        }
-        let replicators: Vec<Replicator> = replicators
-            .into_iter()
-            .map(|r| match &scheduler {
-                Some(s) => r.with_scheduler(s.clone()),
-                None => r,
-            })
-            .collect();
-        let _validating = match validation {
-            Some((interval, top_level)) if !args.once => {
-                let dbs = replicators
-                    .iter()
-                    .map(|r| (r.db_path(), r.replica_client()))
-                    .collect();
-                Some(super::validation::spawn(dbs, top_level, interval))
-            }
-            _ => None,
-        };
-        if args.once {
+    if args.once {
+        return rt.block_on(async move {
             let mut failed = 0;
-            for mut r in replicators {
-                let path = r.db_path();
-                match once(&mut r, args.force_snapshot, args.enforce_retention).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        eprintln!("error: {}: {e:#}", path.display());
-                        failed += 1;
-                    }
+            for (path, client, opts) in specs {
+                let mut r = Replicator::new(&path, Replica::new(client), opts);
+                if let Err(e) = once(&mut r, args.force_snapshot, args.enforce_retention).await {
+                    eprintln!("error: {}: {e:#}", path.display());
+                    failed += 1;
                 }
                 r.close()
                     .with_context(|| format!("close {}", path.display()))?;
             }
-            return Ok(if failed == 0 {
+            Ok(if failed == 0 {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            });
+            })
+        });
+    }
+    rt.block_on(async move {
+        // One queue and worker pool for the compaction, snapshots and
+        // retention of every database.
+        let scheduler = Scheduler::start(COMPACTION_WORKERS);
+        if let Some(addr) = &addr {
+            serve_metrics(addr).await?;
         }
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let mut replicators = replicators;
-        let flushes: Vec<_> = replicators.iter_mut().map(|r| r.flush_handle()).collect();
-        let _pinging = match &heartbeat {
-            Some(h) => {
-                let statuses: Vec<_> = replicators.iter().map(|r| r.status_handle()).collect();
-                let beat = Heartbeat::new(&h.url, h.interval)?;
-                Some(beat.spawn(move |within| all_healthy(&statuses, within)))
+        // A database registered through the socket gets the file's
+        // settings and Litestream's defaults.
+        let mut defaults = ReplicatorOptions::default();
+        DbTuning::with_levels(levels).apply(&mut defaults);
+        (
+            defaults.shutdown_sync_timeout,
+            defaults.shutdown_sync_interval,
+        ) = shutdown_sync;
+        let set = ReplicatedDbs::new(Some(scheduler), pool.clone(), defaults);
+        let _control = match &socket {
+            Some(s) => {
+                let bound = ControlSocket::bind(&s.path, s.permissions).await?;
+                Some(bound.serve(Arc::new(set.clone()), super::control::socket_version()))
             }
             None => None,
         };
-        let tasks: Vec<_> = replicators
-            .into_iter()
-            .map(|r| {
-                let mut rx = rx.clone();
-                let path = r.db_path();
-                tokio::spawn(async move {
-                    let stop = async move {
-                        let _ = rx.wait_for(|v| *v).await; // sender dropped also means stop
-                    };
-                    (path, r.run(stop).await)
-                })
-            })
-            .collect();
+        for (path, client, opts) in specs {
+            set.add(path, client, opts);
+        }
+        let _validating = validation.map(|(interval, top_level)| {
+            super::validation::spawn(set.replicas(), top_level, interval)
+        });
+        let _pinging = match &heartbeat {
+            Some(h) => {
+                let beat = Heartbeat::new(&h.url, h.interval)?;
+                let set = set.clone();
+                Some(beat.spawn(move |within| all_healthy(&set.statuses(), within)))
+            }
+            None => None,
+        };
         let mut app_ended = None;
         match &exec {
             None => shutdown_signal().await,
@@ -201,6 +192,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                 // The application starts once every database's first sync
                 // is in its replica; a signal before that stops us without
                 // starting it.
+                let flushes = set.flushes();
                 let first_syncs = async {
                     for f in &flushes {
                         first_sync(f).await?;
@@ -217,29 +209,27 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
                         app_ended = Some(app.wait().await?);
                     }
                     Some(Err(e)) => {
-                        let _ = tx.send(true);
-                        let _ = join_all(tasks).await; // the error below is the one to report
+                        let _ = set.stop_all().await; // the error below is the one to report
                         return Err(e.context("replication did not start, so exec was not started"));
                     }
                     None => {}
                 }
             }
         }
-        let _ = tx.send(true); // receivers may already be gone
         // A second signal cuts the final syncs' retries short, as in
         // Litestream (shutdown-sync-timeout bounds them otherwise).
         let finished = tokio::select! {
-            r = join_all(tasks) => r,
+            r = set.stop_all() => r,
             _ = shutdown_signal() => {
                 eprintln!("error: final sync interrupted by a second signal");
                 return Ok(ExitCode::FAILURE);
             }
         };
         let mut failed = false;
-        for res in finished {
+        for (path, res) in finished {
             match res {
-                Ok((_, Ok(_))) => {}
-                Ok((path, Err(e))) => {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     eprintln!("error: {}: final sync: {e}", path.display());
                     failed = true;
                 }

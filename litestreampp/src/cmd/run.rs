@@ -61,6 +61,12 @@ fn sources(args: &RunArgs) -> Result<Sources> {
                 "--config".to_string()
             }
         })?;
+        if cfg.socket.is_some() {
+            return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
+                "config {}: socket.enabled: the control socket is not available for the fleet yet (`litestreampp replicate -config` of path entries serves it); set socket.enabled: false (`litestreampp status` and the fleet's /status show its state)",
+                path.display()
+            ))));
+        }
         for d in &cfg.dbs {
             files.push(d.path.clone());
             templates.push(Template::for_db(d).map_err(|e| {

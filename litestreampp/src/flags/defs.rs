@@ -286,3 +286,86 @@ pub struct LtxArgs {
     /// Database path (from the config) or replica URL.
     pub target: String,
 }
+
+/// Where a control command finds the running replicator.
+#[derive(Debug, clap::Args)]
+pub struct SocketArgs {
+    /// Path to the control socket.
+    #[arg(long, value_name = "PATH", default_value = "/var/run/litestream.sock")]
+    pub socket: PathBuf,
+    /// Print the reply as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub timeout: i64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: i64,
+    /// Return once the replica holds everything committed before the call.
+    #[arg(long)]
+    pub wait: bool,
+    /// The database.
+    pub db_path: String,
+}
+
+/// `start` and `stop`.
+#[derive(Debug, clap::Args)]
+pub struct StartStopArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: i64,
+    /// The database.
+    pub db_path: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: i64,
+    /// Replica URL (s3://bucket/prefix, file:///backup/path).
+    #[arg(long, value_name = "URL")]
+    pub replica: String,
+    /// The database.
+    pub db_path: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnregisterArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: i64,
+    /// Print what would be unregistered; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The database.
+    pub db_path: String,
+}

@@ -54,6 +54,20 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the version.
     Version(VersionArgs),
+    /// A running replicator's databases and their state (control socket).
+    List(ListArgs),
+    /// A running replicator's version, PID, uptime (control socket).
+    Info(InfoArgs),
+    /// Sync a database of a running replicator now (control socket).
+    Sync(SyncArgs),
+    /// Resume a stopped database's replication (control socket).
+    Start(StartStopArgs),
+    /// Stop a database's replication after a final sync (control socket).
+    Stop(StartStopArgs),
+    /// Add a database to a running replicator (control socket).
+    Register(RegisterArgs),
+    /// Remove a database from a running replicator (control socket).
+    Unregister(UnregisterArgs),
 }
 
 /// Rewrites Go-style `-name[=value]` into `--name[=value]` when `name` is a

@@ -20,6 +20,14 @@ use super::keys::{
 use super::replica::{ReplicaConfig, scheme_of};
 use super::values::{expand_env_vars, expand_path, parse_duration_value};
 
+/// `socket:` when enabled: Litestream's control socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SocketConfig {
+    pub path: PathBuf,
+    /// File mode (Go's default 0600).
+    pub permissions: u32,
+}
+
 /// `logging:` (Go's keys and meanings).
 #[derive(Debug, Clone, Default)]
 pub struct LoggingConfig {
@@ -81,6 +89,8 @@ pub struct Config {
     /// `validation.interval`: check every level of each replica for TXID
     /// gaps and overlaps this often.
     pub validation_interval: Option<Duration>,
+    /// The control socket, when `socket.enabled`.
+    pub socket: Option<SocketConfig>,
 }
 
 /// Litestream's defaults for the final sync's retries.
@@ -279,12 +289,7 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
             bail!("config {where_}: l0-retention-check-interval must be greater than 0");
         }
     }
-    if let Some(v) = top.get("socket") {
-        let m = v
-            .as_object()
-            .ok_or_else(|| anyhow!("config {where_}: socket: expected a mapping"))?;
-        check_keys(m, &[SOCKET_KEYS], &format!("{where_}: socket"))?;
-    }
+    let socket = parse_socket(top.get("socket"), &where_)?;
     let mut validation_interval = None;
     if let Some(v) = top.get("validation") {
         let m = v
@@ -321,6 +326,7 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     }
     Ok(Config {
         validation_interval,
+        socket,
         shutdown_sync,
         exec,
         heartbeat,
@@ -336,6 +342,49 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
 
 /// `heartbeat-url` (http or https) and `heartbeat-interval` (at least a
 /// minute, default five), checked as Litestream checks them.
+/// `socket:` (Go's keys, defaults and octal `permissions`); `None` unless
+/// enabled.
+fn parse_socket(v: Option<&Value>, at: &str) -> Result<Option<SocketConfig>> {
+    let Some(v) = v else { return Ok(None) };
+    let m = v
+        .as_object()
+        .ok_or_else(|| anyhow!("config {at}: socket: expected a mapping"))?;
+    check_keys(m, &[SOCKET_KEYS], &format!("{at}: socket"))?;
+    match m.get("enabled") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(true)) => {}
+        Some(other) => bail!("config {at}: socket.enabled: expected true or false, got {other}"),
+    }
+    let path = match str_key(m, "path", &format!("{at}: socket"))? {
+        Some(p) if !p.is_empty() => expand_path(&p)?,
+        _ => PathBuf::from(crate::control::DEFAULT_SOCKET),
+    };
+    let permissions = match m.get("permissions") {
+        None | Some(Value::Null) => 0o600,
+        Some(v) => socket_mode(v).ok_or_else(|| {
+            anyhow!("config {at}: socket.permissions: expected a file mode such as 0600, got {v}")
+        })?,
+    };
+    Ok(Some(SocketConfig { path, permissions }))
+}
+
+/// A file mode as Go's YAML reads it: `0600` is octal (our YAML parser
+/// reads that leading zero as a decimal number, so its digits are taken
+/// as octal), `0o600` and `384` are what they say.
+fn socket_mode(v: &Value) -> Option<u32> {
+    let octal = |digits: &str| u32::from_str_radix(digits, 8).ok();
+    let mode = match v {
+        Value::Number(n) if n.is_u64() => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 1e9)
+            .and_then(|f| octal(&format!("{f:.0}"))),
+        Value::String(s) => octal(s.trim_start_matches("0o")),
+        _ => None,
+    }?;
+    (mode <= 0o777).then_some(mode)
+}
+
 fn parse_heartbeat(
     top: &serde_json::Map<String, Value>,
     at: &str,

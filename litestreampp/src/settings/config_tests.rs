@@ -178,3 +178,29 @@ fn parses_directory_entries_and_the_fleet_section() {
         assert!(err.contains(want), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn socket_section_as_go_reads_it() {
+    let parse = |t: &str| parse_config(t, Path::new("/etc/t.yml"), false);
+    assert_eq!(
+        parse("socket:\n  path: /tmp/x.sock\n").unwrap().socket,
+        None
+    );
+    let s = parse("socket:\n  enabled: true\n").unwrap().socket.unwrap();
+    assert_eq!(s.path, Path::new("/var/run/litestream.sock"));
+    assert_eq!(s.permissions, 0o600);
+    for (text, mode) in [
+        ("0660", 0o660),
+        ("0o640", 0o640),
+        ("384", 0o600),
+        ("\"0644\"", 0o644),
+    ] {
+        let c = parse(&format!(
+            "socket:\n  enabled: true\n  path: /tmp/x.sock\n  permissions: {text}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.socket.unwrap().permissions, mode, "{text}");
+    }
+    assert!(parse("socket:\n  enabled: true\n  permissions: 0999\n").is_err());
+    assert!(parse("socket:\n  enabled: yes please\n").is_err());
+}

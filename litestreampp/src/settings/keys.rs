@@ -152,9 +152,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
         ("top", "mcp-addr") if set => {
             "the MCP server is not available in this version of litestreampp; remove mcp-addr"
         }
-        ("top", "socket") if value.get("enabled").and_then(Value::as_bool) == Some(true) => {
-            "the control socket is not available in this version of litestreampp; remove socket or set socket.enabled: false (`litestreampp status` and the HTTP endpoint of `run` show the state)"
-        }
         ("replica" | "top", "validation-interval") if set => {
             "Litestream 0.5.17 reads validation-interval but never uses it; remove it and set validation.interval at the top level (each replica's levels are checked for TXID gaps and overlaps)"
         }

@@ -105,7 +105,7 @@ const TOP_KEYS: &[(&str, &str, Outcome)] = &[
         "{enabled: false, path: /tmp/l.sock, permissions: 0600}",
         Implemented,
     ),
-    ("socket", "{enabled: true}", Refused),
+    ("socket", "{enabled: true, permissions: 0660}", Implemented),
     ("levels", "[{interval: 30s}, {interval: 5m}]", Implemented),
     ("snapshot", "{interval: 1h, retention: 24h}", Implemented),
     ("validation", "{interval: 1h}", Implemented),

@@ -19,7 +19,7 @@ use litestreampp_core::client::{ClientPool, ReplicaClient};
 
 pub use config::{
     Config, ConfigError, FleetConfig, HeartbeatConfig, LoggingConfig, SHUTDOWN_SYNC_DEFAULT,
-    default_config_path, parse_config, read_config,
+    SocketConfig, default_config_path, parse_config, read_config,
 };
 pub use entries::{DbConfig, DbTuning, DirConfig};
 pub use local_dbs::{LocalDb, local_databases};

@@ -1,0 +1,393 @@
+//! The control socket of a running `replicate`: Litestream 0.5.17's
+//! commands and wire protocol, checked against the Go binary both ways
+//! (Go's client on our socket, ours on Go's); `sync -wait` holds the last
+//! commit; malformed requests get an error reply and replication goes on;
+//! a live socket is never taken over, a stale one is.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use litestreampp_e2e::*;
+
+/// A config replicating `db` to `replica`, with the socket at `sock`.
+fn config(dir: &Path, name: &str, db: &Path, replica: &Path, sock: &Path) -> PathBuf {
+    let cfg = dir.join(format!("{name}.yml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "socket:\n  enabled: true\n  path: {}\n  permissions: 0660\ndbs:\n  - path: {}\n    replica:\n      path: {}\n",
+            sock.display(),
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `args` with `-socket SOCK` after the command name (Go's flag parser
+/// stops at the first positional argument).
+fn with_socket(mut c: std::process::Command, args: &[&str], sock: &Path) -> std::process::Command {
+    c.arg(args[0]).arg("-socket").arg(sock).args(&args[1..]);
+    c
+}
+
+/// Field names of a JSON object printed by a command.
+fn keys(json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn socket_commands_work_with_go_both_ways() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    let w = Workload::new(31);
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    let replica = dir.path().join("replica");
+    let sock = dir.path().join("ours.sock");
+    let cfg = config(dir.path(), "ours", &db, &replica, &sock);
+    let child = spawn_logged(
+        {
+            let mut c = ours();
+            c.args(["replicate", "-config"]).arg(&cfg);
+            c
+        },
+        &dir.path().join("ours.log"),
+    );
+    wait_for("the socket", Duration::from_secs(20), || sock.exists());
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let dbs = db.display().to_string();
+    // The same listing from Go's client and ours.
+    wait_for("the first sync", Duration::from_secs(20), || {
+        run_ok(with_socket(ours(), &["list"], &sock)).contains("last sync: 20")
+    });
+    let ours_list = run_ok(with_socket(ours(), &["list"], &sock));
+    assert_eq!(run_ok(with_socket(go(), &["list"], &sock)), ours_list);
+    assert!(
+        ours_list.starts_with(&format!("{dbs} [replicating] (last sync: ")),
+        "{ours_list}"
+    );
+    let info = run_ok(with_socket(ours(), &["info"], &sock));
+    let go_info = run_ok(with_socket(go(), &["info"], &sock));
+    let without_uptime = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("Uptime"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(without_uptime(&info), without_uptime(&go_info));
+    assert!(info.contains("  Databases:  1"), "{info}");
+    for cmd in [&["info", "-json"][..], &["list", "-json"]] {
+        assert_eq!(
+            keys(&run_ok(with_socket(ours(), cmd, &sock))),
+            keys(&run_ok(with_socket(go(), cmd, &sock))),
+            "{cmd:?}"
+        );
+    }
+    // sync -wait: the replica holds the commit, whoever asks.
+    for (n, who) in [(1, "go"), (2, "ours")] {
+        w.step(&conn, n, false);
+        let c = if who == "go" { go() } else { ours() };
+        let out = run_ok(with_socket(c, &["sync", "-wait", "-json", &dbs], &sock));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["db_path"], dbs.as_str(), "{who}: {out}");
+        assert_eq!(v["txid"], v["replica_txid"], "{who}: {out}");
+        let restored = dir.path().join(format!("restored-{n}.db"));
+        let mut r = ours();
+        r.args(["restore", "-o"])
+            .arg(&restored)
+            .arg(format!("file://{}", replica.display()));
+        run_ok(r);
+        assert_eq!(verify_restore(&restored, &w), n, "{who}");
+    }
+    // stop: writes no longer ship; start: they do again.
+    let out = run_ok(with_socket(go(), &["stop", &dbs], &sock));
+    assert!(out.starts_with("status: stopped\n"), "{out}");
+    let out = run_ok(with_socket(ours(), &["stop", &dbs], &sock));
+    assert!(out.starts_with("status: already_stopped\n"), "{out}");
+    assert!(run_ok(with_socket(ours(), &["list"], &sock)).contains("[stopped]"));
+    let (code, err) = run_err(with_socket(go(), &["sync", &dbs], &sock));
+    assert_eq!(code, 1);
+    assert!(err.contains("database not open"), "{err}");
+    let held = replica_txids(&replica, 0);
+    w.step(&conn, 3, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        replica_txids(&replica, 0),
+        held,
+        "a stopped database shipped"
+    );
+    let out = run_ok(with_socket(ours(), &["start", "-json", &dbs], &sock));
+    assert_eq!(keys(&out), ["db_path", "socket", "state", "status", "txid"]);
+    assert!(out.contains("\"started\""), "{out}");
+    let out = run_ok(with_socket(go(), &["sync", "-wait", &dbs], &sock));
+    assert!(out.contains("replica_txid:"), "{out}");
+    // unregister, then register again (by Go's client).
+    let out = run_ok(with_socket(ours(), &["unregister", &dbs], &sock));
+    assert!(out.starts_with("status: unregistered\n"), "{out}");
+    assert_eq!(
+        run_ok(with_socket(go(), &["list"], &sock)),
+        "No databases configured\n"
+    );
+    let url = format!("file://{}", replica.display());
+    let out = run_ok(with_socket(
+        go(),
+        &["register", "-replica", &url, &dbs],
+        &sock,
+    ));
+    assert!(out.starts_with("status: registered\n"), "{out}");
+    let out = run_ok(with_socket(
+        ours(),
+        &["register", "-replica", &url, &dbs],
+        &sock,
+    ));
+    assert!(out.starts_with("status: already registered\n"), "{out}");
+    w.step(&conn, 4, false);
+    run_ok(with_socket(ours(), &["sync", "-wait", &dbs], &sock));
+    let restored = dir.path().join("restored-4.db");
+    let mut r = ours();
+    r.args(["restore", "-o"]).arg(&restored).arg(&url);
+    run_ok(r);
+    assert_eq!(verify_restore(&restored, &w), 4);
+    // Unknown database, unknown socket.
+    let (code, err) = run_err(with_socket(ours(), &["sync", "/nope.db"], &sock));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("sync failed: database not found: /nope.db"),
+        "{err}"
+    );
+    let (_, err) = run_err(with_socket(
+        ours(),
+        &["info"],
+        &dir.path().join("none.sock"),
+    ));
+    assert!(err.contains("failed to connect to control socket"), "{err}");
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+    assert!(!sock.exists(), "the socket outlived the process");
+
+    // Ours against Go's socket.
+    let go_sock = dir.path().join("go.sock");
+    let go_replica = dir.path().join("go-replica");
+    let go_cfg = config(dir.path(), "go", &db, &go_replica, &go_sock);
+    let child = spawn_logged(
+        {
+            let mut c = go();
+            c.args(["replicate", "-config"]).arg(&go_cfg);
+            c
+        },
+        &dir.path().join("go.log"),
+    );
+    wait_for("Go's socket", Duration::from_secs(20), || go_sock.exists());
+    wait_for("Go's first sync", Duration::from_secs(20), || {
+        run_ok(with_socket(ours(), &["list"], &go_sock)).contains("last sync: 20")
+    });
+    assert!(run_ok(with_socket(ours(), &["info"], &go_sock)).starts_with("Litestream "));
+    w.step(&conn, 5, false);
+    let out = run_ok(with_socket(
+        ours(),
+        &["sync", "-wait", "-json", &dbs],
+        &go_sock,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["txid"], v["replica_txid"], "{out}");
+    for (cmd, want) in [("stop", "status: stopped"), ("start", "status: started")] {
+        let out = run_ok(with_socket(ours(), &[cmd, &dbs], &go_sock));
+        assert!(out.starts_with(want), "{cmd}: {out}");
+    }
+    terminate(child, Duration::from_secs(30));
+    drop(conn);
+    // The fleet has no socket yet: refused by name, nothing replicated.
+    let fleet = dir.path().join("fleet.yml");
+    std::fs::write(
+        &fleet,
+        format!(
+            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
+            dir.path().join("fleet.sock").display(),
+            dir.path().display(),
+            dir.path().join("fleet-replica").display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["replicate", "-config"]).arg(&fleet);
+    let (code, err) = run_err(c);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("socket.enabled"), "{err}");
+    assert!(!dir.path().join("fleet-replica").exists());
+}
+
+/// Sends raw bytes to the socket and returns what comes back.
+fn raw(sock: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let _ = s.write_all(bytes); // the server may hang up first
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn malformed_requests_leave_replication_running_and_sockets_are_not_stolen() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    let w = Workload::new(32);
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    let replica = dir.path().join("replica");
+    let sock = dir.path().join("s.sock");
+    // A stale socket (nobody listening) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let cfg = config(dir.path(), "c", &db, &replica, &sock);
+    let start = || {
+        let mut c = ours();
+        c.args(["replicate", "-config"]).arg(&cfg);
+        c
+    };
+    let child = spawn_logged(start(), &dir.path().join("log"));
+    wait_for("the socket", Duration::from_secs(20), || {
+        UnixStream::connect(&sock).is_ok()
+    });
+    // A live one is not taken over.
+    let out = start().output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another process is listening"), "{err}");
+    let dbs = db.display().to_string();
+    let body = format!("{{\"path\":\"{dbs}\"}}");
+    let huge = format!(
+        "POST /sync HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}",
+        200_000,
+        "x".repeat(200_000)
+    );
+    for (what, req, want) in [
+        ("garbage", "NOT HTTP AT ALL\r\n\r\n".to_string(), "400"),
+        (
+            "wrong JSON",
+            "POST /sync HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"path\":".to_string(),
+            "invalid request body",
+        ),
+        (
+            "wrong types",
+            "POST /stop HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n{\"path\": 17}".into(),
+            "invalid request body",
+        ),
+        ("huge", huge, "413"),
+        (
+            "truncated",
+            format!(
+                "POST /sync HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{}",
+                &body[..10]
+            ),
+            "",
+        ),
+        (
+            "no path",
+            "POST /sync HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}".into(),
+            "path required",
+        ),
+        (
+            "unknown route",
+            "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "404",
+        ),
+        (
+            "wrong method",
+            "DELETE /sync HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+            "405",
+        ),
+    ] {
+        let got = raw(&sock, req.as_bytes());
+        assert!(got.contains(want), "{what}: {got}");
+    }
+    // Still replicating.
+    w.step(&conn, 1, false);
+    run_ok(with_socket(ours(), &["sync", "-wait", &dbs], &sock));
+    let restored = dir.path().join("restored.db");
+    let mut r = ours();
+    r.args(["restore", "-o"])
+        .arg(&restored)
+        .arg(format!("file://{}", replica.display()));
+    run_ok(r);
+    assert_eq!(verify_restore(&restored, &w), 1);
+    // A killed process leaves a stale socket; the next start takes it.
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(sock.exists());
+    let child = spawn_logged(start(), &dir.path().join("log2"));
+    wait_for("the socket again", Duration::from_secs(20), || {
+        run_err_free(with_socket(ours(), &["info"], &sock))
+    });
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+    drop(conn);
+}
+
+fn run_err_free(mut c: std::process::Command) -> bool {
+    c.output().is_ok_and(|o| o.status.success())
+}
+
+/// `sync -wait` then a restore holds the last commit, 200 times, while
+/// another connection keeps writing.
+#[test]
+fn sync_wait_holds_the_last_commit_under_writes() {
+    let dir = Scratch::new();
+    let db = dir.path().join("app.db");
+    let conn = open_app(&db, None);
+    conn.execute_batch("CREATE TABLE marks(n INTEGER PRIMARY KEY); CREATE TABLE noise(x BLOB);")
+        .unwrap();
+    let replica = dir.path().join("replica");
+    let sock = dir.path().join("s.sock");
+    let cfg = config(dir.path(), "c", &db, &replica, &sock);
+    let child = spawn_logged(
+        {
+            let mut c = ours();
+            c.args(["replicate", "-config"]).arg(&cfg);
+            c
+        },
+        &dir.path().join("log"),
+    );
+    wait_for("the socket", Duration::from_secs(20), || sock.exists());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noise = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = open_app(&db, None);
+            // About a thousand small transactions a second.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.execute("INSERT INTO noise VALUES (randomblob(200))", [])
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let dbs = db.display().to_string();
+    let url = format!("file://{}", replica.display());
+    for n in 1..=200 {
+        conn.execute("INSERT INTO marks VALUES (?1)", [n]).unwrap();
+        run_ok(with_socket(ours(), &["sync", "-wait", &dbs], &sock));
+        let out = dir.path().join("restored.db");
+        let _ = std::fs::remove_file(&out);
+        let mut r = ours();
+        r.args(["restore", "-o"]).arg(&out).arg(&url);
+        run_ok(r);
+        let got: i64 = rusqlite::Connection::open(&out)
+            .unwrap()
+            .query_row("SELECT max(n) FROM marks", [], |r| r.get(0))
+            .unwrap();
+        assert!(got >= n, "step {n}: the replica holds mark {got}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    noise.join().unwrap();
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+}
