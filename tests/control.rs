@@ -205,24 +205,6 @@ fn socket_commands_work_with_go_both_ways() {
     }
     terminate(child, Duration::from_secs(30));
     drop(conn);
-    // The fleet has no socket yet: refused by name, nothing replicated.
-    let fleet = dir.path().join("fleet.yml");
-    std::fs::write(
-        &fleet,
-        format!(
-            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
-            dir.path().join("fleet.sock").display(),
-            dir.path().display(),
-            dir.path().join("fleet-replica").display()
-        ),
-    )
-    .unwrap();
-    let mut c = ours();
-    c.args(["replicate", "-config"]).arg(&fleet);
-    let (code, err) = run_err(c);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("socket.enabled"), "{err}");
-    assert!(!dir.path().join("fleet-replica").exists());
 }
 
 /// Sends raw bytes to the socket and returns what comes back.
@@ -390,4 +372,121 @@ fn sync_wait_holds_the_last_commit_under_writes() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     noise.join().unwrap();
     assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+}
+
+/// The fleet's socket: `info` counts every database, `list` pages through
+/// them (sorted, filtered by glob) and Go's client reads it, `sync -wait`
+/// on a cold database promotes it and returns once the replica has the
+/// write; the operations a fleet does not offer yet are refused by name.
+#[test]
+fn fleet_socket_lists_pages_and_syncs_cold_databases() {
+    let dir = Scratch::new();
+    let tenants = dir.path().join("tenants");
+    std::fs::create_dir_all(&tenants).unwrap();
+    const N: usize = 2000;
+    let w = Workload::new(33);
+    for i in 0..N {
+        w.setup(&open_app(&tenants.join(format!("t{i:04}.db")), None));
+    }
+    let replicas = dir.path().join("replicas");
+    let sock = dir.path().join("fleet.sock");
+    let cfg = dir.path().join("fleet.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
+            sock.display(),
+            tenants.display(),
+            replicas.display()
+        ),
+    )
+    .unwrap();
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--config"]).arg(&cfg);
+    let child = spawn_logged(c, &dir.path().join("fleet.log"));
+    wait_for("the socket", Duration::from_secs(60), || {
+        run_err_free(with_socket(ours(), &["info"], &sock))
+    });
+    let info = run_ok(with_socket(ours(), &["info", "-json"], &sock));
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["database_count"], N);
+    let tiers = || {
+        let out = run_ok(with_socket(ours(), &["list", "-json"], &sock));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["tier"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    wait_for("every database backed up", Duration::from_secs(120), || {
+        tiers().iter().all(|t| t == "cold")
+    });
+    // A page, sorted by path, with the total.
+    let out = run_ok(with_socket(
+        ours(),
+        &["list", "-json", "-offset", "5", "-limit", "10"],
+        &sock,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], N);
+    let paths: Vec<&str> = v["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = (5..15)
+        .map(|i| tenants.join(format!("t{i:04}.db")).display().to_string())
+        .collect();
+    assert_eq!(paths, want);
+    let glob = format!("{}/t01*.db", tenants.display());
+    let out = run_ok(with_socket(ours(), &["list", "-glob", &glob], &sock));
+    assert_eq!(out.lines().count(), 100, "{out}");
+    // Go's client reads the whole list.
+    let out = run_ok(with_socket(go(), &["list"], &sock));
+    assert_eq!(out.lines().count(), N);
+    assert!(out.lines().all(|l| l.contains(" [replicating] ")), "{out}");
+    // sync -wait on cold databases, from either client.
+    for (n, (i, who)) in [(42, "ours"), (1999, "go"), (7, "ours")]
+        .into_iter()
+        .enumerate()
+    {
+        let db = tenants.join(format!("t{i:04}.db"));
+        let conn = open_app(&db, None);
+        w.step(&conn, 1, false);
+        drop(conn);
+        let c = if who == "go" { go() } else { ours() };
+        let dbs = db.display().to_string();
+        let out = run_ok(with_socket(c, &["sync", "-wait", "-json", &dbs], &sock));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["txid"], v["replica_txid"], "{who}: {out}");
+        let restored = dir.path().join(format!("restored-{n}.db"));
+        let mut r = ours();
+        r.args(["restore", "-o"]).arg(&restored).arg(format!(
+            "file://{}",
+            replicas.join(format!("t{i:04}.db")).display()
+        ));
+        run_ok(r);
+        assert_eq!(verify_restore(&restored, &w), 1, "{who}: t{i:04}");
+    }
+    let some = tenants.join("t0001.db").display().to_string();
+    for cmd in [
+        &["stop", &some][..],
+        &["start", &some],
+        &["unregister", &some],
+    ] {
+        let (code, err) = run_err(with_socket(ours(), cmd, &sock));
+        assert_eq!(code, 1, "{cmd:?}");
+        assert!(err.contains("not available for a fleet"), "{cmd:?}: {err}");
+    }
+    let (_, err) = run_err(with_socket(
+        ours(),
+        &["sync", &tenants.join("nope.db").display().to_string()],
+        &sock,
+    ));
+    assert!(err.contains("database not found"), "{err}");
+    assert_eq!(terminate(child, Duration::from_secs(60)), 0);
+    assert!(!sock.exists());
 }

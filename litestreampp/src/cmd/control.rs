@@ -64,10 +64,27 @@ fn rfc3339(t: &str) -> String {
 
 pub fn list(a: ListArgs) -> Result<ExitCode> {
     let within = positive(a.timeout)?;
+    // Our paging; without it, the request is Go's.
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(g) = &a.glob {
+        query.append_pair("glob", g);
+    }
+    if let Some(n) = a.offset {
+        query.append_pair("offset", &n.to_string());
+    }
+    if let Some(n) = a.limit {
+        query.append_pair("limit", &n.to_string());
+    }
+    let query = query.finish();
+    let route = if query.is_empty() {
+        "/list".to_string()
+    } else {
+        format!("/list?{query}")
+    };
     let r: ListResponse = runtime()?.block_on(call(
         &a.socket.socket,
         Method::GET,
-        "/list",
+        &route,
         None,
         within,
         "list",
@@ -80,6 +97,9 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
         for db in &r.databases {
             let at = db.last_sync_at.as_deref().map_or("never".into(), rfc3339);
             println!("{} [{}] (last sync: {at})", db.path, db.status);
+        }
+        if let Some(total) = r.total {
+            eprintln!("{} of {total} databases", r.databases.len());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 mod control;
 pub mod databases;
 mod exec;
+mod fleet_control;
 mod heartbeat;
 mod logging;
 pub mod ltx;

@@ -18,7 +18,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::control::protocol::{
-    DatabaseSummary, RegisterResponse, StartStopResponse, SyncResponse, UnregisterResponse,
+    DatabaseSummary, ListQuery, ListResponse, RegisterResponse, StartStopResponse, SyncResponse,
+    UnregisterResponse,
 };
 use crate::control::{ControlTarget, Refusal};
 use crate::settings::ReplicaConfig;
@@ -204,9 +205,11 @@ impl ControlTarget for ReplicatedDbs {
         self.lock().len()
     }
 
-    fn list(&self) -> Vec<DatabaseSummary> {
-        self.lock()
+    fn list(&self, query: &ListQuery) -> ListResponse {
+        let all: Vec<DatabaseSummary> = self
+            .lock()
             .iter()
+            .filter(|(path, _)| query.wants(path))
             .map(|(path, slot)| {
                 let (status, st) = match &slot.running {
                     Some(r) if !r.task.is_finished() => ("replicating", r.status()),
@@ -217,9 +220,14 @@ impl ControlTarget for ReplicatedDbs {
                     path: path.display().to_string(),
                     status: status.into(),
                     last_sync_at: st.last_sync_at.map(|t| t.to_string()),
+                    ..DatabaseSummary::default()
                 }
             })
-            .collect()
+            .collect();
+        ListResponse {
+            total: query.is_paged().then_some(all.len()),
+            databases: query.page(all),
+        }
     }
 
     fn txid(&self, path: PathBuf) -> Result<u64, Refusal> {

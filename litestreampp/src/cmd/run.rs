@@ -16,6 +16,7 @@ use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
 use super::heartbeat::Heartbeat;
 use super::{init_logging_with, runtime, shutdown_signal};
+use crate::control::server::ControlSocket;
 use crate::flags::RunArgs;
 use crate::fleet::patterns::Patterns;
 use crate::fleet::{self, FleetOptions, ReplicaTemplate, http};
@@ -61,12 +62,6 @@ fn sources(args: &RunArgs) -> Result<Sources> {
                 "--config".to_string()
             }
         })?;
-        if cfg.socket.is_some() {
-            return Err(anyhow::Error::new(crate::settings::ConfigError(format!(
-                "config {}: socket.enabled: the control socket is not available for the fleet yet (`litestreampp replicate -config` of path entries serves it); set socket.enabled: false (`litestreampp status` and the fleet's /status show its state)",
-                path.display()
-            ))));
-        }
         for d in &cfg.dbs {
             files.push(d.path.clone());
             templates.push(Template::for_db(d).map_err(|e| {
@@ -306,7 +301,15 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         .and_then(|c| c.heartbeat.as_ref())
         .map(|h| Heartbeat::new(&h.url, h.interval))
         .transpose()?;
+    let socket = config.as_ref().and_then(|c| c.socket.clone());
     let status = rt.block_on(async {
+        // Bound before the fleet starts (a live socket of another process
+        // stops us here), served once it runs, removed when it stops.
+        let control = match &socket {
+            Some(s) => Some(ControlSocket::bind(&s.path, s.permissions).await?),
+            None => None,
+        };
+        let serving = Arc::new(std::sync::OnceLock::new());
         // The pings live as long as the fleet runs.
         let pinging = Arc::new(std::sync::OnceLock::new());
         let view_slot = Arc::new(std::sync::OnceLock::new());
@@ -329,7 +332,12 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let shutdown = until_stopped(exec, ready_rx, app_ended.clone());
         let pings = pinging.clone();
+        let served = serving.clone();
         let status = fleet::run(patterns, templates, opts, shutdown, move |view| {
+            if let Some(socket) = control {
+                let target = Arc::new(super::fleet_control::FleetControl(view.clone()));
+                let _ = served.set(socket.serve(target, super::control::socket_version()));
+            }
             if let Some(beat) = heartbeat {
                 let v = view.clone();
                 let _ = pings.set(beat.spawn(move |within| fleet_healthy(&v, within)));
@@ -339,6 +347,7 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         })
         .await;
         drop(pinging);
+        drop(serving);
         status
     })?;
     eprintln!(

@@ -23,7 +23,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use protocol::{
-    DatabaseSummary, RegisterResponse, StartStopResponse, SyncResponse, UnregisterResponse,
+    ListQuery, ListResponse, RegisterResponse, StartStopResponse, SyncResponse, UnregisterResponse,
 };
 
 /// Where Litestream puts the socket unless `socket.path` says otherwise.
@@ -58,8 +58,8 @@ impl Refusal {
 pub trait ControlTarget: Send + Sync + 'static {
     /// How many databases are replicated (or registered, for a fleet).
     fn database_count(&self) -> usize;
-    /// The databases and their state.
-    fn list(&self) -> Vec<DatabaseSummary>;
+    /// The databases the query asks for and their state, by path.
+    fn list(&self, query: &ListQuery) -> ListResponse;
     /// The database's local TXID.
     fn txid(&self, path: PathBuf) -> Result<u64, Refusal>;
     /// Resumes a stopped database's replication.

@@ -23,8 +23,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 
 use super::protocol::{
-    ErrorResponse, InfoResponse, ListResponse, PathRequest, RegisterRequest, SyncRequest,
-    TxidResponse,
+    ErrorResponse, InfoResponse, ListQuery, PathRequest, RegisterRequest, SyncRequest, TxidResponse,
 };
 use super::{ControlTarget, Refusal, request_timeout};
 
@@ -182,12 +181,10 @@ async fn route(ctx: &Served, req: Request<Incoming>) -> Reply {
                 database_count: t.database_count(),
             },
         ),
-        (Method::GET, "/list") => json(
-            StatusCode::OK,
-            &ListResponse {
-                databases: t.list(),
-            },
-        ),
+        (Method::GET, "/list") => match ListQuery::parse(&query) {
+            Ok(q) => json(StatusCode::OK, &t.list(&q)),
+            Err(e) => refused(&Refusal::new(400, e)),
+        },
         (Method::GET, "/txid") => {
             let path = url::form_urlencoded::parse(query.as_bytes())
                 .find(|(k, _)| k == "path")

@@ -305,6 +305,15 @@ pub struct ListArgs {
     /// Seconds to wait for the reply.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub timeout: i64,
+    /// Only databases whose path matches ('/data/tenants/a*/**').
+    #[arg(long, value_name = "GLOB")]
+    pub glob: Option<String>,
+    /// Skip this many databases (sorted by path).
+    #[arg(long, value_name = "N")]
+    pub offset: Option<usize>,
+    /// At most this many databases.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use litestreampp_core::replicator::ReplicatorStatus;
+use litestreampp_core::replicator::{FlushHandle, ReplicatorStatus};
 use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use tokio::sync::Notify;
@@ -42,6 +42,8 @@ pub(super) struct Hot {
     /// Milliseconds since the fleet started of the last write seen.
     last_write: AtomicU64,
     pub status: Arc<std::sync::Mutex<ReplicatorStatus>>,
+    /// Asks the replicator to sync now (the control socket's `sync`).
+    pub flush: FlushHandle,
 }
 
 impl Hot {
@@ -49,10 +51,12 @@ impl Hot {
         duty: Duty,
         changed: Arc<Notify>,
         status: Arc<std::sync::Mutex<ReplicatorStatus>>,
+        flush: FlushHandle,
         now_ms: u64,
     ) -> Hot {
         let hot = Hot {
             duty,
+            flush,
             changed,
             stop: Arc::new(Notify::new()),
             stopping: AtomicBool::new(false),
@@ -69,6 +73,11 @@ impl Hot {
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.stop.notify_one();
+    }
+
+    /// True once asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Resolves when [`stop`](Self::stop) was called (before or after).
@@ -255,8 +264,23 @@ impl HotSet {
 mod tests {
     use super::*;
 
+    /// A flush handle of a replicator that never runs.
+    fn flush() -> FlushHandle {
+        use litestreampp_core::client::file::FileReplicaClient;
+        use litestreampp_core::replica::Replica;
+        use litestreampp_core::replicator::Replicator;
+        let client = Arc::new(FileReplicaClient::new("/nonexistent"));
+        Replicator::new("/nonexistent.db", Replica::new(client), Default::default()).flush_handle()
+    }
+
     fn hot(set: &mut HotSet, k: &str) -> Arc<Hot> {
-        let h = Arc::new(Hot::new(Duty::Hot, Arc::default(), Arc::default(), 0));
+        let h = Arc::new(Hot::new(
+            Duty::Hot,
+            Arc::default(),
+            Arc::default(),
+            flush(),
+            0,
+        ));
         set.insert(Key::from(k), h.clone());
         h
     }
@@ -293,7 +317,13 @@ mod tests {
     #[test]
     fn backlog_duty_holds_no_slot_and_stops_at_once() {
         let mut set = HotSet::new(1, Duration::from_secs(3600));
-        let h = Arc::new(Hot::new(Duty::Backlog, Arc::default(), Arc::default(), 0));
+        let h = Arc::new(Hot::new(
+            Duty::Backlog,
+            Arc::default(),
+            Arc::default(),
+            flush(),
+            0,
+        ));
         set.insert(Key::from("q"), h.clone());
         assert!(stopping(&h) && set.has_free_slot());
         let a = hot(&mut set, "a");

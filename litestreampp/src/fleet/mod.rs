@@ -34,6 +34,7 @@ pub mod http;
 pub mod memory;
 pub mod patterns;
 mod registry;
+mod requests;
 mod state_file;
 mod status;
 mod tiers;
@@ -48,7 +49,8 @@ use litestreampp_core::meta_dir::MetaDir;
 use litestreampp_core::replicator::ReplicatorOptions;
 
 pub use registry::{FleetError, Tier};
-pub use status::{FleetStatus, FleetView, HotStatus};
+pub use requests::{SyncRefused, Synced};
+pub use status::{DbState, FleetStatus, FleetView, HotStatus, RunningState};
 pub use tiers::run;
 
 /// How the databases of one pattern get their replicas.

@@ -6,6 +6,10 @@ use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
+use std::path::{Path, PathBuf};
+
+use litestreampp_core::txid::TxId;
+
 use super::hot_set::HotView;
 use super::registry::{FleetError, Registry, Tier};
 
@@ -48,6 +52,28 @@ pub struct FleetStatus {
     pub recent_errors: Vec<FleetError>,
 }
 
+/// One database as the control socket's `list` shows it.
+#[derive(Debug, Clone)]
+pub struct DbState {
+    pub path: PathBuf,
+    pub tier: Tier,
+    /// Local and replica TXIDs, last sync and lag: known while a
+    /// replicator runs for it (reading them for a cold database would cost
+    /// it I/O).
+    pub running: Option<RunningState>,
+    /// Its most recent error, if one is among the fleet's recent errors.
+    pub last_error: Option<String>,
+}
+
+/// What a running replicator reports.
+#[derive(Debug, Clone)]
+pub struct RunningState {
+    pub local_txid: TxId,
+    pub replica_txid: TxId,
+    pub last_sync_at: Option<jiff::Timestamp>,
+    pub lag_seconds: f64,
+}
+
 /// Databases per tier.
 #[derive(Debug, Default)]
 struct TierCounts {
@@ -75,6 +101,7 @@ fn count_tiers(registry: &Registry) -> TierCounts {
 pub struct FleetView {
     pub(super) registry: Arc<Registry>,
     pub(super) hot: HotView,
+    pub(super) requests: super::requests::Requests,
 }
 
 impl FleetView {
@@ -118,6 +145,64 @@ impl FleetView {
             most_lagging: hot,
             recent_errors: registry.recent_errors(),
         }
+    }
+
+    /// How many databases the fleet has registered.
+    pub fn database_count(&self) -> usize {
+        self.registry.dbs.len()
+    }
+
+    /// The databases whose path `wants`, sorted by path, from `offset`,
+    /// at most `limit`; and how many matched.
+    pub fn databases(
+        &self,
+        wants: impl Fn(&Path) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<DbState>) {
+        let mut matched: Vec<(PathBuf, Tier)> = self
+            .registry
+            .dbs
+            .iter()
+            .map(|e| (self.registry.path(e.key()), e.tier))
+            .filter(|(p, _)| wants(p))
+            .collect();
+        let total = matched.len();
+        matched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let errors = self.registry.recent_errors();
+        let page = matched
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(path, tier)| {
+                let running = self
+                    .registry
+                    .key_str(&path)
+                    .and_then(|k| self.hot.get(k))
+                    .and_then(|h| h.status.lock().ok().map(|s| s.clone()))
+                    .map(|s| RunningState {
+                        local_txid: s.local_txid,
+                        replica_txid: s.replica_txid,
+                        last_sync_at: s.last_sync_at,
+                        lag_seconds: s
+                            .pending_since
+                            .map(|t| t.elapsed().as_secs_f64())
+                            .unwrap_or(0.0),
+                    });
+                let shown = path.display().to_string();
+                let last_error = errors
+                    .iter()
+                    .find(|e| e.path == shown)
+                    .map(|e| e.error.clone());
+                DbState {
+                    path,
+                    tier,
+                    running,
+                    last_error,
+                }
+            })
+            .collect();
+        (total, page)
     }
 
     /// Sets the tier gauges. Counting walks the registry (a few

@@ -23,6 +23,7 @@ use super::detector::{Change, Detector};
 use super::hot_set::{Duty, Hot, HotSet};
 use super::patterns::{self, Patterns};
 use super::registry::{Entry, Key, Registry, Tier};
+use super::requests::{FlushWaiters, Request, SyncRefused};
 use super::state_file;
 use super::status::{FleetStatus, FleetView};
 use super::validation::Validation;
@@ -61,6 +62,8 @@ struct Fleet {
     backlog: Backlog,
     detector: Detector,
     validation: Option<Validation>,
+    /// Sync requests waiting for their database's replicator to start.
+    waiters: FlushWaiters,
     state_dirty: bool,
     /// Replicators finished since memory was last trimmed.
     trim_due: bool,
@@ -94,6 +97,7 @@ pub async fn run(
         uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
+        waiters: FlushWaiters::default(),
         validation: opts
             .validation_interval
             .map(|i| Validation::new(i, opts.replicator.levels.max_level())),
@@ -106,9 +110,11 @@ pub async fn run(
         trim_due: false,
         last_finished: Instant::now(),
     };
+    let (requests, mut requested) = mpsc::unbounded_channel();
     let view = FleetView {
         registry,
         hot: f.hot.view(),
+        requests,
     };
     let t0 = Instant::now();
     let dirs = f.initial_scan().await?;
@@ -148,6 +154,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(change) = rx.recv() => f.handle(change).await,
+            Some(req) = requested.recv() => f.request(req),
             Some(done) = f.tasks.join_next(), if !f.tasks.is_empty() => {
                 f.finished(done);
                 f.start_waiting();
@@ -367,6 +374,7 @@ impl Fleet {
     }
 
     fn retire(&mut self, k: &str) {
+        self.waiters.answer(k, || Err(SyncRefused::NotFound));
         if self.registry.dbs.remove(k).is_some() {
             tracing::info!(db = %self.registry.path(k).display(), "database removed; retired");
             self.registry
@@ -376,6 +384,30 @@ impl Fleet {
             metrics::counter!("litestreampp_databases_retired_total").increment(1);
             self.hot.forget(k);
             self.state_dirty = true;
+        }
+    }
+
+    /// A request from outside the loop.
+    fn request(&mut self, req: Request) {
+        match req {
+            Request::Flush { path, reply } => {
+                let Some(k) = self
+                    .registry
+                    .key(&path)
+                    .filter(|k| self.registry.entry(k).is_some())
+                else {
+                    let _ = reply.send(Err(SyncRefused::NotFound)); // the requester may be gone
+                    return;
+                };
+                if let Some(h) = self.hot.get(&k).filter(|h| !h.is_stopping()) {
+                    let _ = reply.send(Ok((h.flush.clone(), h.status.clone())));
+                    return;
+                }
+                // Answered when its replicator starts: now, once a slot is
+                // free, or once a stopping one has finished.
+                self.waiters.wait(&k, reply);
+                self.promote(&path);
+            }
         }
     }
 
@@ -414,7 +446,10 @@ impl Fleet {
             Err(err) => {
                 self.registry.set_tier(&k, Tier::Failed);
                 self.hot.forget(&k);
-                self.registry.record_error(&path, &format!("{err:#}"));
+                let msg = format!("{err:#}");
+                self.waiters
+                    .answer(&k, || Err(SyncRefused::Failed(msg.clone())));
+                self.registry.record_error(&path, &msg);
                 return;
             }
         };
@@ -435,8 +470,11 @@ impl Fleet {
             duty,
             changed,
             r.status_handle(),
+            r.flush_handle(),
             self.registry.now_ms(),
         ));
+        self.waiters
+            .answer(&k, || Ok((hot.flush.clone(), hot.status.clone())));
         match duty {
             Duty::Backlog => self.backlog.started(),
             Duty::Hot => {
@@ -522,11 +560,19 @@ impl Fleet {
                 metrics::counter!("litestreampp_demotions_total").increment(1);
             }
         }
-        if let Settled::Unsealed = self.settle(&k, result) {
-            // Hot again, and another try after the next idle period.
-            tracing::debug!(db = %self.registry.path(&k).display(), "not sealed; promoted again");
-            let p = self.registry.path(&k);
-            self.promote(&p);
+        match self.settle(&k, result) {
+            Settled::Unsealed => {
+                // Hot again, and another try after the next idle period.
+                tracing::debug!(db = %self.registry.path(&k).display(), "not sealed; promoted again");
+                let p = self.registry.path(&k);
+                self.promote(&p);
+            }
+            // A sync request came while it was stopping: start it again.
+            Settled::Sealed | Settled::Failed if self.waiters.is_waiting(&k) => {
+                let p = self.registry.path(&k);
+                self.promote(&p);
+            }
+            _ => {}
         }
     }
 
