@@ -315,6 +315,16 @@ fn malformed_requests_leave_replication_running_and_sockets_are_not_stolen() {
     drop(conn);
 }
 
+/// One raw request to 127.0.0.1:`port`; the whole answer.
+fn tcp(port: u16, req: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out); // the server closes after the reply
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn run_err_free(mut c: std::process::Command) -> bool {
     c.output().is_ok_and(|o| o.status.success())
 }
@@ -394,15 +404,18 @@ fn fleet_socket_lists_pages_and_syncs_cold_databases() {
     std::fs::write(
         &cfg,
         format!(
-            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
+            "socket:\n  enabled: true\n  path: {}\nfleet:\n  token: sekrit\ndbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      path: {}\n",
             sock.display(),
             tenants.display(),
             replicas.display()
         ),
     )
     .unwrap();
+    // The HTTP endpoint on every interface: control requests need the token.
+    let port = litestreampp_e2e::moto::free_port();
     let mut c = ours();
-    c.args(["run", "--addr", "off", "--config"]).arg(&cfg);
+    c.args(["run", "--addr", &format!("0.0.0.0:{port}"), "--config"])
+        .arg(&cfg);
     let child = spawn_logged(c, &dir.path().join("fleet.log"));
     wait_for("the socket", Duration::from_secs(60), || {
         run_err_free(with_socket(ours(), &["info"], &sock))
@@ -471,6 +484,36 @@ fn fleet_socket_lists_pages_and_syncs_cold_databases() {
         run_ok(r);
         assert_eq!(verify_restore(&restored, &w), 1, "{who}: t{i:04}");
     }
+    // The same operations on the HTTP endpoint, with the token only.
+    let db = tenants.join("t0100.db");
+    let conn = open_app(&db, None);
+    w.step(&conn, 1, false);
+    drop(conn);
+    let body = format!("{{\"path\":\"{}\",\"wait\":true}}", db.display());
+    let post = |auth: &str| {
+        tcp(
+            port,
+            &format!(
+                "POST /sync HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let refused = post("");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(post("Authorization: Bearer wrong\r\n").starts_with("HTTP/1.1 403"));
+    let done = post("Authorization: Bearer sekrit\r\n");
+    assert!(
+        done.starts_with("HTTP/1.1 200") && done.contains("\"status\":\"synced\""),
+        "{done}"
+    );
+    let metrics = tcp(
+        port,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let log = std::fs::read_to_string(dir.path().join("fleet.log")).unwrap();
+    assert!(!log.contains("sekrit"), "the token reached the log");
     let some = tenants.join("t0001.db").display().to_string();
     for cmd in [
         &["stop", &some][..],

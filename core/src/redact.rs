@@ -25,6 +25,34 @@ const SECRET_WORDS: &[&str] = &[
     "auth",
 ];
 
+/// A credential held in memory: its `Debug` and `Display` show [`MASK`],
+/// so printing a struct that holds one never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The value itself, for the one place that compares or sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(MASK)
+    }
+}
+
 /// `url` without user info (`user:password@`) and with the values of
 /// secret-looking query parameters replaced by [`MASK`]. Anything else is
 /// kept as written.

@@ -232,14 +232,40 @@ pub fn terminate(mut child: Child, timeout: Duration) -> i32 {
     }
 }
 
-/// Spawns a command with its output going to `log`.
+/// Spawns a command with its output going to `log`. Should the test
+/// panic, the process is killed (a failed test must not leave a
+/// replicator running on the CI machine).
 pub fn spawn_logged(mut c: Command, log: &Path) -> Child {
     let f = std::fs::File::create(log).expect("log file");
     let f2 = f.try_clone().expect("log file");
-    c.stdout(Stdio::from(f))
+    let child = c
+        .stdout(Stdio::from(f))
         .stderr(Stdio::from(f2))
         .spawn()
-        .expect("spawn")
+        .expect("spawn");
+    kill_on_panic(child.id());
+    child
+}
+
+/// Processes this test spawned, killed if it panics.
+static SPAWNED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn kill_on_panic(pid: u32) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let pids = SPAWNED.lock().map(|p| p.clone()).unwrap_or_default();
+            for pid in pids {
+                // Gone already is fine: the kill just fails.
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }));
+    });
+    if let Ok(mut p) = SPAWNED.lock() {
+        p.push(pid);
+    }
 }
 
 /// Waits until `cond` holds or panics after `timeout`.

@@ -2,6 +2,7 @@
 
 mod control;
 pub mod databases;
+mod endpoint;
 mod exec;
 mod fleet_control;
 mod heartbeat;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::heartbeat::Heartbeat;
 use super::replicated_dbs::ReplicatedDbs;
 use super::{exec, init_logging_with, runtime, shutdown_signal};
-use crate::control::server::ControlSocket;
+use crate::control::server::{ControlRoutes, ControlSocket};
 use crate::flags::ReplicateArgs;
 use crate::settings::{self, DbConfig, DbTuning, ReplicaConfig, load_config, parse_go_duration};
 
@@ -167,7 +167,9 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         let _control = match &socket {
             Some(s) => {
                 let bound = ControlSocket::bind(&s.path, s.permissions).await?;
-                Some(bound.serve(Arc::new(set.clone()), super::control::socket_version()))
+                let routes =
+                    ControlRoutes::new(Arc::new(set.clone()), super::control::socket_version());
+                Some(bound.serve(routes))
             }
             None => None,
         };
@@ -383,7 +385,7 @@ async fn serve_metrics(addr: &str) -> Result<()> {
         .next()
         .ok_or_else(|| anyhow!("addr {addr:?}: resolves to no address"))?;
     let handle = crate::fleet::http::install_recorder()?;
-    let bound = crate::fleet::http::serve(sock, handle, None).await?;
+    let bound = super::endpoint::serve(sock, handle, super::endpoint::Served::default()).await?;
     tracing::info!(url = %format!("http://{bound}/metrics"), "serving metrics");
     Ok(())
 }

@@ -16,7 +16,7 @@ use litestreampp_core::replicator::{Replicator, ReplicatorOptions};
 
 use super::heartbeat::Heartbeat;
 use super::{init_logging_with, runtime, shutdown_signal};
-use crate::control::server::ControlSocket;
+use crate::control::server::{ControlRoutes, ControlSocket};
 use crate::flags::RunArgs;
 use crate::fleet::patterns::Patterns;
 use crate::fleet::{self, FleetOptions, ReplicaTemplate, http};
@@ -313,13 +313,24 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         // The pings live as long as the fleet runs.
         let pinging = Arc::new(std::sync::OnceLock::new());
         let view_slot = Arc::new(std::sync::OnceLock::new());
+        let control_slot = Arc::new(std::sync::OnceLock::new());
         if addr != "off" {
             let addr: std::net::SocketAddr = addr
                 .parse()
                 .map_err(|e| anyhow::anyhow!("--addr {addr:?}: {e}"))?;
             let handle = http::install_recorder()?;
-            let bound = http::serve(addr, handle, Some(view_slot.clone())).await?;
-            tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status");
+            let served = super::endpoint::Served {
+                fleet: Some(view_slot.clone()),
+                control: Some(control_slot.clone()),
+                token: fc.token.clone().or_else(|| {
+                    std::env::var("LITESTREAMPP_TOKEN")
+                        .ok()
+                        .filter(|t| !t.is_empty())
+                        .map(litestreampp_core::redact::Secret::new)
+                }),
+            };
+            let bound = super::endpoint::serve(addr, handle, served).await?;
+            tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status, control on /list, /sync, ...");
         }
         let slot = view_slot.clone();
         let templates = templates
@@ -333,11 +344,14 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         let shutdown = until_stopped(exec, ready_rx, app_ended.clone());
         let pings = pinging.clone();
         let served = serving.clone();
+        let routes_slot = control_slot.clone();
         let status = fleet::run(patterns, templates, opts, shutdown, move |view| {
+            let target = Arc::new(super::fleet_control::FleetControl(view.clone()));
+            let routes = ControlRoutes::new(target, super::control::socket_version());
             if let Some(socket) = control {
-                let target = Arc::new(super::fleet_control::FleetControl(view.clone()));
-                let _ = served.set(socket.serve(target, super::control::socket_version()));
+                let _ = served.set(socket.serve(routes.clone()));
             }
+            let _ = routes_slot.set(routes); // set once
             if let Some(beat) = heartbeat {
                 let v = view.clone();
                 let _ = pings.set(beat.spawn(move |within| fleet_healthy(&v, within)));

@@ -89,16 +89,10 @@ impl ControlSocket {
         })
     }
 
-    /// Serves `target` until the returned guard is dropped, which also
+    /// Serves `routes` until the returned guard is dropped, which also
     /// removes the socket.
-    pub fn serve(self, target: Arc<dyn ControlTarget>, version: String) -> Serving {
+    pub fn serve(self, routes: ControlRoutes) -> Serving {
         tracing::info!(path = %self.path.display(), "control socket listening");
-        let ctx = Arc::new(Served {
-            target,
-            version,
-            started: Instant::now(),
-            started_at: jiff::Timestamp::now(),
-        });
         let listener = self.listener;
         let task = tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -114,18 +108,13 @@ impl ControlSocket {
                         continue;
                     }
                 };
-                let ctx = ctx.clone();
+                let routes = routes.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        let ctx = ctx.clone();
-                        async move { Ok::<_, Infallible>(route(&ctx, req).await) }
+                        let routes = routes.clone();
+                        async move { Ok::<_, Infallible>(routes.answer(req).await) }
                     });
-                    let served = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        // A client that shuts its side after the request
-                        // still gets its reply.
-                        .half_close(true)
+                    let served = http1()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                     if let Err(e) = served {
@@ -142,6 +131,17 @@ impl ControlSocket {
     }
 }
 
+/// The HTTP/1.1 connection settings of our servers: headers within
+/// [`HEADER_TIMEOUT`], and a client that shuts its side after the request
+/// still gets its reply.
+pub fn http1() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .half_close(true);
+    b
+}
+
 /// A socket being served; dropping it stops serving and removes it.
 #[derive(Debug)]
 pub struct Serving {
@@ -156,6 +156,50 @@ impl Drop for Serving {
     }
 }
 
+/// Litestream's control routes on a target: what the socket serves, and
+/// what an HTTP endpoint may serve too.
+#[derive(Clone)]
+pub struct ControlRoutes(Arc<Served>);
+
+impl std::fmt::Debug for ControlRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlRoutes")
+    }
+}
+
+impl ControlRoutes {
+    /// The routes on `target`; `info` reports `version` and the time from
+    /// now.
+    pub fn new(target: Arc<dyn ControlTarget>, version: String) -> ControlRoutes {
+        ControlRoutes(Arc::new(Served {
+            target,
+            version,
+            started: Instant::now(),
+            started_at: jiff::Timestamp::now(),
+        }))
+    }
+
+    /// True for a path these routes answer.
+    pub fn handles(path: &str) -> bool {
+        matches!(
+            path,
+            "/info"
+                | "/list"
+                | "/txid"
+                | "/start"
+                | "/stop"
+                | "/sync"
+                | "/register"
+                | "/unregister"
+        )
+    }
+
+    /// The reply to `req`.
+    pub async fn answer(&self, req: Request<Incoming>) -> Reply {
+        route(&self.0, req).await
+    }
+}
+
 struct Served {
     target: Arc<dyn ControlTarget>,
     version: String,
@@ -163,7 +207,14 @@ struct Served {
     started_at: jiff::Timestamp,
 }
 
-type Reply = Response<Full<Bytes>>;
+/// A reply: a JSON body, or an error.
+pub type Reply = Response<Full<Bytes>>;
+
+/// A JSON error reply with `status` (for an endpoint refusing a request
+/// before it reaches the routes).
+pub fn refusal(status: u16, message: &str) -> Reply {
+    refused(&Refusal::new(status, message))
+}
 
 async fn route(ctx: &Served, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();

@@ -53,6 +53,9 @@ pub struct FleetConfig {
     pub poll_interval: Option<Duration>,
     pub state_dir: Option<PathBuf>,
     pub exclude: Vec<String>,
+    /// What control requests to the HTTP endpoint must bear when it is not
+    /// on loopback (`fleet.token`, else `LITESTREAMPP_TOKEN`).
+    pub token: Option<litestreampp_core::redact::Secret>,
 }
 
 const FLEET_KEYS: &[&str] = &[
@@ -65,6 +68,7 @@ const FLEET_KEYS: &[&str] = &[
     "poll-interval",
     "state-dir",
     "exclude",
+    "token",
 ];
 
 /// The whole file.
@@ -584,6 +588,9 @@ fn parse_fleet(v: Option<&Value>, at: &str) -> Result<FleetConfig> {
             f.exclude.push(s.to_string());
         }
     }
+    f.token = str_key(m, "token", &at)?
+        .filter(|t| !t.is_empty())
+        .map(litestreampp_core::redact::Secret::new);
     Ok(f)
 }
 
