@@ -177,7 +177,8 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
             set.add(path, client, opts);
         }
         let _validating = validation.map(|(interval, top_level)| {
-            super::validation::spawn(set.replicas(), top_level, interval)
+            let set = set.clone();
+            super::validation::spawn(move || set.replicas(), top_level, interval)
         });
         let _pinging = match &heartbeat {
             Some(h) => {

@@ -12,10 +12,11 @@ use litestreampp_core::levels::validate_replica;
 
 use super::Background;
 
-/// Checks the replicas of `dbs` (levels 0 to `top_level`) every
-/// `interval` until the returned guard is dropped.
+/// Checks the replicas `dbs` gives at each tick (levels 0 to
+/// `top_level`; databases registered or unregistered meanwhile included
+/// or not) every `interval` until the returned guard is dropped.
 pub fn spawn(
-    dbs: Vec<(PathBuf, Arc<dyn ReplicaClient>)>,
+    dbs: impl Fn() -> Vec<(PathBuf, Arc<dyn ReplicaClient>)> + Send + 'static,
     top_level: u32,
     interval: Duration,
 ) -> Background {
@@ -25,8 +26,8 @@ pub fn spawn(
         tick.tick().await; // the first tick is immediate
         loop {
             tick.tick().await;
-            for (path, client) in &dbs {
-                validate_replica(client.as_ref(), path, top_level).await;
+            for (path, client) in dbs() {
+                validate_replica(client.as_ref(), &path, top_level).await;
             }
         }
     })
