@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use http::Method;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::runtime;
 use crate::control::client::call;
@@ -23,6 +24,43 @@ use crate::flags::{InfoArgs, ListArgs, RegisterArgs, StartStopArgs, SyncArgs, Un
 /// The version our socket reports (`Litestream <version>` in Go's `info`).
 pub fn socket_version() -> String {
     format!("v{}-litestreampp", env!("CARGO_PKG_VERSION"))
+}
+
+/// `GET route` on the socket; the reply decoded, or the server's error as
+/// `"<command> failed: ..."` (the command named by the route).
+fn get<T: DeserializeOwned>(socket: &Path, route: &str, within: Duration) -> Result<T> {
+    runtime()?.block_on(call(
+        socket,
+        Method::GET,
+        route,
+        None,
+        within,
+        command(route),
+    ))
+}
+
+/// `POST route` with `req` as its JSON body; as [`get`].
+fn post<T: DeserializeOwned>(
+    socket: &Path,
+    route: &str,
+    req: &impl Serialize,
+    within: Duration,
+) -> Result<T> {
+    let body = serde_json::to_vec(req)?;
+    runtime()?.block_on(call(
+        socket,
+        Method::POST,
+        route,
+        Some(body),
+        within,
+        command(route),
+    ))
+}
+
+/// `list` for `/list?glob=...`.
+fn command(route: &str) -> &str {
+    let name = route.trim_start_matches('/');
+    name.split('?').next().unwrap_or(name)
 }
 
 fn positive(timeout: i64) -> Result<Duration> {
@@ -81,14 +119,7 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
     } else {
         format!("/list?{query}")
     };
-    let r: ListResponse = runtime()?.block_on(call(
-        &a.socket.socket,
-        Method::GET,
-        &route,
-        None,
-        within,
-        "list",
-    ))?;
+    let r: ListResponse = get(&a.socket.socket, &route, within)?;
     if a.socket.json {
         print_json(&r)?;
     } else if r.databases.is_empty() {
@@ -107,14 +138,7 @@ pub fn list(a: ListArgs) -> Result<ExitCode> {
 
 pub fn info(a: InfoArgs) -> Result<ExitCode> {
     let within = positive(a.timeout)?;
-    let r: InfoResponse = runtime()?.block_on(call(
-        &a.socket.socket,
-        Method::GET,
-        "/info",
-        None,
-        within,
-        "info",
-    ))?;
+    let r: InfoResponse = get(&a.socket.socket, "/info", within)?;
     if a.socket.json {
         print_json(&r)?;
     } else {
@@ -139,20 +163,13 @@ struct SyncResult {
 
 pub fn sync(a: SyncArgs) -> Result<ExitCode> {
     let within = positive(a.timeout)?;
-    let body = serde_json::to_vec(&SyncRequest {
+    let body = SyncRequest {
         path: db_path(&a.db_path)?,
         wait: a.wait,
         timeout: a.timeout,
-    })?;
+    };
     let began = Instant::now();
-    let r: SyncResponse = runtime()?.block_on(call(
-        &a.socket.socket,
-        Method::POST,
-        "/sync",
-        Some(body),
-        within,
-        "sync",
-    ))?;
+    let r: SyncResponse = post(&a.socket.socket, "/sync", &body, within)?;
     let out = SyncResult {
         db_path: r.path,
         txid: r.txid,
@@ -185,23 +202,16 @@ struct StartStopResult {
 pub fn start_stop(a: StartStopArgs, start: bool) -> Result<ExitCode> {
     // Go sets no client deadline for a non-positive timeout here.
     let within = positive(a.timeout).unwrap_or(Duration::from_secs(3600));
-    let body = serde_json::to_vec(&PathRequest {
+    let body = PathRequest {
         path: db_path(&a.db_path)?,
         timeout: a.timeout,
-    })?;
-    let (route, what, state) = if start {
-        ("/start", "start", "running")
-    } else {
-        ("/stop", "stop", "stopped")
     };
-    let r: StartStopResponse = runtime()?.block_on(call(
-        &a.socket.socket,
-        Method::POST,
-        route,
-        Some(body),
-        within,
-        what,
-    ))?;
+    let (route, state) = if start {
+        ("/start", "running")
+    } else {
+        ("/stop", "stopped")
+    };
+    let r: StartStopResponse = post(&a.socket.socket, route, &body, within)?;
     let out = StartStopResult {
         status: r.status,
         db_path: r.path,
@@ -235,18 +245,11 @@ pub fn register(a: RegisterArgs) -> Result<ExitCode> {
     if a.replica.is_empty() {
         bail!("-replica is required");
     }
-    let body = serde_json::to_vec(&RegisterRequest {
+    let body = RegisterRequest {
         path: db_path(&a.db_path)?,
         replica_url: a.replica.clone(),
-    })?;
-    let r: RegisterResponse = runtime()?.block_on(call(
-        &a.socket.socket,
-        Method::POST,
-        "/register",
-        Some(body),
-        within,
-        "register",
-    ))?;
+    };
+    let r: RegisterResponse = post(&a.socket.socket, "/register", &body, within)?;
     let out = RegisterResult {
         status: r.status,
         db_path: r.path,
@@ -293,18 +296,11 @@ pub fn unregister(a: UnregisterArgs) -> Result<ExitCode> {
         println!("No unregister request was sent.");
         return Ok(ExitCode::SUCCESS);
     }
-    let body = serde_json::to_vec(&PathRequest {
+    let body = PathRequest {
         path,
         timeout: a.timeout,
-    })?;
-    let r: UnregisterResponse = runtime()?.block_on(call(
-        &a.socket.socket,
-        Method::POST,
-        "/unregister",
-        Some(body),
-        within,
-        "unregister",
-    ))?;
+    };
+    let r: UnregisterResponse = post(&a.socket.socket, "/unregister", &body, within)?;
     let out = UnregisterResult {
         status: r.status,
         db_path: r.path,

@@ -70,8 +70,10 @@ impl ControlTarget for FleetControl {
     }
 
     fn txid(&self, path: PathBuf) -> Result<u64, Refusal> {
-        let (_, found) = self.0.databases(|p| p == path, 0, 1);
-        let db = found.first().ok_or_else(|| Refusal::not_found(&path))?;
+        let db = self
+            .0
+            .database(&path)
+            .ok_or_else(|| Refusal::not_found(&path))?;
         Ok(db.running.as_ref().map_or(0, |r| r.local_txid.0))
     }
 
@@ -90,17 +92,13 @@ impl ControlTarget for FleetControl {
                 SyncRefused::NotFound => Refusal::not_found(&path),
                 SyncRefused::Failed(m) => Refusal::new(500, format!("sync database: {m}")),
             })?;
-            let status = match (done.after > done.before, wait) {
-                (false, _) => "no_change",
-                (true, true) => "synced",
-                (true, false) => "synced_local",
-            };
-            Ok(SyncResponse {
-                status: status.into(),
-                path: path.display().to_string(),
-                txid: done.after.0,
-                replicated_txid: done.replica.0,
-            })
+            Ok(SyncResponse::new(
+                &path,
+                wait,
+                done.before.0,
+                done.after.0,
+                done.replica.0,
+            ))
         }
         .boxed()
     }

@@ -177,9 +177,7 @@ impl ReplicatedDbs {
     async fn halt(&self, path: &std::path::Path) -> Result<Option<ReplicatorStatus>, Refusal> {
         let run = {
             let mut dbs = self.lock();
-            let slot = dbs.get_mut(path).ok_or_else(|| {
-                Refusal::new(500, format!("database not found: {}", path.display()))
-            })?;
+            let slot = dbs.get_mut(path).ok_or_else(|| unknown(path))?;
             slot.running.take()
         };
         let Some(run) = run else { return Ok(None) };
@@ -198,6 +196,12 @@ impl ReplicatedDbs {
         }
         Ok(Some(status))
     }
+}
+
+/// An unknown database in `start` and `stop`: Litestream answers 500 there
+/// (404 in `sync`).
+fn unknown(path: &std::path::Path) -> Refusal {
+    Refusal::new(500, format!("database not found: {}", path.display()))
 }
 
 impl ControlTarget for ReplicatedDbs {
@@ -245,9 +249,7 @@ impl ControlTarget for ReplicatedDbs {
         let this = self.clone();
         async move {
             let mut dbs = this.lock();
-            let slot = dbs.get_mut(&path).ok_or_else(|| {
-                Refusal::new(500, format!("database not found: {}", path.display()))
-            })?;
+            let slot = dbs.get_mut(&path).ok_or_else(|| unknown(&path))?;
             let status = match &slot.running {
                 Some(r) if !r.task.is_finished() => "already_running",
                 _ => {
@@ -320,17 +322,7 @@ impl ControlTarget for ReplicatedDbs {
                 .await
                 .map_err(|e| Refusal::new(500, format!("sync database: {e}")))?;
             let (after, replicated) = txid(&status);
-            let status = match (after > before, wait) {
-                (false, _) => "no_change",
-                (true, true) => "synced",
-                (true, false) => "synced_local",
-            };
-            Ok(SyncResponse {
-                status: status.into(),
-                path: path.display().to_string(),
-                txid: after,
-                replicated_txid: replicated,
-            })
+            Ok(SyncResponse::new(&path, wait, before, after, replicated))
         }
         .boxed()
     }

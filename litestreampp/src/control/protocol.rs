@@ -43,6 +43,30 @@ pub struct SyncResponse {
     pub replicated_txid: u64,
 }
 
+impl SyncResponse {
+    /// Go's reply to a sync of `path` that moved its local TXID from
+    /// `before` to `after`, the replica then holding `replicated`.
+    pub fn new(
+        path: &std::path::Path,
+        wait: bool,
+        before: u64,
+        after: u64,
+        replicated: u64,
+    ) -> SyncResponse {
+        let status = match (after > before, wait) {
+            (false, _) => "no_change",
+            (true, true) => "synced",
+            (true, false) => "synced_local",
+        };
+        SyncResponse {
+            status: status.into(),
+            path: path.display().to_string(),
+            txid: after,
+            replicated_txid: replicated,
+        }
+    }
+}
+
 /// `POST /register`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RegisterRequest {

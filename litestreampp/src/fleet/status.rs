@@ -174,35 +174,43 @@ impl FleetView {
             .into_iter()
             .skip(offset)
             .take(limit)
-            .map(|(path, tier)| {
-                let running = self
-                    .registry
-                    .key_str(&path)
-                    .and_then(|k| self.hot.get(k))
-                    .and_then(|h| h.status.lock().ok().map(|s| s.clone()))
-                    .map(|s| RunningState {
-                        local_txid: s.local_txid,
-                        replica_txid: s.replica_txid,
-                        last_sync_at: s.last_sync_at,
-                        lag_seconds: s
-                            .pending_since
-                            .map(|t| t.elapsed().as_secs_f64())
-                            .unwrap_or(0.0),
-                    });
-                let shown = path.display().to_string();
-                let last_error = errors
-                    .iter()
-                    .find(|e| e.path == shown)
-                    .map(|e| e.error.clone());
-                DbState {
-                    path,
-                    tier,
-                    running,
-                    last_error,
-                }
-            })
+            .map(|(path, tier)| self.state_of(path, tier, &errors))
             .collect();
         (total, page)
+    }
+
+    /// The database at `path`, if the fleet has it.
+    pub fn database(&self, path: &Path) -> Option<DbState> {
+        let tier = self.registry.entry(self.registry.key_str(path)?)?.tier;
+        Some(self.state_of(path.to_path_buf(), tier, &self.registry.recent_errors()))
+    }
+
+    fn state_of(&self, path: PathBuf, tier: Tier, errors: &[FleetError]) -> DbState {
+        let running = self
+            .registry
+            .key_str(&path)
+            .and_then(|k| self.hot.get(k))
+            .and_then(|h| h.status.lock().ok().map(|s| s.clone()))
+            .map(|s| RunningState {
+                local_txid: s.local_txid,
+                replica_txid: s.replica_txid,
+                last_sync_at: s.last_sync_at,
+                lag_seconds: s
+                    .pending_since
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0),
+            });
+        let shown = path.display().to_string();
+        let last_error = errors
+            .iter()
+            .find(|e| e.path == shown)
+            .map(|e| e.error.clone());
+        DbState {
+            path,
+            tier,
+            running,
+            last_error,
+        }
     }
 
     /// Sets the tier gauges. Counting walks the registry (a few
