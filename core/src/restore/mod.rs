@@ -10,9 +10,11 @@
 //! verified, as Litestream's compactor does.
 //!
 //! Its rooms: `plan` (which files), `fetch` (reading and verifying them),
-//! `output` (writing the database).
+//! `output` (writing the database), [`follow`] (applying new files to a
+//! restored database, `restore -f`).
 
 mod fetch;
+pub mod follow;
 mod output;
 mod plan;
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::restore::{
-    IntegrityCheck, RestoreOptions, RestoreTarget, plan_restore, restore_with_plan,
+    IntegrityCheck, RestoreOptions, RestoreTarget, follow, plan_restore, restore_with_plan,
 };
 use litestreampp_core::v3::{self, V3Target};
 
@@ -48,9 +48,48 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
         },
     };
     let integrity_check: IntegrityCheck = args.integrity_check.parse()?;
+    if args.follow_interval.is_some() && !args.follow {
+        bail!("-follow-interval applies to follow mode: add -f");
+    }
     if args.if_db_not_exists && std::fs::symlink_metadata(&output).is_ok() {
         eprintln!("database already exists, skipping: {}", output.display());
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.follow {
+        if args.txid.is_some() {
+            bail!("cannot use follow mode with -txid");
+        }
+        if args.timestamp.is_some() {
+            bail!("cannot use follow mode with -timestamp");
+        }
+        if args.dry_run {
+            bail!("cannot use -dry-run with -f");
+        }
+        if v3_only {
+            bail!(
+                "follow mode reads LTX replicas (Litestream 0.5); -generation and -index are for Litestream 0.3 replicas"
+            );
+        }
+        if args.force {
+            bail!(
+                "cannot use -force with -f: follow mode resumes an existing output at the TXID in its -txid file; delete the output to restore it again"
+            );
+        }
+        let interval = match &args.follow_interval {
+            Some(s) => crate::settings::parse_go_duration(s)
+                .with_context(|| format!("-follow-interval {s:?}"))?,
+            None => follow::DEFAULT_FOLLOW_INTERVAL,
+        };
+        if interval.is_zero() {
+            bail!("-follow-interval must be greater than zero");
+        }
+        let opts = follow::FollowOptions {
+            output,
+            interval,
+            parallelism: args.parallelism,
+            integrity_check,
+        };
+        return runtime()?.block_on(follow_replica(client, opts, &args));
     }
     let rt = runtime()?;
     rt.block_on(async move {
@@ -138,6 +177,41 @@ pub fn run(args: RestoreArgs) -> Result<ExitCode> {
             ))),
         }
     })
+}
+
+/// `restore -f`: restore (or resume), then apply new files until a
+/// signal.
+async fn follow_replica(
+    client: std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>,
+    opts: follow::FollowOptions,
+    args: &RestoreArgs,
+) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let txid = match follow::follow(client.clone(), &opts, super::shutdown_signal()).await {
+        Ok(t) => t,
+        Err(e) if args.if_replica_exists && e.is_not_found() => {
+            eprintln!("no backups found, skipping: {}", client.location());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => {
+            return Err(anyhow!(e).context(format!(
+                "follow {} from {}",
+                opts.output.display(),
+                client.location()
+            )));
+        }
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "db_path": opts.output.display().to_string(),
+            "replica": client.kind(),
+            "txid": txid.to_string(),
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "integrity_check": args.integrity_check,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn restore_v3(

@@ -89,6 +89,14 @@ pub struct RestoreArgs {
     /// (logs go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Follow mode: after the restore, keep applying new files from the
+    /// replica until stopped (Ctrl-C, SIGTERM), so the output is a read
+    /// replica; an existing output resumes at the TXID in OUTPUT-txid.
+    #[arg(short = 'f')]
+    pub follow: bool,
+    /// How often follow mode polls the replica (Go duration, e.g. 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub follow_interval: Option<String>,
     /// Log level: trace, debug, info, warn, error.
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
