@@ -514,16 +514,123 @@ fn fleet_socket_lists_pages_and_syncs_cold_databases() {
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     let log = std::fs::read_to_string(dir.path().join("fleet.log")).unwrap();
     assert!(!log.contains("sekrit"), "the token reached the log");
-    let some = tenants.join("t0001.db").display().to_string();
-    for cmd in [
-        &["stop", &some][..],
-        &["start", &some],
-        &["unregister", &some],
-    ] {
-        let (code, err) = run_err(with_socket(ours(), cmd, &sock));
-        assert_eq!(code, 1, "{cmd:?}");
-        assert!(err.contains("not available for a fleet"), "{cmd:?}: {err}");
-    }
+    // stop: a cold database at once (Go's client), a hot one after its
+    // final sync; writes to a stopped one are not replicated and a sync
+    // of it is refused.
+    let t = |i: usize| tenants.join(format!("t{i:04}.db")).display().to_string();
+    let out = run_ok(with_socket(go(), &["stop", &t(1)], &sock));
+    assert!(out.contains("status: stopped"), "{out}");
+    let out = run_ok(with_socket(ours(), &["stop", &t(42)], &sock));
+    assert!(out.contains("status: stopped"), "{out}");
+    let out = run_ok(with_socket(ours(), &["stop", &t(1)], &sock));
+    assert!(out.contains("status: already_stopped"), "{out}");
+    let conn = open_app(&tenants.join("t0001.db"), None);
+    w.step(&conn, 1, false);
+    drop(conn);
+    let (code, err) = run_err(with_socket(ours(), &["sync", "-wait", &t(1)], &sock));
+    assert_eq!(code, 1);
+    assert!(err.contains("database not open"), "{err}");
+    let tier_of = |i: usize| {
+        let out = run_ok(with_socket(
+            ours(),
+            &["list", "-json", "-glob", &t(i)],
+            &sock,
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["databases"][0]["tier"].as_str().map(str::to_string)
+    };
+    assert_eq!(tier_of(1).as_deref(), Some("stopped"));
+    assert_eq!(tier_of(42).as_deref(), Some("stopped"));
+    let restore_step = |name: &str, replica: &Path| {
+        let restored = dir
+            .path()
+            .join(format!("check-{name}-{}.db", rand_suffix()));
+        let mut r = ours();
+        r.args(["restore", "-o"])
+            .arg(&restored)
+            .arg(format!("file://{}", replica.display()));
+        run_ok(r);
+        verify_restore(&restored, &w)
+    };
+    assert_eq!(restore_step("t1", &replicas.join("t0001.db")), 0);
+    // unregister: out of the fleet, its files and replica left alone, not
+    // found again by a write.
+    let out = run_ok(with_socket(go(), &["unregister", &t(2)], &sock));
+    assert!(out.contains("unregistered"), "{out}");
+    let conn = open_app(&tenants.join("t0002.db"), None);
+    w.step(&conn, 1, false);
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(tier_of(2), None);
+    assert!(replicas.join("t0002.db").exists());
+    let out = run_ok(with_socket(ours(), &["unregister", &t(2)], &sock));
+    assert!(out.contains("already_unregistered"), "{out}");
+    // register: a database outside the patterns, with its own replica.
+    let outside = dir.path().join("elsewhere").join("x.db");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    let conn = open_app(&outside, None);
+    w.setup(&conn);
+    w.step(&conn, 1, false);
+    let outside_replica = dir.path().join("elsewhere-replica");
+    let url = format!("file://{}", outside_replica.display());
+    let xs = outside.display().to_string();
+    let out = run_ok(with_socket(
+        ours(),
+        &["register", "-replica", &url, &xs],
+        &sock,
+    ));
+    assert!(out.contains("status: registered"), "{out}");
+    let (code, err) = run_err(with_socket(
+        ours(),
+        &[
+            "register",
+            "-replica",
+            "nope://x",
+            &dir.path().join("y.db").display().to_string(),
+        ],
+        &sock,
+    ));
+    assert_eq!(code, 1);
+    assert!(err.contains("no such database file"), "{err}");
+    w.step(&conn, 2, false);
+    run_ok(with_socket(ours(), &["sync", "-wait", &xs], &sock));
+    assert_eq!(restore_step("x", &outside_replica), 2);
+    // Kept across a restart: stopped stays stopped, unregistered stays
+    // out, registered stays in.
+    assert_eq!(terminate(child, Duration::from_secs(60)), 0);
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--config"]).arg(&cfg);
+    let child = spawn_logged(c, &dir.path().join("fleet-2.log"));
+    wait_for("the socket again", Duration::from_secs(60), || {
+        run_err_free(with_socket(ours(), &["info"], &sock))
+    });
+    assert_eq!(tier_of(1).as_deref(), Some("stopped"));
+    assert_eq!(tier_of(42).as_deref(), Some("stopped"));
+    assert_eq!(tier_of(2), None);
+    assert!(tier_of(0).is_some());
+    let out = run_ok(with_socket(ours(), &["list", "-glob", &xs], &sock));
+    assert!(out.starts_with(&xs), "{out}");
+    w.step(&conn, 3, false);
+    drop(conn);
+    run_ok(with_socket(ours(), &["sync", "-wait", &xs], &sock));
+    assert_eq!(restore_step("x", &outside_replica), 3);
+    // start: replicated again, the write made while stopped included.
+    let out = run_ok(with_socket(ours(), &["start", &t(1)], &sock));
+    assert!(out.contains("status: started"), "{out}");
+    let out = run_ok(with_socket(ours(), &["start", &t(0)], &sock));
+    assert!(out.contains("status: already_running"), "{out}");
+    run_ok(with_socket(ours(), &["sync", "-wait", &t(1)], &sock));
+    assert_eq!(restore_step("t1", &replicas.join("t0001.db")), 1);
+    // An unregistered database of the patterns comes back by register.
+    let url2 = format!("file://{}", replicas.join("t0002.db").display());
+    let out = run_ok(with_socket(
+        ours(),
+        &["register", "-replica", &url2, &t(2)],
+        &sock,
+    ));
+    assert!(out.contains("status: registered"), "{out}");
+    run_ok(with_socket(ours(), &["sync", "-wait", &t(2)], &sock));
+    assert_eq!(restore_step("t2", &replicas.join("t0002.db")), 1);
     let (_, err) = run_err(with_socket(
         ours(),
         &["sync", &tenants.join("nope.db").display().to_string()],
@@ -532,4 +639,11 @@ fn fleet_socket_lists_pages_and_syncs_cold_databases() {
     assert!(err.contains("database not found"), "{err}");
     assert_eq!(terminate(child, Duration::from_secs(60)), 0);
     assert!(!sock.exists());
+}
+
+/// A unique suffix for scratch file names within one test.
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }

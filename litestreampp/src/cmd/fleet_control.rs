@@ -1,9 +1,11 @@
 //! The control socket of a running fleet: `info`, `list` (a page at a
-//! time, filtered by glob: a fleet has 100,000 databases) and `sync
-//! [-wait]` (a cold database is promoted, synced and uploaded). `start`,
-//! `stop`, `register` and `unregister` are refused for now, by name.
+//! time, filtered by glob: a fleet has 100,000 databases), `sync [-wait]`
+//! (a cold database is promoted, synced and uploaded), `stop`/`start`
+//! (kept across restarts), `register` (a database outside the patterns,
+//! with its own replica) and `unregister` (its files and replica left as
+//! they are).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -13,16 +15,31 @@ use crate::control::protocol::{
     UnregisterResponse,
 };
 use crate::control::{ControlTarget, Refusal};
-use crate::fleet::{FleetView, SyncRefused, Tier};
+use crate::fleet::{FleetView, Outcome, Refused, Tier};
 
 /// The fleet, as the control socket sees it.
 pub struct FleetControl(pub FleetView);
 
-fn not_yet<T>(what: &str) -> BoxFuture<'static, Result<T, Refusal>> {
-    let msg = format!(
-        "{what} is not available for a fleet yet: databases come and go with the patterns (exclude one with fleet.exclude)"
-    );
-    async move { Err(Refusal::new(501, msg)) }.boxed()
+/// A refusal as Litestream answers it: an unknown database is 500 in
+/// `start`/`stop` (404 in `sync`).
+fn refusal(path: &Path, r: Refused, unknown_status: u16) -> Refusal {
+    match r {
+        Refused::NotFound => Refusal::new(
+            unknown_status,
+            format!("database not found: {}", path.display()),
+        ),
+        Refused::Stopped => Refusal::new(409, format!("database not open: {}", path.display())),
+        Refused::Invalid(m) => Refusal::new(400, m),
+        Refused::Failed(m) => Refusal::new(500, m),
+    }
+}
+
+/// The status word and TXID of an outcome.
+fn said(o: Outcome, done: &str, already: &str) -> (String, u64) {
+    match o {
+        Outcome::Done(t) => (done.into(), t.0),
+        Outcome::Already => (already.into(), 0),
+    }
 }
 
 impl ControlTarget for FleetControl {
@@ -44,11 +61,11 @@ impl ControlTarget for FleetControl {
                     Tier::Cold => "cold",
                     Tier::Queued => "queued",
                     Tier::Failed => "failed",
+                    Tier::Stopped => "stopped",
                 };
-                let status = if db.tier == Tier::Failed {
-                    "failed"
-                } else {
-                    "replicating"
+                let status = match db.tier {
+                    Tier::Failed | Tier::Stopped => tier,
+                    _ => "replicating",
                 };
                 let run = db.running.as_ref();
                 DatabaseSummary {
@@ -77,20 +94,46 @@ impl ControlTarget for FleetControl {
         Ok(db.running.as_ref().map_or(0, |r| r.local_txid.0))
     }
 
-    fn start(&self, _path: PathBuf) -> BoxFuture<'static, Result<StartStopResponse, Refusal>> {
-        not_yet("start")
+    fn start(&self, path: PathBuf) -> BoxFuture<'static, Result<StartStopResponse, Refusal>> {
+        let view = self.0.clone();
+        async move {
+            let o = view
+                .start_replicating(&path)
+                .await
+                .map_err(|r| refusal(&path, r, 500))?;
+            let (status, txid) = said(o, "started", "already_running");
+            Ok(StartStopResponse {
+                status,
+                txid,
+                path: path.display().to_string(),
+            })
+        }
+        .boxed()
     }
 
-    fn stop(&self, _path: PathBuf) -> BoxFuture<'static, Result<StartStopResponse, Refusal>> {
-        not_yet("stop")
+    fn stop(&self, path: PathBuf) -> BoxFuture<'static, Result<StartStopResponse, Refusal>> {
+        let view = self.0.clone();
+        async move {
+            let o = view
+                .stop_replicating(&path)
+                .await
+                .map_err(|r| refusal(&path, r, 500))?;
+            let (status, txid) = said(o, "stopped", "already_stopped");
+            Ok(StartStopResponse {
+                status,
+                txid,
+                path: path.display().to_string(),
+            })
+        }
+        .boxed()
     }
 
     fn sync(&self, path: PathBuf, wait: bool) -> BoxFuture<'static, Result<SyncResponse, Refusal>> {
         let view = self.0.clone();
         async move {
             let done = view.sync_now(&path).await.map_err(|e| match e {
-                SyncRefused::NotFound => Refusal::not_found(&path),
-                SyncRefused::Failed(m) => Refusal::new(500, format!("sync database: {m}")),
+                Refused::Failed(m) => Refusal::new(500, format!("sync database: {m}")),
+                r => refusal(&path, r, 404),
             })?;
             Ok(SyncResponse::new(
                 &path,
@@ -105,16 +148,37 @@ impl ControlTarget for FleetControl {
 
     fn register(
         &self,
-        _path: PathBuf,
-        _replica_url: String,
+        path: PathBuf,
+        replica_url: String,
     ) -> BoxFuture<'static, Result<RegisterResponse, Refusal>> {
-        not_yet("register")
+        let view = self.0.clone();
+        async move {
+            let o = view
+                .register(&path, &replica_url)
+                .await
+                .map_err(|r| refusal(&path, r, 404))?;
+            Ok(RegisterResponse {
+                status: said(o, "registered", "already_registered").0,
+                path: path.display().to_string(),
+            })
+        }
+        .boxed()
     }
 
-    fn unregister(
-        &self,
-        _path: PathBuf,
-    ) -> BoxFuture<'static, Result<UnregisterResponse, Refusal>> {
-        not_yet("unregister")
+    fn unregister(&self, path: PathBuf) -> BoxFuture<'static, Result<UnregisterResponse, Refusal>> {
+        let view = self.0.clone();
+        async move {
+            let o = view
+                .unregister(&path)
+                .await
+                .map_err(|r| refusal(&path, r, 404))?;
+            let (status, txid) = said(o, "unregistered", "already_unregistered");
+            Ok(UnregisterResponse {
+                status,
+                path: path.display().to_string(),
+                txid,
+            })
+        }
+        .boxed()
     }
 }

@@ -21,7 +21,7 @@ use crate::flags::RunArgs;
 use crate::fleet::patterns::Patterns;
 use crate::fleet::{self, FleetOptions, ReplicaTemplate, http};
 use crate::restore_fleet::{self, RestoreFleetOptions};
-use crate::settings::{Config, Template, config_jobs, parse_go_duration};
+use crate::settings::{Config, Template, UrlOpener, config_jobs, parse_go_duration};
 use litestreampp_core::restore::{IntegrityCheck, RestoreTarget};
 
 const NEEDS_CONFIG: &str = "--restore-if-db-not-exists needs a config file's directory entries (their replicas are listed to find the databases); with --pattern, run `litestreampp restore-pattern --if-db-not-exists` first";
@@ -345,7 +345,8 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         let pings = pinging.clone();
         let served = serving.clone();
         let routes_slot = control_slot.clone();
-        let status = fleet::run(patterns, templates, opts, shutdown, move |view| {
+        let opener: Arc<dyn fleet::ReplicaOpener> = Arc::new(UrlOpener);
+        let status = fleet::run(patterns, templates, Some(opener), opts, shutdown, move |view| {
             let target = Arc::new(super::fleet_control::FleetControl(view.clone()));
             let routes = ControlRoutes::new(target, super::control::socket_version());
             if let Some(socket) = control {

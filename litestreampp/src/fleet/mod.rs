@@ -22,7 +22,9 @@
 //!   `status`: what `/status` and the gauges show; `http`: `/metrics`,
 //!   `/healthz`, `/status`; `patterns`: finding the databases;
 //!   `memory`: malloc tuning for a small idle process; `validation`:
-//!   `validation.interval`, for the replicas written since the last check.
+//!   `validation.interval`, for the replicas written since the last check;
+//!   `requests`: the control socket's requests into the loop; `rescan`:
+//!   catching up with the files when events may have been missed.
 //!
 //! The fleet takes plain option structs and [`ReplicaTemplate`]s: it knows
 //! nothing of flags or config files.
@@ -35,6 +37,7 @@ pub mod memory;
 pub mod patterns;
 mod registry;
 mod requests;
+mod rescan;
 mod state_file;
 mod status;
 mod tiers;
@@ -49,7 +52,7 @@ use litestreampp_core::meta_dir::MetaDir;
 use litestreampp_core::replicator::ReplicatorOptions;
 
 pub use registry::{FleetError, Tier};
-pub use requests::{SyncRefused, Synced};
+pub use requests::{Outcome, Refused, Synced};
 pub use status::{DbState, FleetStatus, FleetView, HotStatus, RunningState};
 pub use tiers::run;
 
@@ -66,6 +69,12 @@ pub trait ReplicaTemplate: Send + Sync {
     fn meta_dir(&self, db: &std::path::Path, _rel: &str) -> MetaDir {
         MetaDir::for_db(db)
     }
+}
+
+/// Makes the replica template of a database registered while the fleet
+/// runs (`register -replica URL DB`) from its URL.
+pub trait ReplicaOpener: Send + Sync {
+    fn template_for(&self, url: &str) -> anyhow::Result<Box<dyn ReplicaTemplate>>;
 }
 
 /// Tuning of the fleet.

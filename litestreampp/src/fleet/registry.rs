@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use serde::Serialize;
 
 use super::patterns::Patterns;
@@ -30,6 +30,9 @@ pub enum Tier {
     Hot,
     /// Its last attempt failed; retried on the next write or rescan.
     Failed,
+    /// Paused by the operator (`stop`): nothing runs for it and writes are
+    /// not followed until `start`; kept in the state file.
+    Stopped,
 }
 
 /// One database.
@@ -84,6 +87,13 @@ pub struct Registry {
     pub counters: Counters,
     errors: Mutex<VecDeque<FleetError>>,
     pub(super) watching: AtomicBool,
+    /// Databases added through the control socket (`register`), with
+    /// their replica URLs. One outside the patterns' root is keyed by its
+    /// absolute path.
+    pub(super) registered: DashMap<PathBuf, String>,
+    /// Databases of the patterns taken out of replication (`unregister`):
+    /// discovery passes them by.
+    pub(super) unregistered: DashSet<PathBuf>,
 }
 
 impl Registry {
@@ -96,6 +106,8 @@ impl Registry {
             counters: Counters::default(),
             errors: Mutex::new(VecDeque::new()),
             watching: AtomicBool::new(false),
+            registered: DashMap::new(),
+            unregistered: DashSet::new(),
         }
     }
 
@@ -105,10 +117,19 @@ impl Registry {
     }
 
     pub(super) fn key_str<'a>(&self, p: &'a Path) -> Option<&'a str> {
-        p.strip_prefix(&self.root).ok()?.to_str()
+        match p.strip_prefix(&self.root) {
+            Ok(rel) => rel.to_str(),
+            Err(_) if !self.registered.is_empty() && self.registered.contains_key(p) => p.to_str(),
+            Err(_) => None,
+        }
     }
 
-    /// The path of a registry key.
+    /// True if discovery must pass `p` by (unregistered).
+    pub(super) fn passes_by(&self, p: &Path) -> bool {
+        !self.unregistered.is_empty() && self.unregistered.contains(p)
+    }
+
+    /// The path of a registry key (an absolute key is its own path).
     pub(super) fn path(&self, k: &str) -> PathBuf {
         self.root.join(k)
     }

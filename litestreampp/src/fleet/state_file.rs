@@ -1,8 +1,12 @@
 //! The state file: the signature of every cold database, so a restart
-//! compares two `stat`s per database instead of opening it. One line per
-//! database, `<signature hex> <absolute path>`, under a version header.
+//! compares two `stat`s per database instead of opening it, and what the
+//! control socket changed, so it outlasts a restart. One line per
+//! database under a version header: `<signature hex> <absolute path>`,
+//! `stopped <path>`, `unregistered <path>`, `registered <url> <path>`
+//! (a reader of the first version skips the last three: their first word
+//! is not hex).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::registry::{Registry, Tier};
@@ -12,32 +16,57 @@ pub(super) const STATE_FILE: &str = "fleet-state";
 
 const HEADER: &str = "litestreampp fleet state v1";
 
+/// What the state file holds.
+#[derive(Debug, Default)]
+pub(super) struct Saved {
+    /// Cold databases' signatures.
+    pub cold: HashMap<PathBuf, u64>,
+    pub stopped: HashSet<PathBuf>,
+    pub unregistered: HashSet<PathBuf>,
+    /// Databases added through the socket, with their replica URLs.
+    pub registered: Vec<(PathBuf, String)>,
+}
+
 /// Reads the state file. A missing or damaged file means "nothing known":
 /// every database is queued.
-pub(super) fn load(path: &Path) -> HashMap<PathBuf, u64> {
+pub(super) fn load(path: &Path) -> Saved {
+    let mut out = Saved::default();
     let Ok(text) = std::fs::read_to_string(path) else {
-        return HashMap::new();
+        return out;
     };
-    let mut out = HashMap::new();
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
         tracing::warn!(file = %path.display(), "unknown state file format; every database is checked again");
         return out;
     }
     for line in lines {
-        let Some((sig, p)) = line.split_once(' ') else {
+        let Some((first, rest)) = line.split_once(' ') else {
             continue;
         };
-        if let Ok(sig) = u64::from_str_radix(sig, 16) {
-            out.insert(PathBuf::from(p), sig);
+        match first {
+            "stopped" => {
+                out.stopped.insert(PathBuf::from(rest));
+            }
+            "unregistered" => {
+                out.unregistered.insert(PathBuf::from(rest));
+            }
+            "registered" => {
+                if let Some((url, p)) = rest.split_once(' ') {
+                    out.registered.push((PathBuf::from(p), url.to_string()));
+                }
+            }
+            sig => {
+                if let Ok(sig) = u64::from_str_radix(sig, 16) {
+                    out.cold.insert(PathBuf::from(rest), sig);
+                }
+            }
         }
     }
     out
 }
 
-/// The file's text for every cold database, built in one buffer: no
-/// allocation per database, which would fragment the heap of a large
-/// fleet at every save.
+/// The file's text, built in one buffer: no allocation per database,
+/// which would fragment the heap of a large fleet at every save.
 pub(super) fn text(registry: &Registry) -> String {
     use std::fmt::Write;
     let root = registry.root().to_string_lossy();
@@ -47,9 +76,31 @@ pub(super) fn text(registry: &Registry) -> String {
     for e in &registry.dbs {
         // A path with a newline cannot be recorded; it is simply checked
         // again at the next start.
-        if e.tier == Tier::Cold && e.sig != 0 && !e.key().contains('\n') {
-            let _ = writeln!(out, "{:016x} {root}{sep}{}", e.sig, e.key());
+        let k = e.key();
+        if k.contains('\n') {
+            continue;
         }
+        // A key outside the root is the absolute path itself.
+        let (root, sep) = if k.starts_with('/') {
+            ("", "")
+        } else {
+            (&*root, sep)
+        };
+        match e.tier {
+            Tier::Cold if e.sig != 0 => {
+                let _ = writeln!(out, "{:016x} {root}{sep}{k}", e.sig);
+            }
+            Tier::Stopped => {
+                let _ = writeln!(out, "stopped {root}{sep}{k}");
+            }
+            _ => {}
+        }
+    }
+    for p in registry.unregistered.iter() {
+        let _ = writeln!(out, "unregistered {}", p.display());
+    }
+    for r in registry.registered.iter() {
+        let _ = writeln!(out, "registered {} {}", r.value(), r.key().display());
     }
     out
 }
@@ -81,15 +132,32 @@ mod tests {
         registry
             .insert(&root.join("q.db"), Entry::queued())
             .unwrap();
+        let stopped = Entry {
+            tier: Tier::Stopped,
+            sig: 0,
+        };
+        registry.insert(&root.join("s.db"), stopped).unwrap();
+        registry.unregistered.insert(root.join("u.db"));
+        let outside = PathBuf::from("/elsewhere/r.db");
+        registry
+            .registered
+            .insert(outside.clone(), "file:///backups/r".into());
+        registry.insert(&outside, Entry::queued()).unwrap();
         let path = dir.path().join(STATE_FILE);
         save(&path, &text(&registry)).unwrap();
         let loaded = load(&path);
-        assert_eq!(loaded.len(), 1);
-        assert_eq!(loaded[&root.join("a/x.db")], 0xabc);
+        assert_eq!(loaded.cold.len(), 1);
+        assert_eq!(loaded.cold[&root.join("a/x.db")], 0xabc);
+        assert_eq!(loaded.stopped, HashSet::from([root.join("s.db")]));
+        assert_eq!(loaded.unregistered, HashSet::from([root.join("u.db")]));
+        assert_eq!(
+            loaded.registered,
+            [(outside, "file:///backups/r".to_string())]
+        );
 
         std::fs::write(&path, "something else\n0000000000000abc /x.db\n").unwrap();
         assert!(
-            load(&path).is_empty(),
+            load(&path).cold.is_empty(),
             "an unknown header means nothing known"
         );
     }

@@ -37,6 +37,8 @@ pub struct FleetStatus {
     pub cold: usize,
     pub queued: usize,
     pub failed: usize,
+    /// Paused by `stop`.
+    pub stopped: usize,
     pub promotions: u64,
     pub demotions: u64,
     pub backlog_done: u64,
@@ -81,6 +83,7 @@ struct TierCounts {
     queued: usize,
     failed: usize,
     hot: usize,
+    stopped: usize,
 }
 
 fn count_tiers(registry: &Registry) -> TierCounts {
@@ -91,6 +94,7 @@ fn count_tiers(registry: &Registry) -> TierCounts {
             Tier::Queued => n.queued += 1,
             Tier::Failed => n.failed += 1,
             Tier::Hot => n.hot += 1,
+            Tier::Stopped => n.stopped += 1,
         }
     }
     n
@@ -134,6 +138,7 @@ impl FleetView {
             cold: n.cold,
             queued: n.queued,
             failed: n.failed,
+            stopped: n.stopped,
             promotions: c.promotions.load(Ordering::Relaxed),
             demotions: c.demotions.load(Ordering::Relaxed),
             backlog_done: c.backlog_done.load(Ordering::Relaxed),
@@ -221,6 +226,7 @@ impl FleetView {
         metrics::gauge!("litestreampp_databases", "tier" => "cold").set(n.cold as f64);
         metrics::gauge!("litestreampp_databases", "tier" => "queued").set(n.queued as f64);
         metrics::gauge!("litestreampp_databases", "tier" => "failed").set(n.failed as f64);
+        metrics::gauge!("litestreampp_databases", "tier" => "stopped").set(n.stopped as f64);
         metrics::gauge!("litestreampp_databases_total").set(self.registry.dbs.len() as f64);
         metrics::gauge!("litestreampp_backlog_length").set(backlog_len as f64);
     }

@@ -2,7 +2,6 @@
 //! owns the hot set, the backlog and the watches; it alone changes a
 //! database's tier in the registry.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,11 +22,11 @@ use super::detector::{Change, Detector};
 use super::hot_set::{Duty, Hot, HotSet};
 use super::patterns::{self, Patterns};
 use super::registry::{Entry, Key, Registry, Tier};
-use super::requests::{FlushWaiters, Request, SyncRefused};
+use super::requests::{FlushWaiters, Pending, Refused};
 use super::state_file;
 use super::status::{FleetStatus, FleetView};
 use super::validation::Validation;
-use super::{FleetOptions, ReplicaTemplate};
+use super::{FleetOptions, ReplicaOpener, ReplicaTemplate};
 
 /// Polling interval when change notification is unavailable.
 const FALLBACK_POLL: Duration = Duration::from_secs(5);
@@ -49,24 +48,30 @@ enum Settled {
 }
 
 /// Everything the fleet's loop owns.
-struct Fleet {
-    registry: Arc<Registry>,
+pub(super) struct Fleet {
+    pub(super) registry: Arc<Registry>,
     /// One per pattern, in order.
     templates: Arc<[Box<dyn ReplicaTemplate>]>,
+    /// Databases registered through the control socket, with their own
+    /// replicas, and how to open one from a URL.
+    pub(super) extras: std::collections::HashMap<Key, Arc<dyn ReplicaTemplate>>,
+    pub(super) opener: Option<Arc<dyn ReplicaOpener>>,
     opts: FleetOptions,
     pool: Arc<ClientPool>,
     uploads: Arc<Semaphore>,
     scheduler: Scheduler,
     tasks: JoinSet<Finished>,
-    hot: HotSet,
-    backlog: Backlog,
-    detector: Detector,
+    pub(super) hot: HotSet,
+    pub(super) backlog: Backlog,
+    pub(super) detector: Detector,
     validation: Option<Validation>,
     /// Sync requests waiting for their database's replicator to start.
-    waiters: FlushWaiters,
-    state_dirty: bool,
+    pub(super) waiters: FlushWaiters,
+    /// Stops and unregisters waiting for a replicator's final sync.
+    pub(super) pending: std::collections::HashMap<Key, Pending>,
+    pub(super) state_dirty: bool,
     /// Replicators finished since memory was last trimmed.
-    trim_due: bool,
+    pub(super) trim_due: bool,
     last_finished: Instant,
 }
 
@@ -76,6 +81,7 @@ struct Fleet {
 pub async fn run(
     patterns: Patterns,
     templates: Vec<Box<dyn ReplicaTemplate>>,
+    opener: Option<Arc<dyn ReplicaOpener>>,
     opts: FleetOptions,
     shutdown: impl std::future::Future<Output = ()>,
     started: impl FnOnce(FleetView),
@@ -94,6 +100,9 @@ pub async fn run(
     let mut f = Fleet {
         registry: registry.clone(),
         templates: templates.into(),
+        extras: Default::default(),
+        opener,
+        pending: Default::default(),
         uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
@@ -215,8 +224,9 @@ pub async fn run(
     f.hot.stop_all();
     let before = f.registry.counters.errors.load(Ordering::Relaxed);
     while let Some(done) = f.tasks.join_next().await {
-        if let Some((key, _, result)) = f.release(done) {
+        if let Some((key, hot, result)) = f.release(done) {
             f.settle(&key, result);
+            f.conclude(&key, &hot);
         }
     }
     f.save_state().await;
@@ -257,15 +267,36 @@ impl Fleet {
             Ok::<_, anyhow::Error>((found, dirs, saved))
         })
         .await??;
+        for p in &saved.unregistered {
+            self.registry.unregistered.insert(p.clone());
+        }
+        let extra_dirs = self.adopt_registered(&saved.registered);
+        let mut found: Vec<PathBuf> = found
+            .into_iter()
+            .map(|f| f.path)
+            .filter(|p| !self.registry.passes_by(p))
+            .collect();
+        found.extend(
+            saved
+                .registered
+                .iter()
+                .filter(|(p, _)| self.registry.registered.contains_key(p) && p.is_file())
+                .map(|(p, _)| p.clone()),
+        );
         let registry = self.registry.clone();
         let queue = tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
             let queued: Vec<bool> = found
                 .par_iter()
                 .map(|f| {
-                    let sig = FileSig::of(&f.path).digest();
-                    let cold = saved.get(&f.path).is_some_and(|s| *s == sig && sig != 0);
-                    let entry = if cold {
+                    let sig = FileSig::of(f).digest();
+                    let cold = saved.cold.get(f).is_some_and(|s| *s == sig && sig != 0);
+                    let entry = if saved.stopped.contains(f) {
+                        Entry {
+                            tier: Tier::Stopped,
+                            sig,
+                        }
+                    } else if cold {
                         Entry {
                             tier: Tier::Cold,
                             sig,
@@ -273,12 +304,13 @@ impl Fleet {
                     } else {
                         Entry::queued()
                     };
-                    registry.insert(&f.path, entry).is_some() && !cold
+                    let queued = entry.tier == Tier::Queued;
+                    registry.insert(f, entry).is_some() && queued
                 })
                 .collect();
             let mut q = KeyQueue::default();
             for (f, _) in found.iter().zip(queued).filter(|(_, q)| *q) {
-                if let Some(k) = registry.key_str(&f.path) {
+                if let Some(k) = registry.key_str(f) {
                     q.push(k);
                 }
             }
@@ -286,6 +318,8 @@ impl Fleet {
         })
         .await?;
         self.backlog.set_queue(queue);
+        let mut dirs = dirs;
+        dirs.extend(extra_dirs);
         Ok(dirs)
     }
 
@@ -314,7 +348,7 @@ impl Fleet {
 
     /// A file appeared: registered and queued if it is a database of ours;
     /// promoted if it is registered and was written (or replaced).
-    fn register(&mut self, p: PathBuf) {
+    pub(super) fn register(&mut self, p: PathBuf) {
         if let Some(e) = self
             .registry
             .key_str(&p)
@@ -325,7 +359,10 @@ impl Fleet {
             }
             return;
         }
-        if self.registry.patterns.matches(&p).is_none() || !p.is_file() || !patterns::is_sqlite(&p)
+        if self.registry.patterns.matches(&p).is_none()
+            || self.registry.passes_by(&p)
+            || !p.is_file()
+            || !patterns::is_sqlite(&p)
         {
             return; // not ours, or not a database yet (SQLite writes the header later)
         }
@@ -373,8 +410,11 @@ impl Fleet {
         }
     }
 
-    fn retire(&mut self, k: &str) {
-        self.waiters.answer(k, || Err(SyncRefused::NotFound));
+    pub(super) fn retire(&mut self, k: &str) {
+        self.waiters.answer(k, || Err(Refused::NotFound));
+        if self.extras.remove(k).is_some() {
+            self.registry.registered.remove(&self.registry.path(k));
+        }
         if self.registry.dbs.remove(k).is_some() {
             tracing::info!(db = %self.registry.path(k).display(), "database removed; retired");
             self.registry
@@ -387,38 +427,18 @@ impl Fleet {
         }
     }
 
-    /// A request from outside the loop.
-    fn request(&mut self, req: Request) {
-        match req {
-            Request::Flush { path, reply } => {
-                let Some(k) = self
-                    .registry
-                    .key(&path)
-                    .filter(|k| self.registry.entry(k).is_some())
-                else {
-                    let _ = reply.send(Err(SyncRefused::NotFound)); // the requester may be gone
-                    return;
-                };
-                if let Some(h) = self.hot.get(&k).filter(|h| !h.is_stopping()) {
-                    let _ = reply.send(Ok((h.flush.clone(), h.status.clone())));
-                    return;
-                }
-                // Answered when its replicator starts: now, once a slot is
-                // free, or once a stopping one has finished.
-                self.waiters.wait(&k, reply);
-                self.promote(&path);
-            }
-        }
-    }
-
     /// A registered database was written: its replicator is told, or it
     /// is made hot (when a connection is free; else it claims a slot and
     /// waits for one).
-    fn promote(&mut self, p: &Path) {
+    pub(super) fn promote(&mut self, p: &Path) {
         let Some(k) = self.registry.key(p) else {
             return;
         };
-        if self.registry.entry(&k).is_none() {
+        if self
+            .registry
+            .entry(&k)
+            .is_none_or(|e| e.tier == Tier::Stopped)
+        {
             return;
         }
         if self.hot.wrote(&k, self.registry.now_ms()) {
@@ -435,12 +455,19 @@ impl Fleet {
     /// or the backlog's, asked to stop at once (one sync, upload and seal).
     fn start(&mut self, k: Key, duty: Duty) {
         let path = self.registry.path(&k);
-        let Some((pattern, rel)) = self.registry.patterns.matches_at(&path) else {
-            return;
+        let (template, rel): (&dyn ReplicaTemplate, String) = match self.extras.get(&k) {
+            Some(t) => (t.as_ref(), String::new()),
+            None => {
+                let Some((pattern, rel)) = self.registry.patterns.matches_at(&path) else {
+                    return;
+                };
+                let Some(template) = self.templates.get(pattern) else {
+                    return;
+                };
+                (template.as_ref(), rel)
+            }
         };
-        let Some(template) = self.templates.get(pattern) else {
-            return;
-        };
+        let meta_dir = template.meta_dir(&path, &rel).path().to_path_buf();
         let client = match template.open(&self.pool, &rel) {
             Ok(c) => c,
             Err(err) => {
@@ -448,7 +475,7 @@ impl Fleet {
                 self.hot.forget(&k);
                 let msg = format!("{err:#}");
                 self.waiters
-                    .answer(&k, || Err(SyncRefused::Failed(msg.clone())));
+                    .answer(&k, || Err(Refused::Failed(msg.clone())));
                 self.registry.record_error(&path, &msg);
                 return;
             }
@@ -458,7 +485,7 @@ impl Fleet {
         }
         let client = Arc::new(UploadLimited::new(client, self.uploads.clone()));
         let mut opts = self.opts.replicator.clone();
-        opts.db.meta_dir = Some(template.meta_dir(&path, &rel).path().to_path_buf());
+        opts.db.meta_dir = Some(meta_dir);
         let mut r = Replicator::new(&path, Replica::new(client), opts);
         if duty == Duty::Hot {
             r = r.with_scheduler(self.scheduler.clone());
@@ -548,6 +575,11 @@ impl Fleet {
         let Some((k, hot, result)) = self.release(done) else {
             return;
         };
+        if self.pending.contains_key(&k) {
+            self.settle(&k, result);
+            self.conclude(&k, &hot);
+            return;
+        }
         self.trim_due = true;
         self.last_finished = Instant::now();
         let c = &self.registry.counters;
@@ -579,7 +611,11 @@ impl Fleet {
     /// Starts databases that waited for a connection, while some are free.
     fn start_waiting(&mut self) {
         while let Some(k) = self.hot.next_waiting() {
-            if self.registry.entry(&k).is_some_and(|e| e.tier != Tier::Hot) {
+            if self
+                .registry
+                .entry(&k)
+                .is_some_and(|e| !matches!(e.tier, Tier::Hot | Tier::Stopped))
+            {
                 self.start(k, Duty::Hot);
             }
         }
@@ -596,62 +632,6 @@ impl Fleet {
                 self.start(k, Duty::Backlog);
             }
         }
-    }
-
-    /// Compares every cold database's files with its signature and
-    /// promotes the changed ones (polling mode, and after lost events).
-    async fn compare_signatures(&mut self) {
-        let registry = self.registry.clone();
-        let changed = tokio::task::spawn_blocking(move || {
-            // One path at a time, not a list of every path first: 100,000
-            // allocations freed together are memory the process keeps.
-            registry
-                .dbs
-                .iter()
-                .filter(|e| matches!(e.tier, Tier::Cold | Tier::Failed))
-                .filter_map(|e| {
-                    let p = registry.path(e.key());
-                    (FileSig::of(&p).digest() != e.sig).then_some(p)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for p in changed {
-            if p.exists() {
-                self.promote(&p);
-            } else if let Some(k) = self.registry.key(&p) {
-                self.retire(&k);
-            }
-        }
-    }
-
-    /// Walks the roots again: new databases are registered, vanished ones
-    /// retired, changed ones promoted.
-    async fn rescan(&mut self) {
-        let patterns = self.registry.patterns.clone();
-        let Ok(Ok((found, dirs))) =
-            tokio::task::spawn_blocking(move || patterns.discover_with_dirs()).await
-        else {
-            return;
-        };
-        self.detector.watch(dirs);
-        let present: HashSet<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
-        let vanished: Vec<Key> = self
-            .registry
-            .dbs
-            .iter()
-            .filter(|e| e.tier != Tier::Hot && !present.contains(&self.registry.path(e.key())))
-            .map(|e| e.key().clone())
-            .collect();
-        for k in vanished {
-            self.retire(&k);
-        }
-        for f in found {
-            self.register(f.path);
-        }
-        self.compare_signatures().await;
-        self.trim_due = true; // the walk's memory
     }
 
     /// Writes the signature of every cold database (atomically).

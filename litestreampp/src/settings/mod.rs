@@ -25,7 +25,7 @@ pub use entries::{DbConfig, DbTuning, DirConfig};
 pub use local_dbs::{LocalDb, local_databases};
 pub use replica::{ReplicaConfig, ReplicaLocation};
 pub use restore_jobs::{config_jobs, url_jobs};
-pub use template::Template;
+pub use template::{Template, UrlOpener};
 pub use values::{expand_env_vars, expand_path, parse_go_duration};
 pub use values::{parse_timestamp, restore_target};
 

@@ -12,7 +12,7 @@ use litestreampp_core::meta_dir::{MetaDir, MetaRoot};
 use litestreampp_core::redact::redact_url;
 
 use super::{DbConfig, DirConfig, ReplicaConfig};
-use crate::fleet::ReplicaTemplate;
+use crate::fleet::{ReplicaOpener, ReplicaTemplate};
 
 /// How each database of a pattern gets its replica.
 #[derive(Debug, Clone)]
@@ -122,6 +122,20 @@ impl Template {
             out.push_str(q);
         }
         out
+    }
+}
+
+/// Opens the replica of a database registered while the fleet runs
+/// (`register -replica URL DB`), as `replicate` opens a URL; the URL is
+/// checked when it is registered.
+#[derive(Debug)]
+pub struct UrlOpener;
+
+impl ReplicaOpener for UrlOpener {
+    fn template_for(&self, url: &str) -> Result<Box<dyn ReplicaTemplate>> {
+        let r = ReplicaConfig::from_url(url);
+        r.open(&ClientPool::default())?;
+        Ok(Box::new(Template::Database(Box::new(r), None)))
     }
 }
 
