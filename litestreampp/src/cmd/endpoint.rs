@@ -110,8 +110,8 @@ async fn reply(
     }
 }
 
-/// Whether `req` may use the control routes here.
-fn authorized(
+/// Whether `req` may use the control routes (or the MCP server) here.
+pub(super) fn authorized(
     token: Option<&str>,
     loopback: bool,
     req: &Request<Incoming>,

@@ -8,6 +8,7 @@ mod fleet_control;
 mod heartbeat;
 mod logging;
 pub mod ltx;
+mod mcp;
 pub mod replicate;
 mod replicated_dbs;
 pub mod reset;
@@ -96,6 +97,33 @@ pub fn fleet_runtime(blocking_threads: usize) -> Result<tokio::runtime::Runtime>
         .thread_keep_alive(std::time::Duration::from_secs(10))
         .build()
         .context("start async runtime")
+}
+
+/// What a control request (or an MCP request) must bear on an address
+/// other than loopback: `fleet.token`, else `LITESTREAMPP_TOKEN`.
+pub(crate) fn control_token(
+    fleet: &crate::settings::FleetConfig,
+) -> Option<litestreampp_core::redact::Secret> {
+    fleet.token.clone().or_else(|| {
+        std::env::var("LITESTREAMPP_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .map(litestreampp_core::redact::Secret::new)
+    })
+}
+
+/// Starts the MCP server of `config` if it has `mcp-addr`.
+pub(crate) async fn serve_mcp(config: &crate::settings::Config) -> Result<()> {
+    if let Some(m) = &config.mcp {
+        mcp::serve(mcp::McpSettings {
+            addr: m.addr.clone(),
+            write_tools: m.write_tools,
+            config: config.path.clone(),
+            token: control_token(&config.fleet),
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Resolves when Ctrl-C or SIGTERM arrives.

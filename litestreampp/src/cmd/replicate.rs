@@ -80,6 +80,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         }
     };
     let validation = cfg.validation_interval.map(|i| (i, cfg.levels.max_level()));
+    let mcp_of = cfg.clone();
     let settings::Config {
         dbs,
         logging,
@@ -155,6 +156,7 @@ pub fn run(args: ReplicateArgs) -> Result<ExitCode> {
         if let Some(addr) = &addr {
             serve_metrics(addr).await?;
         }
+        super::serve_mcp(&mcp_of).await?;
         // A database registered through the socket gets the file's
         // settings and Litestream's defaults.
         let mut defaults = ReplicatorOptions::default();

@@ -322,15 +322,13 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
             let served = super::endpoint::Served {
                 fleet: Some(view_slot.clone()),
                 control: Some(control_slot.clone()),
-                token: fc.token.clone().or_else(|| {
-                    std::env::var("LITESTREAMPP_TOKEN")
-                        .ok()
-                        .filter(|t| !t.is_empty())
-                        .map(litestreampp_core::redact::Secret::new)
-                }),
+                token: super::control_token(&fc),
             };
             let bound = super::endpoint::serve(addr, handle, served).await?;
             tracing::info!(addr = %bound, "metrics on /metrics, health on /healthz, status on /status, control on /list, /sync, ...");
+        }
+        if let Some(c) = &config {
+            super::serve_mcp(c).await?;
         }
         let slot = view_slot.clone();
         let templates = templates

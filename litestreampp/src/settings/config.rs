@@ -95,6 +95,17 @@ pub struct Config {
     pub validation_interval: Option<Duration>,
     /// The control socket, when `socket.enabled`.
     pub socket: Option<SocketConfig>,
+    /// The MCP server, when `mcp-addr` is set.
+    pub mcp: Option<McpConfig>,
+}
+
+/// `mcp-addr` (Litestream's) and `mcp-write-tools` (ours).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpConfig {
+    /// As written: `:3001` (loopback here), `127.0.0.1:3001`, `0.0.0.0:3001`.
+    pub addr: String,
+    /// Offer `litestream_restore` and `litestream_reset` too.
+    pub write_tools: bool,
 }
 
 /// Litestream's defaults for the final sync's retries.
@@ -294,6 +305,7 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
         }
     }
     let socket = parse_socket(top.get("socket"), &where_)?;
+    let mcp = parse_mcp(top, &where_)?;
     let mut validation_interval = None;
     if let Some(v) = top.get("validation") {
         let m = v
@@ -331,6 +343,7 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     Ok(Config {
         validation_interval,
         socket,
+        mcp,
         shutdown_sync,
         exec,
         heartbeat,
@@ -346,6 +359,26 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
 
 /// `heartbeat-url` (http or https) and `heartbeat-interval` (at least a
 /// minute, default five), checked as Litestream checks them.
+/// `mcp-addr` and `mcp-write-tools`; write tools without a server are
+/// refused, not ignored.
+fn parse_mcp(top: &serde_json::Map<String, Value>, at: &str) -> Result<Option<McpConfig>> {
+    let addr = str_key(top, "mcp-addr", at)?.filter(|a| !a.trim().is_empty());
+    let write_tools = match top.get("mcp-write-tools") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => bail!("config {at}: mcp-write-tools: expected true or false, got {other}"),
+    };
+    match addr {
+        Some(addr) => Ok(Some(McpConfig { addr, write_tools })),
+        None if write_tools => {
+            bail!(
+                "config {at}: mcp-write-tools is set but mcp-addr is not; set mcp-addr or remove it"
+            )
+        }
+        None => Ok(None),
+    }
+}
+
 /// `socket:` (Go's keys, defaults and octal `permissions`); `None` unless
 /// enabled.
 fn parse_socket(v: Option<&Value>, at: &str) -> Result<Option<SocketConfig>> {

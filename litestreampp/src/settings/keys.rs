@@ -119,6 +119,7 @@ pub(super) const TOP_KEYS: &[&str] = &[
     "exec",
     "logging",
     "mcp-addr",
+    "mcp-write-tools",
     "shutdown-sync-timeout",
     "shutdown-sync-interval",
     "fleet",
@@ -148,9 +149,6 @@ pub(super) fn refusal(scope: &str, key: &str, value: &Value) -> Option<String> {
     let why = match (scope, key) {
         (_, "age") if set => {
             "age encryption is not currently supported, if you need encryption please revert back to Litestream v0.3.x (Litestream 0.5.17 refuses it too: the replica would be written in plain text)"
-        }
-        ("top", "mcp-addr") if set => {
-            "the MCP server is not available in this version of litestreampp; remove mcp-addr"
         }
         ("replica" | "top", "validation-interval") if set => {
             "Litestream 0.5.17 reads validation-interval but never uses it; remove it and set validation.interval at the top level (each replica's levels are checked for TXID gaps and overlaps)"

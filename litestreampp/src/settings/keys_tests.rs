@@ -122,7 +122,7 @@ const TOP_KEYS: &[(&str, &str, Outcome)] = &[
         Implemented,
     ),
     ("logging", "{type: pretty}", Implemented),
-    ("mcp-addr", "':3001'", Refused),
+    ("mcp-addr", "':3001'", Implemented),
     ("shutdown-sync-timeout", "30s", Implemented),
     ("shutdown-sync-interval", "500ms", Implemented),
 ];

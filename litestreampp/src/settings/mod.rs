@@ -18,8 +18,8 @@ use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 
 pub use config::{
-    Config, ConfigError, FleetConfig, HeartbeatConfig, LoggingConfig, SHUTDOWN_SYNC_DEFAULT,
-    SocketConfig, default_config_path, parse_config, read_config,
+    Config, ConfigError, FleetConfig, HeartbeatConfig, LoggingConfig, McpConfig,
+    SHUTDOWN_SYNC_DEFAULT, SocketConfig, default_config_path, parse_config, read_config,
 };
 pub use entries::{DbConfig, DbTuning, DirConfig};
 pub use local_dbs::{LocalDb, local_databases};
