@@ -631,6 +631,20 @@ fn fleet_socket_lists_pages_and_syncs_cold_databases() {
     assert!(out.contains("status: registered"), "{out}");
     run_ok(with_socket(ours(), &["sync", "-wait", &t(2)], &sock));
     assert_eq!(restore_step("t2", &replicas.join("t0002.db")), 1);
+    // An acknowledged stop is in the state file: it outlasts a SIGKILL.
+    let out = run_ok(with_socket(ours(), &["stop", &t(5)], &sock));
+    assert!(out.contains("status: stopped"), "{out}");
+    signal(&child, 9);
+    let mut child = child;
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&sock); // a killed process leaves it
+    let mut c = ours();
+    c.args(["run", "--addr", "off", "--config"]).arg(&cfg);
+    let child = spawn_logged(c, &dir.path().join("fleet-3.log"));
+    wait_for("the socket after the kill", Duration::from_secs(60), || {
+        run_err_free(with_socket(ours(), &["info"], &sock))
+    });
+    assert_eq!(tier_of(5).as_deref(), Some("stopped"));
     let (_, err) = run_err(with_socket(
         ours(),
         &["sync", &tenants.join("nope.db").display().to_string()],

@@ -192,10 +192,12 @@ impl Fleet {
             Request::Flush { path, reply } => self.flush(path, reply),
             Request::Stop { path, reply } => self.stop_replicating(&path, reply),
             Request::Start { path, reply } => {
-                let _ = reply.send(self.start_replicating(&path)); // the requester may be gone
+                let r = self.start_replicating(&path);
+                self.ack(reply, r);
             }
             Request::Register { path, url, reply } => {
-                let _ = reply.send(self.register_db(&path, &url));
+                let r = self.register_db(&path, &url);
+                self.ack(reply, r);
             }
             Request::Unregister { path, reply } => self.unregister_db(&path, reply),
         }
@@ -274,7 +276,7 @@ impl Fleet {
             }
             None => {
                 self.carry_out(&k, then);
-                let _ = reply.send(Ok(Outcome::Done(TxId::ZERO)));
+                self.ack(reply, Ok(Outcome::Done(TxId::ZERO)));
             }
         }
     }
@@ -288,7 +290,29 @@ impl Fleet {
         let txid = hot.status.lock().map(|s| s.local_txid).unwrap_or_default();
         self.carry_out(k, p.then);
         for r in p.replies {
-            let _ = r.send(Ok(Outcome::Done(txid)));
+            self.ack(r, Ok(Outcome::Done(txid)));
+        }
+    }
+
+    /// Answers a request; one that changed what the state file records is
+    /// answered once the file is written ([`send_acks`](Self::send_acks)),
+    /// so a stop that was acknowledged outlasts a crash.
+    fn ack(&mut self, reply: Answer, r: Result<Outcome, Refused>) {
+        if matches!(r, Ok(Outcome::Done(_))) {
+            self.acks.push((reply, r));
+        } else {
+            let _ = reply.send(r); // the requester may be gone
+        }
+    }
+
+    /// Writes the state file if requests changed it, then answers them.
+    pub(super) async fn send_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        self.save_state().await;
+        for (reply, r) in self.acks.drain(..) {
+            let _ = reply.send(r); // the requester may be gone
         }
     }
 

@@ -69,6 +69,8 @@ pub(super) struct Fleet {
     pub(super) waiters: FlushWaiters,
     /// Stops and unregisters waiting for a replicator's final sync.
     pub(super) pending: std::collections::HashMap<Key, Pending>,
+    /// Answers to send once the state file holds what they changed.
+    pub(super) acks: Vec<(super::requests::Answer, Result<super::Outcome, Refused>)>,
     pub(super) state_dirty: bool,
     /// Replicators finished since memory was last trimmed.
     pub(super) trim_due: bool,
@@ -103,6 +105,7 @@ pub async fn run(
         extras: Default::default(),
         opener,
         pending: Default::default(),
+        acks: Vec::new(),
         uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
@@ -163,9 +166,13 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             Some(change) = rx.recv() => f.handle(change).await,
-            Some(req) = requested.recv() => f.request(req),
+            Some(req) = requested.recv() => {
+                f.request(req);
+                f.send_acks().await;
+            }
             Some(done) = f.tasks.join_next(), if !f.tasks.is_empty() => {
                 f.finished(done);
+                f.send_acks().await;
                 f.start_waiting();
                 f.start_backlog();
             }
@@ -230,6 +237,7 @@ pub async fn run(
         }
     }
     f.save_state().await;
+    f.send_acks().await;
     f.scheduler.close();
     view.publish_gauges(f.backlog.len());
     let mut st = view.status();
@@ -635,7 +643,7 @@ impl Fleet {
     }
 
     /// Writes the signature of every cold database (atomically).
-    async fn save_state(&mut self) {
+    pub(super) async fn save_state(&mut self) {
         self.state_dirty = false;
         let registry = self.registry.clone();
         let path = self.state_path();
