@@ -60,6 +60,9 @@ impl Session {
                     "{name}: cannot switch to WAL mode (journal_mode is {mode:?})"
                 )));
             }
+            // Litestream does the same, silently; the change is the
+            // application's database, so it is said.
+            tracing::info!(db = %name, "switched a rollback-journal database to WAL mode");
         }
         let page_size: u32 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))

@@ -259,6 +259,11 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         opts.replicator.sync_interval = d;
     }
     opts.poll_interval = duration(&args.poll_interval, "poll-interval", fc.poll_interval)?;
+    opts.leave_rollback_journal = match &args.rollback_journal {
+        Some(v) => crate::settings::parse_rollback_journal(v)
+            .map_err(|e| anyhow::anyhow!("--rollback-journal {e:#}"))?,
+        None => fc.leave_rollback_journal.unwrap_or(false),
+    };
     let pick = |flag: Option<usize>, file: Option<usize>, default: usize| {
         flag.or(file).unwrap_or(default).max(1)
     };

@@ -168,6 +168,16 @@ fn fleet_status(addr: &str, json: bool) -> Result<ExitCode> {
             );
         }
     }
+    if let Some(files) = v["skipped_files"].as_array().filter(|a| !a.is_empty()) {
+        println!("\nfiles left alone: {}", n("skipped"));
+        for f in files {
+            println!(
+                "{:<22}  {}",
+                f["reason"].as_str().unwrap_or(""),
+                f["path"].as_str().unwrap_or("")
+            );
+        }
+    }
     if let Some(errs) = v["recent_errors"].as_array().filter(|a| !a.is_empty()) {
         println!("\nrecent errors:");
         for e in errs.iter().take(20) {

@@ -219,6 +219,11 @@ pub struct RunArgs {
     /// filesystems without change notification).
     #[arg(long, value_name = "DURATION")]
     pub poll_interval: Option<String>,
+    /// Databases in rollback-journal mode: convert (switch them to WAL
+    /// mode, as Litestream does) or leave (leave them alone and report
+    /// them as skipped) [default: convert].
+    #[arg(long, value_name = "convert|leave")]
+    pub rollback_journal: Option<String>,
     /// Where the fleet state file lives (default: .litestreampp-fleet in
     /// the first pattern's root).
     #[arg(long, value_name = "DIR")]

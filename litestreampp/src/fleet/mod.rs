@@ -38,6 +38,7 @@ pub mod patterns;
 mod registry;
 mod requests;
 mod rescan;
+pub mod skipped;
 mod state_file;
 mod status;
 mod tiers;
@@ -104,6 +105,9 @@ pub struct FleetOptions {
     /// Check the replicas written since the last check for TXID gaps and
     /// overlaps at this interval (Litestream's `validation.interval`).
     pub validation_interval: Option<Duration>,
+    /// Leave rollback-journal databases as they are (reported as skipped)
+    /// instead of switching them to WAL mode, as Litestream does.
+    pub leave_rollback_journal: bool,
     pub replicator: ReplicatorOptions,
 }
 
@@ -120,6 +124,7 @@ impl FleetOptions {
             rescan_interval: Duration::from_secs(600),
             state_dir,
             validation_interval: None,
+            leave_rollback_journal: false,
             replicator: ReplicatorOptions::default(),
         }
     }

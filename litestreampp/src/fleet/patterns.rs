@@ -13,6 +13,8 @@ use litestreampp_core::dbfile;
 use litestreampp_core::meta_dir::MetaDir;
 use rayon::prelude::*;
 
+use super::skipped::{Examined, SkipReason, examine};
+
 /// One discovered database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
@@ -22,6 +24,18 @@ pub struct Found {
     pub rel: String,
     /// Which pattern found it (index into the patterns given).
     pub source: usize,
+    /// Its header says rollback-journal mode (not WAL).
+    pub rollback: bool,
+}
+
+/// What a walk found: the databases, every directory walked (what the
+/// write detector watches), and the matching files that are not
+/// databases we can read.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    pub found: Vec<Found>,
+    pub dirs: Vec<PathBuf>,
+    pub skipped: Vec<(PathBuf, SkipReason)>,
 }
 
 /// Patterns and excludes, compiled.
@@ -172,15 +186,16 @@ impl Patterns {
     /// Walks every root in parallel. Unreadable directories are reported
     /// and skipped: one bad tenant directory must not hide the others.
     pub fn discover(&self) -> Result<Vec<Found>> {
-        Ok(self.discover_with_dirs()?.0)
+        Ok(self.discover_with_dirs()?.found)
     }
 
     /// [`discover`](Self::discover), plus every directory walked (what the
     /// write detector watches).
-    pub fn discover_with_dirs(&self) -> Result<(Vec<Found>, Vec<PathBuf>)> {
+    pub fn discover_with_dirs(&self) -> Result<Discovered> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         let mut dirs = Vec::new();
+        let mut skipped = Vec::new();
         for (i, root) in self.roots.iter().enumerate() {
             if !root.dir.is_dir() {
                 match &root.file {
@@ -196,49 +211,79 @@ impl Patterns {
             if let Some(file) = &root.file {
                 // Registered once it is a database; until then its
                 // directory's events tell when it appears.
-                if is_sqlite(file) && self.matches_at(file).is_some_and(|(at, _)| at == i) {
-                    let rel = file.file_name().unwrap_or_default();
-                    let found = Found {
-                        path: file.clone(),
-                        rel: rel.to_string_lossy().into_owned(),
-                        source: i,
-                    };
-                    if seen.insert(found.path.clone()) {
-                        out.push(found);
+                if self.matches_at(file).is_none_or(|(at, _)| at != i) {
+                    continue;
+                }
+                match examine(file) {
+                    Examined::Database { rollback } => {
+                        let rel = file.file_name().unwrap_or_default();
+                        let found = Found {
+                            path: file.clone(),
+                            rel: rel.to_string_lossy().into_owned(),
+                            source: i,
+                            rollback,
+                        };
+                        if seen.insert(found.path.clone()) {
+                            out.push(found);
+                        }
                     }
+                    Examined::Skip(why) => skipped.push((file.clone(), why)),
+                    Examined::NotYet => {}
                 }
                 continue;
             }
-            let (found, d) = self.discover_under(&root.dir);
-            dirs.extend(d);
-            for f in found {
+            let d = self.discover_under(&root.dir);
+            dirs.extend(d.dirs);
+            skipped.extend(d.skipped);
+            for f in d.found {
                 if seen.insert(f.path.clone()) {
                     out.push(f);
                 }
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok((out, dirs))
+        Ok(Discovered {
+            found: out,
+            dirs,
+            skipped,
+        })
     }
 
     /// The databases under `dir` (a directory inside a root) and its
     /// subdirectories.
-    pub fn discover_under(&self, dir: &Path) -> (Vec<Found>, Vec<PathBuf>) {
+    pub fn discover_under(&self, dir: &Path) -> Discovered {
         let mut w = Walked::default();
         walk(dir, &mut w);
-        let found = w
+        let examined: Vec<(Found, Examined)> = w
             .files
             .into_par_iter()
             .filter_map(|f| {
                 let (source, rel) = self.matches_at(&f)?;
-                is_sqlite(&f).then_some(Found {
-                    path: f,
-                    rel,
-                    source,
-                })
+                let e = examine(&f);
+                let rollback = matches!(e, Examined::Database { rollback: true });
+                Some((
+                    Found {
+                        path: f,
+                        rel,
+                        source,
+                        rollback,
+                    },
+                    e,
+                ))
             })
             .collect();
-        (found, w.dirs)
+        let mut d = Discovered {
+            dirs: w.dirs,
+            ..Discovered::default()
+        };
+        for (f, e) in examined {
+            match e {
+                Examined::Database { .. } => d.found.push(f),
+                Examined::Skip(why) => d.skipped.push((f.path, why)),
+                Examined::NotYet => {}
+            }
+        }
+        d
     }
 }
 
@@ -321,7 +366,9 @@ mod tests {
         for p in ["a/x.db", "a/b/y.db", "c/z.db", "c/skip.db", "a/notes.txt"] {
             let f = root.join(p);
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(&f, b"SQLite format 3\0rest").unwrap();
+            let mut header = b"SQLite format 3\0".to_vec();
+            header.resize(100, 0);
+            std::fs::write(&f, header).unwrap();
         }
         std::fs::write(root.join("a/fake.db"), b"not a database").unwrap();
         std::fs::write(root.join("a/x.db-wal"), b"SQLite format 3\0").unwrap();
@@ -357,7 +404,9 @@ mod tests {
         for p in ["t/a.db", "t/b.db", "app [1].db", "other/deep/x.db"] {
             let f = root.join(p);
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-            std::fs::write(&f, b"SQLite format 3\0rest").unwrap();
+            let mut header = b"SQLite format 3\0".to_vec();
+            header.resize(100, 0);
+            std::fs::write(&f, header).unwrap();
         }
         let pats = Patterns::with_files(
             &[

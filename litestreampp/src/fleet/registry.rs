@@ -12,6 +12,7 @@ use dashmap::{DashMap, DashSet};
 use serde::Serialize;
 
 use super::patterns::Patterns;
+use super::skipped::SkipReason;
 
 /// A registry key: a database's path relative to [`Registry::root`]. Paths
 /// of up to 24 bytes are stored inline, so a registry of short paths is one
@@ -94,6 +95,8 @@ pub struct Registry {
     /// Databases of the patterns taken out of replication (`unregister`):
     /// discovery passes them by.
     pub(super) unregistered: DashSet<PathBuf>,
+    /// Matching files left alone, and why (`skipped.rs`).
+    pub(super) skipped: DashMap<PathBuf, SkipReason>,
 }
 
 impl Registry {
@@ -108,6 +111,7 @@ impl Registry {
             watching: AtomicBool::new(false),
             registered: DashMap::new(),
             unregistered: DashSet::new(),
+            skipped: DashMap::new(),
         }
     }
 
@@ -121,6 +125,14 @@ impl Registry {
             Ok(rel) => rel.to_str(),
             Err(_) if !self.registered.is_empty() && self.registered.contains_key(p) => p.to_str(),
             Err(_) => None,
+        }
+    }
+
+    /// Leaves `p` alone for `why`, saying so once (again only if the reason
+    /// changes).
+    pub(super) fn skip(&self, p: &Path, why: SkipReason) {
+        if self.skipped.insert(p.to_path_buf(), why) != Some(why) {
+            tracing::warn!(file = %p.display(), reason = why.as_str(), "leaving a file alone: {}", why.explain());
         }
     }
 

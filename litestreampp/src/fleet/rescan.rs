@@ -44,13 +44,22 @@ impl Fleet {
     /// retired, changed ones promoted.
     pub(super) async fn rescan(&mut self) {
         let patterns = self.registry.patterns.clone();
-        let Ok(Ok((found, dirs))) =
+        let Ok(Ok(discovered)) =
             tokio::task::spawn_blocking(move || patterns.discover_with_dirs()).await
         else {
             return;
         };
-        self.detector.watch(dirs);
+        // What discovery still reports is recorded again (reported only if
+        // new or changed); what it no longer reports is forgotten, except a
+        // database left alone for what only opening it tells, tried again
+        // below while it is there.
+        let (found, dirs, skipped) = self.left_alone(discovered);
+        let reported: HashSet<PathBuf> = skipped.into_iter().collect();
         let present: HashSet<PathBuf> = found.iter().map(|f| f.path.clone()).collect();
+        self.registry.skipped.retain(|p, why| {
+            reported.contains(p) || (why.known_only_by_opening() && present.contains(p))
+        });
+        self.detector.watch(dirs);
         let vanished: Vec<Key> = self
             .registry
             .dbs
@@ -66,7 +75,7 @@ impl Fleet {
             self.retire(&k);
         }
         for f in found {
-            self.register(f.path);
+            self.admit(f.path, true);
         }
         self.compare_signatures().await;
         self.trim_due = true; // the walk's memory

@@ -12,6 +12,7 @@ use litestreampp_core::txid::TxId;
 
 use super::hot_set::HotView;
 use super::registry::{FleetError, Registry, Tier};
+use super::skipped::SkipReason;
 
 /// Hot databases listed in the status, most lagging first.
 const MOST_LAGGING: usize = 20;
@@ -52,7 +53,21 @@ pub struct FleetStatus {
     pub most_lagging: Vec<HotStatus>,
     /// The most recent errors (at most 50), newest first.
     pub recent_errors: Vec<FleetError>,
+    /// Matching files left alone.
+    pub skipped: usize,
+    /// The first of them by path (at most 100), with the reason.
+    pub skipped_files: Vec<SkippedFile>,
 }
+
+/// A file the fleet leaves alone.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFile {
+    pub path: String,
+    pub reason: SkipReason,
+}
+
+/// Skipped files listed in the status.
+const SKIPPED_LISTED: usize = 100;
 
 /// One database as the control socket's `list` shows it.
 #[derive(Debug, Clone)]
@@ -149,6 +164,22 @@ impl FleetView {
             shutdown_errors: 0,
             most_lagging: hot,
             recent_errors: registry.recent_errors(),
+            skipped: registry.skipped.len(),
+            skipped_files: {
+                let mut v: Vec<(PathBuf, SkipReason)> = registry
+                    .skipped
+                    .iter()
+                    .map(|e| (e.key().clone(), *e.value()))
+                    .collect();
+                v.sort_unstable();
+                v.into_iter()
+                    .take(SKIPPED_LISTED)
+                    .map(|(p, reason)| SkippedFile {
+                        path: p.display().to_string(),
+                        reason,
+                    })
+                    .collect()
+            },
         }
     }
 
@@ -228,6 +259,15 @@ impl FleetView {
         metrics::gauge!("litestreampp_databases", "tier" => "failed").set(n.failed as f64);
         metrics::gauge!("litestreampp_databases", "tier" => "stopped").set(n.stopped as f64);
         metrics::gauge!("litestreampp_databases_total").set(self.registry.dbs.len() as f64);
+        let mut skipped = [0usize; SkipReason::ALL.len()];
+        for e in &self.registry.skipped {
+            if let Some(i) = SkipReason::ALL.iter().position(|r| r == e.value()) {
+                skipped[i] += 1;
+            }
+        }
+        for (r, n) in SkipReason::ALL.iter().zip(skipped) {
+            metrics::gauge!("litestreampp_skipped_files", "reason" => r.as_str()).set(n as f64);
+        }
         metrics::gauge!("litestreampp_backlog_length").set(backlog_len as f64);
     }
 }

@@ -20,9 +20,10 @@ use tokio::task::JoinSet;
 use super::backlog::{Backlog, KeyQueue};
 use super::detector::{Change, Detector};
 use super::hot_set::{Duty, Hot, HotSet};
-use super::patterns::{self, Patterns};
+use super::patterns::{Discovered, Found, Patterns};
 use super::registry::{Entry, Key, Registry, Tier};
 use super::requests::{FlushWaiters, Pending, Refused};
+use super::skipped::{self, Examined, SkipReason, examine};
 use super::state_file;
 use super::status::{FleetStatus, FleetView};
 use super::validation::Validation;
@@ -232,7 +233,7 @@ pub async fn run(
     let before = f.registry.counters.errors.load(Ordering::Relaxed);
     while let Some(done) = f.tasks.join_next().await {
         if let Some((key, hot, result)) = f.release(done) {
-            f.settle(&key, result);
+            f.settle(&key, &hot, result);
             f.conclude(&key, &hot);
         }
     }
@@ -269,12 +270,13 @@ impl Fleet {
     async fn initial_scan(&mut self) -> Result<Vec<PathBuf>> {
         let patterns = self.registry.patterns.clone();
         let state_path = self.state_path();
-        let (found, dirs, saved) = tokio::task::spawn_blocking(move || {
-            let (found, dirs) = patterns.discover_with_dirs()?;
+        let (discovered, saved) = tokio::task::spawn_blocking(move || {
+            let discovered = patterns.discover_with_dirs()?;
             let saved = state_file::load(&state_path);
-            Ok::<_, anyhow::Error>((found, dirs, saved))
+            Ok::<_, anyhow::Error>((discovered, saved))
         })
         .await??;
+        let (found, dirs, _) = self.left_alone(discovered);
         for p in &saved.unregistered {
             self.registry.unregistered.insert(p.clone());
         }
@@ -340,7 +342,8 @@ impl Fleet {
                 let patterns = self.registry.patterns.clone();
                 let dir = d.clone();
                 let r = tokio::task::spawn_blocking(move || patterns.discover_under(&dir)).await;
-                if let Ok((found, dirs)) = r {
+                if let Ok(discovered) = r {
+                    let (found, dirs, _) = self.left_alone(discovered);
                     let mut all = vec![d];
                     all.extend(dirs);
                     self.detector.watch(all);
@@ -357,6 +360,12 @@ impl Fleet {
     /// A file appeared: registered and queued if it is a database of ours;
     /// promoted if it is registered and was written (or replaced).
     pub(super) fn register(&mut self, p: PathBuf) {
+        self.admit(p, false);
+    }
+
+    /// [`register`](Self::register); with `retry`, also a database left
+    /// alone for what only opening it tells (a rescan tries it again).
+    pub(super) fn admit(&mut self, p: PathBuf, retry: bool) {
         if let Some(e) = self
             .registry
             .key_str(&p)
@@ -370,12 +379,32 @@ impl Fleet {
         if self.registry.patterns.matches(&p).is_none()
             || self.registry.passes_by(&p)
             || !p.is_file()
-            || !patterns::is_sqlite(&p)
         {
-            return; // not ours, or not a database yet (SQLite writes the header later)
+            return; // not ours
         }
-        if patterns::is_empty_file(&p) {
-            return; // created but not written yet: its first write registers it
+        // Left alone until a rescan: what only opening it can tell (a lock,
+        // a read-only filesystem) is not tried again at every write.
+        let opened_before = self
+            .registry
+            .skipped
+            .get(&p)
+            .is_some_and(|r| r.value().known_only_by_opening());
+        if opened_before && !retry {
+            return;
+        }
+        match examine(&p) {
+            // Created but not written yet: its first write registers it.
+            Examined::NotYet => return,
+            Examined::Skip(why) => return self.registry.skip(&p, why),
+            Examined::Database { rollback: true } if self.opts.leave_rollback_journal => {
+                return self.registry.skip(&p, SkipReason::RollbackJournal);
+            }
+            Examined::Database { .. } => {}
+        }
+        if !opened_before {
+            // A skipped file that became a database; one being retried
+            // stays listed until its first sync.
+            self.registry.skipped.remove(&p);
         }
         if let Some(k) = self.registry.insert(&p, Entry::queued()) {
             tracing::info!(db = %p.display(), "new database");
@@ -384,6 +413,9 @@ impl Fleet {
     }
 
     fn removed(&mut self, p: &Path) {
+        if !self.registry.skipped.is_empty() {
+            self.registry.skipped.retain(|s, _| !s.starts_with(p));
+        }
         // A removed directory takes its databases with it.
         let gone: Vec<PathBuf> = if self
             .registry
@@ -550,10 +582,18 @@ impl Fleet {
 
     /// Records how a finished replicator left its database: cold if it was
     /// sealed and nothing was written since.
-    fn settle(&mut self, k: &Key, result: litestreampp_core::Result<ReplicatorStatus>) -> Settled {
+    fn settle(
+        &mut self,
+        k: &Key,
+        hot: &Hot,
+        result: litestreampp_core::Result<ReplicatorStatus>,
+    ) -> Settled {
         let path = self.registry.path(k);
         match result {
             Ok(st) => {
+                if !self.registry.skipped.is_empty() {
+                    self.registry.skipped.remove(&path);
+                }
                 let now = FileSig::of(&path);
                 if st.sealed.is_some_and(|s| s == now) {
                     self.registry.set(k, Tier::Cold, now.digest());
@@ -569,12 +609,48 @@ impl Fleet {
                 Settled::Gone
             }
             Err(err) => {
+                let never_synced = hot
+                    .status
+                    .lock()
+                    .map(|s| s.last_sync_at.is_none())
+                    .unwrap_or(false);
+                if let Some(why) = skipped::reason_of_failure(&err, &path, never_synced) {
+                    // Not ours to change: out of the registry, reported once.
+                    self.waiters.answer(k, || Err(Refused::NotFound));
+                    self.registry.dbs.remove(k);
+                    self.hot.forget(k);
+                    self.state_dirty = true;
+                    self.registry.skip(&path, why);
+                    return Settled::Failed;
+                }
                 self.registry
                     .set(k, Tier::Failed, FileSig::of(&path).digest());
                 self.registry.record_error(&path, &err.to_string());
                 Settled::Failed
             }
         }
+    }
+
+    /// Records the files a walk found that we leave alone (and the
+    /// rollback-journal databases, when asked to), and returns the
+    /// databases to replicate and the directories to watch.
+    pub(super) fn left_alone(&self, d: Discovered) -> (Vec<Found>, Vec<PathBuf>, Vec<PathBuf>) {
+        let mut skipped = Vec::with_capacity(d.skipped.len());
+        for (p, why) in d.skipped {
+            self.registry.skip(&p, why);
+            skipped.push(p);
+        }
+        let leave = self.opts.leave_rollback_journal;
+        let mut found = Vec::with_capacity(d.found.len());
+        for f in d.found {
+            if leave && f.rollback {
+                self.registry.skip(&f.path, SkipReason::RollbackJournal);
+                skipped.push(f.path);
+            } else {
+                found.push(f);
+            }
+        }
+        (found, d.dirs, skipped)
     }
 
     /// A replicator stopped while running: counted, and its database
@@ -584,7 +660,7 @@ impl Fleet {
             return;
         };
         if self.pending.contains_key(&k) {
-            self.settle(&k, result);
+            self.settle(&k, &hot, result);
             self.conclude(&k, &hot);
             return;
         }
@@ -600,7 +676,7 @@ impl Fleet {
                 metrics::counter!("litestreampp_demotions_total").increment(1);
             }
         }
-        match self.settle(&k, result) {
+        match self.settle(&k, &hot, result) {
             Settled::Unsealed => {
                 // Hot again, and another try after the next idle period.
                 tracing::debug!(db = %self.registry.path(&k).display(), "not sealed; promoted again");

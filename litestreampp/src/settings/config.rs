@@ -56,9 +56,14 @@ pub struct FleetConfig {
     /// What control requests to the HTTP endpoint must bear when it is not
     /// on loopback (`fleet.token`, else `LITESTREAMPP_TOKEN`).
     pub token: Option<litestreampp_core::redact::Secret>,
+    /// `rollback-journal: leave`: rollback-journal databases are left
+    /// alone and reported; `convert` (the default, Litestream's way)
+    /// switches them to WAL mode.
+    pub leave_rollback_journal: Option<bool>,
 }
 
 const FLEET_KEYS: &[&str] = &[
+    "rollback-journal",
     "hot-idle-timeout",
     "max-hot",
     "backlog-rate",
@@ -359,6 +364,15 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
 
 /// `heartbeat-url` (http or https) and `heartbeat-interval` (at least a
 /// minute, default five), checked as Litestream checks them.
+/// `convert` (false) or `leave` (true).
+pub fn parse_rollback_journal(v: &str) -> Result<bool> {
+    match v {
+        "convert" => Ok(false),
+        "leave" => Ok(true),
+        other => bail!("{other:?}: expected convert (switch to WAL mode, as Litestream) or leave"),
+    }
+}
+
 /// `mcp-addr` and `mcp-write-tools`; write tools without a server are
 /// refused, not ignored.
 fn parse_mcp(top: &serde_json::Map<String, Value>, at: &str) -> Result<Option<McpConfig>> {
@@ -621,6 +635,10 @@ fn parse_fleet(v: Option<&Value>, at: &str) -> Result<FleetConfig> {
             f.exclude.push(s.to_string());
         }
     }
+    f.leave_rollback_journal = str_key(m, "rollback-journal", &at)?
+        .map(|v| parse_rollback_journal(&v))
+        .transpose()
+        .with_context(|| format!("config {at}.rollback-journal"))?;
     f.token = str_key(m, "token", &at)?
         .filter(|t| !t.is_empty())
         .map(litestreampp_core::redact::Secret::new);

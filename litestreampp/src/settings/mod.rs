@@ -17,6 +17,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 
+pub use config::parse_rollback_journal;
 pub use config::{
     Config, ConfigError, FleetConfig, HeartbeatConfig, LoggingConfig, McpConfig,
     SHUTDOWN_SYNC_DEFAULT, SocketConfig, default_config_path, parse_config, read_config,
