@@ -341,16 +341,6 @@ fn walk(dir: &Path, out: &mut Walked) {
     }
 }
 
-/// True if the file exists and is empty (created, not written yet).
-pub fn is_empty_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.len() == 0)
-}
-
-/// True if the file starts with `SQLite format 3\0`.
-pub fn is_sqlite(path: &Path) -> bool {
-    litestreampp_core::dbfile::check_sqlite_header(path).is_ok()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
