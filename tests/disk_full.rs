@@ -5,40 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use litestreampp_e2e::*;
-
-/// A tmpfs of `size` at `at`, unmounted when dropped (also on panic).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap();
-        assert!(ok.success(), "mount a tmpfs (the tests run as root)");
-        Tmpfs(at.to_path_buf())
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status(); // best effort
-    }
-}
 
 /// `n` databases of about 300 KB each under `data`, in 4 directories.
 fn make_fleet(data: &Path, n: usize) -> Vec<PathBuf> {
@@ -172,7 +140,7 @@ fn restores_into_a_filling_disk_leave_nothing_half_written_and_resume() {
     assert_eq!(check_outputs(&out, &data), restored);
 
     // Space returns: the rerun restores exactly the missing ones.
-    fs.resize("64m");
+    fs.remount("size=64m");
     let second = dir.path().join("second.json");
     run_ok(restore_pattern(&second));
     let rep2: Vec<serde_json::Value> =

@@ -83,21 +83,9 @@ fn files_we_must_not_change_are_left_alone_and_reported() {
     .unwrap();
     // A database on a read-only filesystem.
     let ro = data.join("ro");
-    std::fs::create_dir_all(&ro).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&ro)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount a tmpfs (the tests run as root)");
-    let unmount = Unmount(ro.clone());
+    let unmount = Tmpfs::mount(&ro, "4m");
     w.setup(&open_app(&ro.join("frozen.db"), None));
-    let remounted = Command::new("mount")
-        .args(["-o", "remount,ro"])
-        .arg(&ro)
-        .status()
-        .unwrap();
-    assert!(remounted.success());
+    unmount.remount("ro");
     let bytes = |p: &Path| std::fs::read(p).unwrap();
     let before: Vec<(std::path::PathBuf, Vec<u8>)> = ["rollback.db", "notes.db", "ro/frozen.db"]
         .iter()
@@ -268,13 +256,4 @@ fn files_we_may_not_touch_are_reported_as_permission_denied() {
     });
     assert_eq!(status(port)["failed"], 0);
     assert_eq!(terminate(child, Duration::from_secs(30)), 0);
-}
-
-/// Unmounts a test's tmpfs when dropped (also when the test panics).
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status(); // best effort
-    }
 }

@@ -326,12 +326,7 @@ impl Fleet {
                 tracing::info!(db = %path.display(), "replication stopped");
             }
             Then::Unregister => {
-                self.waiters.answer(k, || Err(Refused::NotFound));
-                self.registry.dbs.remove(k);
-                self.hot.forget(k);
-                if self.extras.remove(k).is_some() {
-                    self.registry.registered.remove(&path);
-                }
+                self.forget(k);
                 if self.registry.patterns.matches(&path).is_some() {
                     self.registry.unregistered.insert(path.clone());
                 }

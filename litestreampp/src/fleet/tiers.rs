@@ -451,20 +451,30 @@ impl Fleet {
     }
 
     pub(super) fn retire(&mut self, k: &str) {
-        self.waiters.answer(k, || Err(Refused::NotFound));
-        if self.extras.remove(k).is_some() {
-            self.registry.registered.remove(&self.registry.path(k));
-        }
-        if self.registry.dbs.remove(k).is_some() {
+        if self.forget(k) {
             tracing::info!(db = %self.registry.path(k).display(), "database removed; retired");
             self.registry
                 .counters
                 .retired
                 .fetch_add(1, Ordering::Relaxed);
             metrics::counter!("litestreampp_databases_retired_total").increment(1);
+        }
+    }
+
+    /// Takes `k` out of the fleet (retired, unregistered or left alone):
+    /// its entry, its hot slot, its registration through the socket; sync
+    /// requests waiting for it are refused. True if it was registered.
+    pub(super) fn forget(&mut self, k: &str) -> bool {
+        self.waiters.answer(k, || Err(Refused::NotFound));
+        if self.extras.remove(k).is_some() {
+            self.registry.registered.remove(&self.registry.path(k));
+        }
+        let was = self.registry.dbs.remove(k).is_some();
+        if was {
             self.hot.forget(k);
             self.state_dirty = true;
         }
+        was
     }
 
     /// A registered database was written: its replicator is told, or it
@@ -616,10 +626,7 @@ impl Fleet {
                     .unwrap_or(false);
                 if let Some(why) = skipped::reason_of_failure(&err, &path, never_synced) {
                     // Not ours to change: out of the registry, reported once.
-                    self.waiters.answer(k, || Err(Refused::NotFound));
-                    self.registry.dbs.remove(k);
-                    self.hot.forget(k);
-                    self.state_dirty = true;
+                    self.forget(k);
                     self.registry.skip(&path, why);
                     return Settled::Failed;
                 }
