@@ -51,40 +51,6 @@ fn restored_step(url: &str, out: &Path, w: &Workload) -> Option<u64> {
 
 /// Every level's files (but the snapshots, which all start at TXID 1)
 /// are contiguous: nothing was skipped.
-fn assert_levels_contiguous(moto: &Moto, bucket: &str) -> usize {
-    let mut by_level = std::collections::BTreeMap::<String, Vec<(u64, u64)>>::new();
-    for k in moto.keys(bucket) {
-        let mut parts = k.rsplit('/');
-        let (Some(name), Some(level)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if let Some((a, b)) = litestreampp_core::txid::parse_ltx_file_name(name) {
-            by_level
-                .entry(level.to_string())
-                .or_default()
-                .push((a.0, b.0));
-        }
-    }
-    let mut files = 0;
-    for (level, mut v) in by_level {
-        files += v.len();
-        if level == "0009" {
-            continue;
-        }
-        v.sort();
-        for w in v.windows(2) {
-            assert_eq!(
-                w[1].0,
-                w[0].1 + 1,
-                "level {level}: TXID gap or overlap between {:?} and {:?}",
-                w[0],
-                w[1]
-            );
-        }
-    }
-    files
-}
-
 #[test]
 fn s3_replication_rides_out_faults_and_an_outage() {
     let rate = env_f64("FAULT_RATE", 0.10);
@@ -158,7 +124,7 @@ fn s3_replication_rides_out_faults_and_an_outage() {
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let files = assert_levels_contiguous(&moto, "faults");
+    let files = litestreampp_e2e::moto::assert_levels_contiguous(&moto, "faults");
     let mut c = ours();
     with_credentials(&mut c);
     c.args(["restore", "-integrity-check", "full", "-o"])

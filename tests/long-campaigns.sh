@@ -2,16 +2,17 @@
 # The long runs of the reliability campaigns (docs/reliability.md), one
 # after another so that they do not compete for the machine: 501 crash
 # trials, the fault campaign at 1 % and at 30 % with a one-minute outage,
-# then 10 minutes of fuzzing per target. About an hour on 2 cores. Each
+# then 10 minutes of fuzzing per target, then a 20-minute replica outage
+# under a 2,000-database fleet. About an hour and a half on 2 cores. Each
 # campaign's output (tallies, fault counts, catch-up time, fuzz stats) goes
 # to target/long-campaigns/<campaign>.log; the run stops at the first
 # failure.
 #
-#   tests/long-campaigns.sh [crash] [fault] [fuzz]   # default: all three
+#   tests/long-campaigns.sh [crash] [fault] [fuzz] [outage]   # default: all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(crash fault fuzz)
+[ ${#want[@]} -gt 0 ] || want=(crash fault fuzz outage)
 out=target/long-campaigns
 mkdir -p "$out"
 ./tests/setup.sh
@@ -43,8 +44,11 @@ for c in "${want[@]}"; do
   fuzz)
     run fuzz ./tests/fuzz.sh 600
     ;;
+  outage)
+    run outage env OUTAGE_DBS=2000 OUTAGE_HOT=200 OUTAGE_SECS=1200 "${nextest[@]}" --test outage
+    ;;
   *)
-    echo "unknown campaign $c (crash, fault or fuzz)" >&2
+    echo "unknown campaign $c (crash, fault, fuzz or outage)" >&2
     exit 2
     ;;
   esac

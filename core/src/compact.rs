@@ -58,6 +58,13 @@ pub fn is_contiguous(prev_max: crate::TxId, min: crate::TxId, max: crate::TxId) 
 /// Litestream's: TXIDs from the first to the last input, the last input's
 /// commit and timestamp, NoChecksum.
 pub fn merge_to_file<R: Read>(inputs: Vec<(R, String)>, out: &Path) -> Result<Merged> {
+    merge(inputs, out, false)
+}
+
+/// Merges `inputs` as [`merge_to_file`] does, for one database's L0
+/// files: `keep_wal_range` copies the last input's WAL range (offset,
+/// size, salts) into the header, where the next sync finds its position.
+fn merge<R: Read>(inputs: Vec<(R, String)>, out: &Path, keep_wal_range: bool) -> Result<Merged> {
     if inputs.is_empty() {
         return Err(Error::InvalidInput(format!(
             "merge into {}: no input files",
@@ -103,13 +110,19 @@ pub fn merge_to_file<R: Read>(inputs: Vec<(R, String)>, out: &Path) -> Result<Me
     }
     let first = *ins[0].dec.header();
     let last = *ins[ins.len() - 1].dec.header();
-    let header = Header::new(
+    let mut header = Header::new(
         first.page_size,
         last.commit,
         first.min_txid,
         last.max_txid,
         last.timestamp_ms,
     );
+    if keep_wal_range {
+        header.wal_offset = last.wal_offset;
+        header.wal_size = last.wal_size;
+        header.wal_salt1 = last.wal_salt1;
+        header.wal_salt2 = last.wal_salt2;
+    }
     let tmp = fsutil::tmp_path(out);
     let tmp_name = tmp.display().to_string();
     let result = (|| {
@@ -165,15 +178,25 @@ pub fn merge_to_file<R: Read>(inputs: Vec<(R, String)>, out: &Path) -> Result<Me
 
 /// [`merge_to_file`] over local files.
 pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<Merged> {
+    merge(open_all(inputs, 256 << 10)?, out, false)
+}
+
+/// Merges a database's consecutive local L0 files into one L0 file that
+/// ends where the last one does, WAL range included, so the database's
+/// position is unchanged.
+pub fn merge_l0_files(inputs: &[PathBuf], out: &Path) -> Result<Merged> {
+    // Small buffers: L0 files are one sync each, and many databases may
+    // merge at once.
+    merge(open_all(inputs, 64 << 10)?, out, true)
+}
+
+fn open_all(inputs: &[PathBuf], buffer: usize) -> Result<Vec<(BufReader<File>, String)>> {
     let mut readers = Vec::with_capacity(inputs.len());
     for p in inputs {
         let f = File::open(p).ctx(|| format!("open {}", p.display()))?;
-        readers.push((
-            BufReader::with_capacity(256 << 10, f),
-            p.display().to_string(),
-        ));
+        readers.push((BufReader::with_capacity(buffer, f), p.display().to_string()));
     }
-    merge_to_file(readers, out)
+    Ok(readers)
 }
 
 #[cfg(test)]

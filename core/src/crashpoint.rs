@@ -19,6 +19,7 @@ pub const POINTS: &[&str] = &[
     "snapshot-uploaded",
     "retention-deleted",
     "sealed",
+    "l0-merged",
 ];
 
 struct Spec {

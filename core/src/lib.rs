@@ -8,6 +8,8 @@
 //! - [`client`]: the [`ReplicaClient`](client::ReplicaClient) trait and its
 //!   backends.
 //! - [`replica`]: ships local L0 files to a replica.
+//! - [`unshipped`]: what the replica lacks of them, bounded by merging
+//!   while it cannot be reached.
 //! - [`compact`]: merges LTX files (compaction).
 //! - [`levels`]: compaction levels, snapshots and retention of a replica.
 //! - [`scheduler`]: one timer queue and worker pool for that work.
@@ -49,6 +51,7 @@ pub mod replicator;
 pub mod restore;
 pub mod scheduler;
 pub mod txid;
+pub mod unshipped;
 pub mod v3;
 pub mod wal;
 

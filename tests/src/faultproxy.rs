@@ -24,6 +24,27 @@ pub struct FaultStats {
     pub stalls: AtomicU64,
     /// Connections reset during an outage.
     pub outage_resets: AtomicU64,
+    /// PUT requests being forwarded now, and the most there ever were at
+    /// once (what a client's upload cap allows).
+    pub puts_in_flight: AtomicU64,
+    pub max_puts_in_flight: AtomicU64,
+}
+
+/// Counts one PUT in flight while it lives.
+struct PutInFlight<'a>(&'a FaultStats);
+
+impl<'a> PutInFlight<'a> {
+    fn new(st: &'a FaultStats) -> Self {
+        let now = st.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        st.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
+        PutInFlight(st)
+    }
+}
+
+impl Drop for PutInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl FaultStats {
@@ -270,6 +291,7 @@ fn handle(
         return;
     };
     st.requests.fetch_add(1, Ordering::Relaxed);
+    let _put = head.starts_with(b"PUT ").then(|| PutInFlight::new(st));
     let is_head = head.starts_with(b"HEAD ");
     let fault = rng.random_range(0..1_000_000) < rate.load(Ordering::Relaxed);
     let kinds: Vec<u8> = [

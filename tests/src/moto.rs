@@ -147,3 +147,40 @@ pub fn with_credentials(c: &mut Command) -> &mut Command {
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_PROFILE")
 }
+
+/// Asserts that every level but the snapshots' (9) of every replica in
+/// `bucket` is a contiguous TXID sequence; returns the number of LTX files.
+pub fn assert_levels_contiguous(moto: &Moto, bucket: &str) -> usize {
+    let mut by_level = std::collections::BTreeMap::<String, Vec<(u64, u64)>>::new();
+    for k in moto.keys(bucket) {
+        let mut parts = k.rsplitn(3, '/');
+        let (Some(name), Some(level)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let replica = parts.next().unwrap_or("");
+        if let Some((a, b)) = litestreampp_core::txid::parse_ltx_file_name(name) {
+            by_level
+                .entry(format!("{replica}/{level}"))
+                .or_default()
+                .push((a.0, b.0));
+        }
+    }
+    let mut files = 0;
+    for (level, mut v) in by_level {
+        files += v.len();
+        if level.ends_with("/0009") {
+            continue;
+        }
+        v.sort();
+        for w in v.windows(2) {
+            assert_eq!(
+                w[1].0,
+                w[0].1 + 1,
+                "level {level}: TXID gap or overlap between {:?} and {:?}",
+                w[0],
+                w[1]
+            );
+        }
+    }
+    files
+}

@@ -317,13 +317,34 @@ pub fn describe_file(client: &dyn ReplicaClient, f: &FileInfo) -> String {
 pub struct ClientPool {
     #[cfg(feature = "s3")]
     s3: std::sync::Mutex<std::collections::HashMap<u64, Arc<s3::S3Connection>>>,
+    /// Uploads of every client opened here share these permits.
+    uploads: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl ClientPool {
+    /// A pool whose clients' uploads share `permits` ([`limit::UploadLimited`]).
+    /// A remote client takes a permit per attempt, inside its retries, so
+    /// a replica that is down does not hold the cap through its backoff.
+    pub fn with_upload_limit(permits: Arc<tokio::sync::Semaphore>) -> ClientPool {
+        ClientPool {
+            uploads: Some(permits),
+            ..ClientPool::default()
+        }
+    }
+
+    /// `client` under this pool's upload limit, if it has one (for
+    /// clients without a retry layer, such as the file backend).
+    pub fn limit(&self, client: Arc<dyn ReplicaClient>) -> Arc<dyn ReplicaClient> {
+        match &self.uploads {
+            Some(p) => Arc::new(limit::UploadLimited::new(client, p.clone())),
+            None => client,
+        }
+    }
+
     /// A client for `url` (see [`from_url`]).
     pub fn open(&self, url: &str) -> Result<Arc<dyn ReplicaClient>> {
         if !url.starts_with("s3://") {
-            return from_url(url);
+            return from_url(url).map(|c| self.limit(c));
         }
         self.open_s3(s3::S3Settings::from_url(url)?)
     }
@@ -347,7 +368,15 @@ impl ClientPool {
                 }
             }
         };
-        Ok(remote(s3::S3ReplicaClient::with_connection(conn)?))
+        let client = s3::S3ReplicaClient::with_connection(conn)?;
+        Ok(match &self.uploads {
+            // The permit is taken per attempt, inside the retries.
+            Some(p) => Arc::new(retry::RetryingClient::new(
+                limit::UploadLimited::new(Arc::new(metered::MeteredClient::new(client)), p.clone()),
+                retry::RetryPolicy::default(),
+            )),
+            None => remote(client),
+        })
     }
 
     /// Without the `s3` feature: an error naming the replica.

@@ -84,7 +84,9 @@ impl<C: ReplicaClient> RetryingClient<C> {
                 Err(e) if e.is_transient() && attempt + 1 < self.policy.max_attempts => {
                     attempt += 1;
                     let d = self.policy.delay(attempt);
-                    tracing::warn!(op = what, error = %e, attempt, retry_in = ?d, "transient replica error; retrying");
+                    // Debug: the caller reports the error if the retries
+                    // run out (a fleet, once a minute for all databases).
+                    tracing::debug!(op = what, error = %e, attempt, retry_in = ?d, "transient replica error; retrying");
                     tokio::time::sleep(d).await;
                 }
                 Err(e) => return Err(e),

@@ -23,12 +23,14 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::db::{Db, DbOptions, SyncOutcome};
 use crate::dbfile::FileSig;
 use crate::error::{Error, Result};
-use crate::levels::{LevelState, LevelsConfig, Maintainer};
+use crate::levels::{LevelsConfig, Maintainer};
 use crate::meta_dir::MetaDir;
 use crate::replica::{Replica, UploadReport};
 use crate::scheduler::Scheduler;
 use crate::txid::TxId;
+use crate::unshipped::Unshipped;
 
+mod reach;
 mod snapshot;
 mod watch;
 
@@ -59,6 +61,11 @@ pub struct ReplicatorOptions {
     /// one, which follows at once (`0`: no limit). Litestream's
     /// `max-sync-ltx-files`, default 256.
     pub max_sync_ltx_files: usize,
+    /// Syncs that failed to reach the replica are logged at debug level
+    /// only: the caller reports them (a fleet sums an outage of many
+    /// databases up in one line a minute). Other failures are logged as
+    /// errors all the same.
+    pub quiet_replica_failures: bool,
 }
 
 impl Default for ReplicatorOptions {
@@ -72,6 +79,7 @@ impl Default for ReplicatorOptions {
             shutdown_sync_interval: Duration::from_millis(500),
             max_sync_ltx_files: 256,
             auto_recover: false,
+            quiet_replica_failures: false,
         }
     }
 }
@@ -97,6 +105,14 @@ pub struct ReplicatorStatus {
     pub last_sync_at: Option<jiff::Timestamp>,
     /// When a change was first seen that the replica does not hold yet.
     pub pending_since: Option<Instant>,
+    /// Since when every attempt to reach the replica (learning its
+    /// position or uploading) has failed; cleared by an upload pass that
+    /// works.
+    pub replica_down_since: Option<jiff::Timestamp>,
+    /// The local L0 files the replica lacks, as of the last sync.
+    pub unshipped: Unshipped,
+    /// Local merges of unshipped files while the replica was down.
+    pub merges: u64,
     /// Set when the run ended with a seal ([`Replicator::set_seal_on_stop`]):
     /// the files as the seal left them, everything uploaded.
     pub sealed: Option<FileSig>,
@@ -129,6 +145,10 @@ pub struct Replicator {
     seal_on_stop: bool,
     /// Requests to sync now and report the replica's position.
     flush_rx: Option<mpsc::UnboundedReceiver<FlushRequest>>,
+    /// While the replica's position is unknown (it could not be reached
+    /// yet): the local position this run started from. Files above it
+    /// were written by this run and never uploaded.
+    local_floor: Option<TxId>,
 }
 
 /// A waiter for the next sync: answered with the replica's TXID after it.
@@ -170,6 +190,7 @@ impl Replicator {
             changed: None,
             seal_on_stop: false,
             flush_rx: None,
+            local_floor: None,
         }
     }
 
@@ -254,45 +275,6 @@ impl Replicator {
         r
     }
 
-    /// Uploads what the replica lacks and tells the maintainer what
-    /// landed, also when a later file failed: those are in the replica,
-    /// and compaction and retention must know them. A gap in the TXID
-    /// sequence becomes a snapshot request to the database.
-    /// Uploads what the replica lacks, at most `limit` files (`0`: all).
-    async fn upload(&mut self, limit: usize) -> Result<UploadReport> {
-        let mut report = UploadReport::default();
-        let uploaded = self.replica.upload(&self.meta, limit, &mut report).await;
-        if let Some(m) = &self.maint {
-            m.note_uploaded(&report.files);
-        }
-        if let Some(from) = report.gap_from {
-            self.db_mut()?.require_snapshot_from(
-                from,
-                &format!("local L0 files do not continue the replica at TXID {from}"),
-            );
-        }
-        uploaded.map(|()| report)
-    }
-
-    /// `auto-recover`: drops the local LTX files after `cause` showed one
-    /// damaged or missing; the next sync writes a snapshot above what the
-    /// replica holds. This sync still reports its error.
-    fn recover_local_state(&mut self, cause: &Error) {
-        let db = self.db_path();
-        tracing::warn!(db = %db.display(), error = %cause, "auto-recovery enabled, resetting local state");
-        let floor = self.replica.position().unwrap_or(TxId::ZERO);
-        let reset = self
-            .meta
-            .reset()
-            .and_then(|()| self.db_mut()?.forget_position(floor));
-        match reset {
-            Ok(()) => {
-                tracing::info!(db = %db.display(), "auto-recovery complete, resuming replication")
-            }
-            Err(e) => tracing::error!(db = %db.display(), error = %e, "auto-recovery failed"),
-        }
-    }
-
     fn with_status(&self, f: impl FnOnce(&mut ReplicatorStatus)) {
         if let Ok(mut s) = self.status.lock() {
             f(&mut s);
@@ -375,79 +357,26 @@ impl Replicator {
         self.opts.db.metrics.position(txid, size, wal);
     }
 
-    async fn sync_once_inner(&mut self, limit: usize) -> Result<SyncReport> {
-        if !self.positioned {
-            // The replica may already hold TXIDs this host has no local
-            // record of (restored database, lost meta directory): never
-            // reuse them.
-            let remote = match &self.scheduler {
-                Some(sched) => {
-                    let state = LevelState::load(self.replica.client().as_ref()).await?;
-                    let pos = state.position();
-                    self.replica.set_position(pos);
-                    let m = Maintainer::new(
-                        self.db_path.display().to_string(),
-                        self.replica.client().clone(),
-                        self.opts.levels.clone(),
-                        self.meta.clone(),
-                        state,
-                    );
-                    m.set_metrics(self.opts.db.metrics.clone());
-                    m.clean_work_dir()?;
-                    m.attach(sched);
-                    self.maint = Some(m);
-                    pos
-                }
-                None => self.replica.fetch_position().await?,
-            };
-            self.db_mut()?.set_txid_floor(remote);
-            self.positioned = true;
-        }
-        let sync = self.on_blocking_pool("sync task", Db::sync).await?;
-        let began = Instant::now();
-        let uploaded = self.upload(limit).await;
-        if uploaded.as_ref().is_ok_and(|u| !u.files.is_empty()) {
-            metrics::histogram!("litestreampp_upload_seconds")
-                .record(began.elapsed().as_secs_f64());
-        }
-        let retention = self.opts.levels.l0_retention;
-        let through = self.replica.position().unwrap_or_default();
-        // With compaction on, L1 reads the local L0 files it lacks.
-        let prune_through = match &self.maint {
-            Some(m) => through.min(m.l1_max()),
-            None => through,
-        };
-        let local_txid = self
-            .db_mut()?
-            .position()
-            .ok()
-            .flatten()
-            .map(|p| p.txid)
-            .unwrap_or_default();
-        let pruned = self.meta.prune_l0(prune_through, retention);
-        let upload = uploaded?;
-        pruned?;
-        let shipped = !upload.files.is_empty();
-        self.with_status(|s| {
-            s.local_txid = local_txid;
-            s.replica_txid = through;
-            if local_txid <= through
-                && let Some(t) = s.pending_since.take()
-                && shipped
-            {
-                // A change notice that arrives after the sync that shipped
-                // its write finds nothing new: it is cleared, not counted.
-                metrics::histogram!("litestreampp_replication_lag_seconds")
-                    .record(t.elapsed().as_secs_f64());
-            }
-        });
-        Ok(SyncReport { sync, upload })
-    }
-
     /// Runs until `shutdown` completes, then finishes with a last sync and
     /// closes the database. Errors of individual syncs are logged and
     /// retried with backoff; they are visible in the status.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<ReplicatorStatus> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<ReplicatorStatus> {
+        let patience = self.opts.shutdown_sync_timeout;
+        self.run_until(async move {
+            shutdown.await;
+            patience
+        })
+        .await
+    }
+
+    /// [`run`](Self::run), where the stop says how long a failed final
+    /// sync may be retried instead of `shutdown_sync_timeout` (a fleet's
+    /// demotion keeps what it could not ship locally, and need not wait).
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = Duration>,
+    ) -> Result<ReplicatorStatus> {
+        let mut patience = Duration::ZERO;
         self.opts.db.metrics.register();
         let (changed, mut watcher) = match &self.changed {
             Some(c) => (c.clone(), None),
@@ -475,8 +404,12 @@ impl Replicator {
         // follows at once (also when stopping: nothing is left behind).
         let mut more_to_ship = false;
         let mut stopping = false;
-        // When the final sync's retries run out.
-        let mut final_deadline: Option<Instant> = None;
+        // The first failure of the current streak of failed syncs.
+        let mut failing_since: Option<Instant> = None;
+        // Failed syncs are retried with backoff up to ten sync intervals,
+        // between 1 and 10 seconds: a replica that is down for long costs
+        // one request per database every 10 s at the default interval.
+        let retry_max = (window * 10).clamp(Duration::from_secs(1), Duration::from_secs(10));
         let mut upload: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             // A finished upload's task is freed with its handle (a hot
@@ -512,7 +445,10 @@ impl Replicator {
                 // database that changes all the time.
                 tokio::select! {
                     biased;
-                    _ = &mut shutdown => stopping = true,
+                    p = &mut shutdown => {
+                        stopping = true;
+                        patience = p;
+                    }
                     _ = snapshot_wanted => snap = true,
                     _ = changed.notified() => {
                         self.with_status(|s| {
@@ -568,7 +504,10 @@ impl Replicator {
                 && due > Instant::now()
             {
                 tokio::select! {
-                    _ = &mut shutdown => stopping = true,
+                    p = &mut shutdown => {
+                        stopping = true;
+                        patience = p;
+                    }
                     // A flush request cuts the wait short.
                     Some(req) = next_flush(&mut flush_rx) => waiting.push(req),
                     _ = tokio::time::sleep_until(due.into()) => {},
@@ -605,6 +544,7 @@ impl Replicator {
                 Ok(rep) => {
                     backoff = Duration::ZERO;
                     retry_at = None;
+                    failing_since = None;
                     more_to_ship = rep.upload.limited;
                     if !rep.sync.files.is_empty() {
                         last_shipped = Some(began);
@@ -613,24 +553,40 @@ impl Replicator {
                 }
                 Err(e) => {
                     more_to_ship = false;
-                    backoff = (backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+                    let failing_since = *failing_since.get_or_insert_with(Instant::now);
+                    backoff = (backoff * 2).clamp(Duration::from_secs(1), retry_max);
                     retry_at = Some(Instant::now() + backoff);
+                    let quiet = self.opts.quiet_replica_failures
+                        && self
+                            .status
+                            .lock()
+                            .is_ok_and(|s| s.replica_down_since.is_some());
                     if stopping {
-                        let deadline = *final_deadline.get_or_insert_with(|| {
-                            Instant::now() + self.opts.shutdown_sync_timeout
-                        });
+                        // The final sync gets its patience from the first
+                        // failure of the streak: a replica down for longer
+                        // already had its chance.
+                        let deadline = failing_since + patience;
                         let pause = self.opts.shutdown_sync_interval;
                         if Instant::now() + pause < deadline {
-                            tracing::warn!(db = %self.db_path().display(), error = %e, retry_in = ?pause, "final sync failed, retrying");
+                            if quiet {
+                                tracing::debug!(db = %self.db_path().display(), error = %e, retry_in = ?pause, "final sync failed, retrying");
+                            } else {
+                                tracing::warn!(db = %self.db_path().display(), error = %e, retry_in = ?pause, "final sync failed, retrying");
+                            }
                             tokio::time::sleep(pause).await;
                             continue;
                         }
                     }
-                    tracing::error!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
+                    if quiet {
+                        tracing::debug!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
+                    } else {
+                        tracing::error!(db = %self.db_path().display(), error = %e, retry_in = ?backoff, "sync failed");
+                    }
                     if stopping {
                         if let Some(u) = upload.take() {
                             let _ = u.await; // it reports its own errors
                         }
+                        self.seal_unshipped().await;
                         self.close()?;
                         return Err(e);
                     }
@@ -647,7 +603,15 @@ impl Replicator {
         if self.seal_on_stop {
             let sealed = Box::pin(self.seal()).await;
             if let Err(e) = &sealed {
-                tracing::warn!(db = %self.db_path().display(), error = %e, "seal failed");
+                let replica_down = self
+                    .status
+                    .lock()
+                    .is_ok_and(|s| s.replica_down_since.is_some());
+                if self.opts.quiet_replica_failures && replica_down {
+                    tracing::debug!(db = %self.db_path().display(), error = %e, "seal failed");
+                } else {
+                    tracing::warn!(db = %self.db_path().display(), error = %e, "seal failed");
+                }
             }
             let closed = self.close();
             let sealed = sealed?;
@@ -665,7 +629,16 @@ impl Replicator {
     pub async fn seal(&mut self) -> Result<Option<FileSig>> {
         let (_, sig) = self.on_blocking_pool("seal task", Db::seal).await?;
         crate::crashpoint::here("sealed");
+        let attempt = jiff::Timestamp::now();
         let uploaded = self.upload(0).await;
+        // The seal stands locally; what it could not ship waits there.
+        self.replica_failed(uploaded.is_err(), attempt);
+        if uploaded.is_err()
+            && let Some(above) = self.replica.position()
+            && let Err(e) = self.bound_unshipped(above).await
+        {
+            tracing::warn!(db = %self.db_path.display(), error = %e, "cannot bound the unshipped L0 files");
+        }
         let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
         uploaded?;
         let through = self.replica.position();

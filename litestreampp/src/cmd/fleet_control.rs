@@ -61,10 +61,11 @@ impl ControlTarget for FleetControl {
                     Tier::Cold => "cold",
                     Tier::Queued => "queued",
                     Tier::Failed => "failed",
+                    Tier::Unshipped => "unshipped",
                     Tier::Stopped => "stopped",
                 };
                 let status = match db.tier {
-                    Tier::Failed | Tier::Stopped => tier,
+                    Tier::Failed | Tier::Stopped | Tier::Unshipped => tier,
                     _ => "replicating",
                 };
                 let run = db.running.as_ref();

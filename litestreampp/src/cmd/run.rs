@@ -259,6 +259,13 @@ fn run_fleet(args: RunArgs, src: Sources) -> Result<ExitCode> {
         opts.replicator.sync_interval = d;
     }
     opts.poll_interval = duration(&args.poll_interval, "poll-interval", fc.poll_interval)?;
+    if let Some(d) = duration(
+        &args.outage_report_interval,
+        "outage-report-interval",
+        fc.outage_report_interval,
+    )? {
+        opts.outage_report_interval = d.max(Duration::from_secs(1));
+    }
     opts.leave_rollback_journal = match &args.rollback_journal {
         Some(v) => crate::settings::parse_rollback_journal(v)
             .map_err(|e| anyhow::anyhow!("--rollback-journal {e:#}"))?,

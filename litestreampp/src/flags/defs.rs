@@ -224,6 +224,10 @@ pub struct RunArgs {
     /// them as skipped) [default: convert].
     #[arg(long, value_name = "convert|leave")]
     pub rollback_journal: Option<String>,
+    /// While replicas cannot be reached, log the outage (since when, how
+    /// many databases and bytes wait) once per interval [default: 1m].
+    #[arg(long, value_name = "DURATION")]
+    pub outage_report_interval: Option<String>,
     /// Where the fleet state file lives (default: .litestreampp-fleet in
     /// the first pattern's root).
     #[arg(long, value_name = "DIR")]

@@ -205,7 +205,7 @@ fn on_event(
                     // Our own seal's events arrive after the fact: only a
                     // real change moves the signature.
                     Some(e)
-                        if matches!(e.tier, Tier::Cold | Tier::Failed)
+                        if matches!(e.tier, Tier::Cold | Tier::Failed | Tier::Unshipped)
                             && FileSig::of(&db).digest() != e.sig =>
                     {
                         let _ = tx.send(Change::Written(db));

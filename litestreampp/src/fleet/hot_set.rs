@@ -39,6 +39,10 @@ pub(super) struct Hot {
     changed: Arc<Notify>,
     stop: Arc<Notify>,
     stopping: AtomicBool,
+    /// How long the final sync may be retried, in milliseconds: zero for
+    /// a demotion (what it cannot ship waits locally), the configured
+    /// `shutdown-sync-timeout` when the fleet shuts down.
+    patience_ms: Arc<AtomicU64>,
     /// Milliseconds since the fleet started of the last write seen.
     last_write: AtomicU64,
     pub status: Arc<std::sync::Mutex<ReplicatorStatus>>,
@@ -60,6 +64,7 @@ impl Hot {
             changed,
             stop: Arc::new(Notify::new()),
             stopping: AtomicBool::new(false),
+            patience_ms: Arc::new(AtomicU64::new(0)),
             last_write: AtomicU64::new(now_ms),
             status,
         };
@@ -69,10 +74,19 @@ impl Hot {
         hot
     }
 
-    /// Asks the replicator to finish: final sync, upload and seal.
+    /// Asks the replicator to finish: final sync, upload and seal; a
+    /// failed final sync is not retried.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         self.stop.notify_one();
+    }
+
+    /// [`stop`](Self::stop), retrying a failed final sync for `patience`
+    /// (shutdown).
+    pub fn stop_patiently(&self, patience: Duration) {
+        self.patience_ms
+            .store(patience.as_millis() as u64, Ordering::Relaxed);
+        self.stop();
     }
 
     /// True once asked to stop.
@@ -80,10 +94,14 @@ impl Hot {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Resolves when [`stop`](Self::stop) was called (before or after).
-    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
-        let stop = self.stop.clone();
-        async move { stop.notified().await }
+    /// Resolves when [`stop`](Self::stop) was called (before or after),
+    /// with the final sync's patience.
+    pub fn stopped(&self) -> impl Future<Output = Duration> + Send + 'static {
+        let (stop, patience) = (self.stop.clone(), self.patience_ms.clone());
+        async move {
+            stop.notified().await;
+            Duration::from_millis(patience.load(Ordering::Relaxed))
+        }
     }
 
     /// A write was seen: sync soon.
@@ -253,9 +271,10 @@ impl HotSet {
         self.view.slots.run_pending_tasks();
     }
 
-    /// Asks every running replicator to finish (shutdown).
-    pub fn stop_all(&self) {
-        self.view.each(|_, h| h.stop());
+    /// Asks every running replicator to finish (shutdown), retrying a
+    /// failed final sync for `patience`.
+    pub fn stop_all(&self, patience: Duration) {
+        self.view.each(|_, h| h.stop_patiently(patience));
     }
 }
 

@@ -34,10 +34,12 @@ mod detector;
 mod hot_set;
 pub mod http;
 pub mod memory;
+mod outage;
 pub mod patterns;
 mod registry;
 mod requests;
 mod rescan;
+mod retire;
 pub mod skipped;
 mod state_file;
 mod status;
@@ -52,6 +54,7 @@ use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::meta_dir::MetaDir;
 use litestreampp_core::replicator::ReplicatorOptions;
 
+pub use outage::OutageStatus;
 pub use registry::{FleetError, Tier};
 pub use requests::{Outcome, Refused, Synced};
 pub use status::{DbState, FleetStatus, FleetView, HotStatus, RunningState};
@@ -108,6 +111,9 @@ pub struct FleetOptions {
     /// Leave rollback-journal databases as they are (reported as skipped)
     /// instead of switching them to WAL mode, as Litestream does.
     pub leave_rollback_journal: bool,
+    /// While replicas cannot be reached, the outage is logged once per
+    /// interval (since when, how much waits).
+    pub outage_report_interval: Duration,
     pub replicator: ReplicatorOptions,
 }
 
@@ -125,6 +131,7 @@ impl FleetOptions {
             state_dir,
             validation_interval: None,
             leave_rollback_journal: false,
+            outage_report_interval: Duration::from_secs(60),
             replicator: ReplicatorOptions::default(),
         }
     }

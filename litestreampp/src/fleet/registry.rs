@@ -11,6 +11,7 @@ use std::time::Instant;
 use dashmap::{DashMap, DashSet};
 use serde::Serialize;
 
+use super::outage::OutageStatus;
 use super::patterns::Patterns;
 use super::skipped::SkipReason;
 
@@ -31,6 +32,10 @@ pub enum Tier {
     Hot,
     /// Its last attempt failed; retried on the next write or rescan.
     Failed,
+    /// Stopped while its replica could not be reached: nothing runs for
+    /// it; the history the replica lacks waits in its meta directory and
+    /// ships once the replica answers again (`outage.rs`).
+    Unshipped,
     /// Paused by the operator (`stop`): nothing runs for it and writes are
     /// not followed until `start`; kept in the state file.
     Stopped,
@@ -97,6 +102,8 @@ pub struct Registry {
     pub(super) unregistered: DashSet<PathBuf>,
     /// Matching files left alone, and why (`skipped.rs`).
     pub(super) skipped: DashMap<PathBuf, SkipReason>,
+    /// The outage in progress, as the fleet's loop last summed it up.
+    pub(super) outage: Mutex<Option<OutageStatus>>,
 }
 
 impl Registry {
@@ -112,6 +119,7 @@ impl Registry {
             registered: DashMap::new(),
             unregistered: DashSet::new(),
             skipped: DashMap::new(),
+            outage: Mutex::new(None),
         }
     }
 

@@ -22,7 +22,7 @@ impl Fleet {
             registry
                 .dbs
                 .iter()
-                .filter(|e| matches!(e.tier, Tier::Cold | Tier::Failed))
+                .filter(|e| matches!(e.tier, Tier::Cold | Tier::Failed | Tier::Unshipped))
                 .filter_map(|e| {
                     let p = registry.path(e.key());
                     (FileSig::of(&p).digest() != e.sig).then_some(p)

@@ -9,9 +9,11 @@
 //! rescan.
 
 use std::io::ErrorKind;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+
+use super::patterns::{Discovered, Found};
 
 /// Why a matching file is left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -149,6 +151,30 @@ pub fn reason_of_failure(
         Err(e) if e.kind() == ErrorKind::ReadOnlyFilesystem => Some(SkipReason::ReadOnlyFilesystem),
         Err(e) if e.kind() == ErrorKind::PermissionDenied => Some(SkipReason::PermissionDenied),
         _ => None,
+    }
+}
+
+impl super::tiers::Fleet {
+    /// Records the files a walk found that we leave alone (and the
+    /// rollback-journal databases, when asked to), and returns the
+    /// databases to replicate and the directories to watch.
+    pub(super) fn left_alone(&self, d: Discovered) -> (Vec<Found>, Vec<PathBuf>, Vec<PathBuf>) {
+        let mut skipped = Vec::with_capacity(d.skipped.len());
+        for (p, why) in d.skipped {
+            self.registry.skip(&p, why);
+            skipped.push(p);
+        }
+        let leave = self.opts.leave_rollback_journal;
+        let mut found = Vec::with_capacity(d.found.len());
+        for f in d.found {
+            if leave && f.rollback {
+                self.registry.skip(&f.path, SkipReason::RollbackJournal);
+                skipped.push(f.path);
+            } else {
+                found.push(f);
+            }
+        }
+        (found, d.dirs, skipped)
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use litestreampp_core::txid::TxId;
 
 use super::hot_set::HotView;
+use super::outage::OutageStatus;
 use super::registry::{FleetError, Registry, Tier};
 use super::skipped::SkipReason;
 
@@ -38,6 +39,8 @@ pub struct FleetStatus {
     pub cold: usize,
     pub queued: usize,
     pub failed: usize,
+    /// Stopped while their replica was unreachable; their history waits.
+    pub unshipped: usize,
     /// Paused by `stop`.
     pub stopped: usize,
     pub promotions: u64,
@@ -57,6 +60,8 @@ pub struct FleetStatus {
     pub skipped: usize,
     /// The first of them by path (at most 100), with the reason.
     pub skipped_files: Vec<SkippedFile>,
+    /// While replicas cannot be reached: since when, and what waits.
+    pub outage: Option<OutageStatus>,
 }
 
 /// A file the fleet leaves alone.
@@ -97,6 +102,7 @@ struct TierCounts {
     cold: usize,
     queued: usize,
     failed: usize,
+    unshipped: usize,
     hot: usize,
     stopped: usize,
 }
@@ -108,6 +114,7 @@ fn count_tiers(registry: &Registry) -> TierCounts {
             Tier::Cold => n.cold += 1,
             Tier::Queued => n.queued += 1,
             Tier::Failed => n.failed += 1,
+            Tier::Unshipped => n.unshipped += 1,
             Tier::Hot => n.hot += 1,
             Tier::Stopped => n.stopped += 1,
         }
@@ -153,6 +160,7 @@ impl FleetView {
             cold: n.cold,
             queued: n.queued,
             failed: n.failed,
+            unshipped: n.unshipped,
             stopped: n.stopped,
             promotions: c.promotions.load(Ordering::Relaxed),
             demotions: c.demotions.load(Ordering::Relaxed),
@@ -180,6 +188,7 @@ impl FleetView {
                     })
                     .collect()
             },
+            outage: registry.outage.lock().ok().and_then(|o| o.clone()),
         }
     }
 
@@ -258,6 +267,7 @@ impl FleetView {
         metrics::gauge!("litestreampp_databases", "tier" => "queued").set(n.queued as f64);
         metrics::gauge!("litestreampp_databases", "tier" => "failed").set(n.failed as f64);
         metrics::gauge!("litestreampp_databases", "tier" => "stopped").set(n.stopped as f64);
+        metrics::gauge!("litestreampp_databases", "tier" => "unshipped").set(n.unshipped as f64);
         metrics::gauge!("litestreampp_databases_total").set(self.registry.dbs.len() as f64);
         let mut skipped = [0usize; SkipReason::ALL.len()];
         for e in &self.registry.skipped {

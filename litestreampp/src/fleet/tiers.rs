@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use litestreampp_core::client::limit::UploadLimited;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::dbfile::FileSig;
 use litestreampp_core::replica::Replica;
@@ -20,7 +19,8 @@ use tokio::task::JoinSet;
 use super::backlog::{Backlog, KeyQueue};
 use super::detector::{Change, Detector};
 use super::hot_set::{Duty, Hot, HotSet};
-use super::patterns::{Discovered, Found, Patterns};
+use super::outage::Outage;
+use super::patterns::Patterns;
 use super::registry::{Entry, Key, Registry, Tier};
 use super::requests::{FlushWaiters, Pending, Refused};
 use super::skipped::{self, Examined, SkipReason, examine};
@@ -57,9 +57,8 @@ pub(super) struct Fleet {
     /// replicas, and how to open one from a URL.
     pub(super) extras: std::collections::HashMap<Key, Arc<dyn ReplicaTemplate>>,
     pub(super) opener: Option<Arc<dyn ReplicaOpener>>,
-    opts: FleetOptions,
+    pub(super) opts: FleetOptions,
     pool: Arc<ClientPool>,
-    uploads: Arc<Semaphore>,
     scheduler: Scheduler,
     tasks: JoinSet<Finished>,
     pub(super) hot: HotSet,
@@ -75,6 +74,8 @@ pub(super) struct Fleet {
     pub(super) state_dirty: bool,
     /// Replicators finished since memory was last trimmed.
     pub(super) trim_due: bool,
+    /// Databases whose replica cannot be reached, and what waits.
+    pub(super) outage: Outage,
     last_finished: Instant,
 }
 
@@ -100,6 +101,7 @@ pub async fn run(
         tx,
         opts.poll_interval.is_some(),
     );
+    let uploads = Arc::new(Semaphore::new(opts.max_uploads.max(1)));
     let mut f = Fleet {
         registry: registry.clone(),
         templates: templates.into(),
@@ -107,15 +109,15 @@ pub async fn run(
         opener,
         pending: Default::default(),
         acks: Vec::new(),
-        uploads: Arc::new(Semaphore::new(opts.max_uploads.max(1))),
         scheduler: Scheduler::start(opts.compaction_workers),
         backlog: Backlog::new(opts.backlog_rate, opts.backlog_workers),
         waiters: FlushWaiters::default(),
+        outage: Outage::new(opts.outage_report_interval),
         validation: opts
             .validation_interval
             .map(|i| Validation::new(i, opts.replicator.levels.max_level())),
         opts,
-        pool: Arc::new(ClientPool::default()),
+        pool: Arc::new(ClientPool::with_upload_limit(uploads.clone())),
         tasks: JoinSet::new(),
         hot,
         detector,
@@ -216,6 +218,7 @@ pub async fn run(
                 }
                 if last_gauges.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     last_gauges = Some(Instant::now());
+                    f.outage_tick();
                     view.publish_gauges(f.backlog.len());
                 }
             }
@@ -229,7 +232,7 @@ pub async fn run(
     if let Some(v) = &mut f.validation {
         v.stop();
     }
-    f.hot.stop_all();
+    f.hot.stop_all(f.opts.replicator.shutdown_sync_timeout);
     let before = f.registry.counters.errors.load(Ordering::Relaxed);
     while let Some(done) = f.tasks.join_next().await {
         if let Some((key, hot, result)) = f.release(done) {
@@ -412,71 +415,6 @@ impl Fleet {
         }
     }
 
-    fn removed(&mut self, p: &Path) {
-        if !self.registry.skipped.is_empty() {
-            self.registry.skipped.retain(|s, _| !s.starts_with(p));
-        }
-        // A removed directory takes its databases with it.
-        let gone: Vec<PathBuf> = if self
-            .registry
-            .key(p)
-            .and_then(|k| self.registry.entry(&k))
-            .is_some()
-        {
-            vec![p.to_path_buf()]
-        } else if !self.detector.is_watched(p) {
-            return; // neither a database nor a directory of ours
-        } else {
-            self.detector.forget_under(p);
-            self.registry
-                .dbs
-                .iter()
-                .map(|e| self.registry.path(e.key()))
-                .filter(|path| path.starts_with(p))
-                .collect()
-        };
-        for db in gone {
-            if db.exists() {
-                continue; // replaced in place (renamed over): still ours
-            }
-            let Some(k) = self.registry.key(&db) else {
-                continue;
-            };
-            match self.hot.get(&k) {
-                // Its replicator stops and reports the missing file.
-                Some(h) => h.stop(),
-                None => self.retire(&k),
-            }
-        }
-    }
-
-    pub(super) fn retire(&mut self, k: &str) {
-        if self.forget(k) {
-            tracing::info!(db = %self.registry.path(k).display(), "database removed; retired");
-            self.registry
-                .counters
-                .retired
-                .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("litestreampp_databases_retired_total").increment(1);
-        }
-    }
-
-    /// Takes `k` out of the fleet (retired, unregistered or left alone):
-    /// its entry, its hot slot, its registration through the socket; sync
-    /// requests waiting for it are refused. True if it was registered.
-    pub(super) fn forget(&mut self, k: &str) -> bool {
-        self.waiters.answer(k, || Err(Refused::NotFound));
-        if self.extras.remove(k).is_some() {
-            self.registry.registered.remove(&self.registry.path(k));
-        }
-        let was = self.registry.dbs.remove(k).is_some();
-        if was {
-            self.hot.forget(k);
-            self.state_dirty = true;
-        }
-        was
-    }
-
     /// A registered database was written: its replicator is told, or it
     /// is made hot (when a connection is free; else it claims a slot and
     /// waits for one).
@@ -503,7 +441,7 @@ impl Fleet {
 
     /// Starts a replicator for `k`: a hot one with its own change signal,
     /// or the backlog's, asked to stop at once (one sync, upload and seal).
-    fn start(&mut self, k: Key, duty: Duty) {
+    pub(super) fn start(&mut self, k: Key, duty: Duty) {
         let path = self.registry.path(&k);
         let (template, rel): (&dyn ReplicaTemplate, String) = match self.extras.get(&k) {
             Some(t) => (t.as_ref(), String::new()),
@@ -533,9 +471,11 @@ impl Fleet {
         if let Some(v) = &mut self.validation {
             v.touched(&k);
         }
-        let client = Arc::new(UploadLimited::new(client, self.uploads.clone()));
         let mut opts = self.opts.replicator.clone();
         opts.db.meta_dir = Some(meta_dir);
+        // The outage's one line a minute speaks for replica failures.
+        opts.quiet_replica_failures = true;
+        self.outage.resume(&k);
         let mut r = Replicator::new(&path, Replica::new(client), opts);
         if duty == Duty::Hot {
             r = r.with_scheduler(self.scheduler.clone());
@@ -567,7 +507,7 @@ impl Fleet {
         self.hot.insert(k.clone(), hot);
         // Boxed, so the task holds the replicator's future once (a future
         // captured by an async block and awaited in it is stored twice).
-        let run = Box::pin(r.run(stopped));
+        let run = Box::pin(r.run_until(stopped));
         self.tasks.spawn(async move { (k, run.await) });
     }
 
@@ -604,6 +544,7 @@ impl Fleet {
                 if !self.registry.skipped.is_empty() {
                     self.registry.skipped.remove(&path);
                 }
+                self.outage.reached();
                 let now = FileSig::of(&path);
                 if st.sealed.is_some_and(|s| s == now) {
                     self.registry.set(k, Tier::Cold, now.digest());
@@ -619,11 +560,25 @@ impl Fleet {
                 Settled::Gone
             }
             Err(err) => {
-                let never_synced = hot
+                let (never_synced, down_since, unshipped) = hot
                     .status
                     .lock()
-                    .map(|s| s.last_sync_at.is_none())
-                    .unwrap_or(false);
+                    .map(|s| (s.last_sync_at.is_none(), s.replica_down_since, s.unshipped))
+                    .unwrap_or_default();
+                if let Some(since) = down_since {
+                    // Its history waits in its meta directory for the
+                    // replica (`outage.rs`).
+                    self.registry
+                        .set(k, Tier::Unshipped, FileSig::of(&path).digest());
+                    tracing::info!(
+                        db = %path.display(),
+                        unshipped_files = unshipped.files,
+                        unshipped_bytes = unshipped.bytes,
+                        "stopped without reaching its replica; its history is kept until the replica returns"
+                    );
+                    self.outage.wait(k, unshipped, err.to_string(), since);
+                    return Settled::Failed;
+                }
                 if let Some(why) = skipped::reason_of_failure(&err, &path, never_synced) {
                     // Not ours to change: out of the registry, reported once.
                     self.forget(k);
@@ -636,28 +591,6 @@ impl Fleet {
                 Settled::Failed
             }
         }
-    }
-
-    /// Records the files a walk found that we leave alone (and the
-    /// rollback-journal databases, when asked to), and returns the
-    /// databases to replicate and the directories to watch.
-    pub(super) fn left_alone(&self, d: Discovered) -> (Vec<Found>, Vec<PathBuf>, Vec<PathBuf>) {
-        let mut skipped = Vec::with_capacity(d.skipped.len());
-        for (p, why) in d.skipped {
-            self.registry.skip(&p, why);
-            skipped.push(p);
-        }
-        let leave = self.opts.leave_rollback_journal;
-        let mut found = Vec::with_capacity(d.found.len());
-        for f in d.found {
-            if leave && f.rollback {
-                self.registry.skip(&f.path, SkipReason::RollbackJournal);
-                skipped.push(f.path);
-            } else {
-                found.push(f);
-            }
-        }
-        (found, d.dirs, skipped)
     }
 
     /// A replicator stopped while running: counted, and its database

@@ -13,6 +13,7 @@ use litestreampp_core::replicator::ReplicatorOptions;
 use serde_json::Value;
 
 use super::entries::{DbConfig, DbTuning, DirConfig, parse_db, parse_dir};
+use super::fleet::{FleetConfig, parse_fleet};
 use super::keys::{
     DB_KEYS, LOGGING_KEYS, REPLICA_KEYS, REPLICA_SETTING_KEYS, SOCKET_KEYS, SUPPORTED_TYPES,
     TOP_KEYS, backend_of, is_backend_key, refusal,
@@ -39,42 +40,6 @@ pub struct LoggingConfig {
     /// `source`: each line names the source file and line.
     pub source: bool,
 }
-
-/// The `fleet:` section (`litestreampp run`); every key is optional and a
-/// command-line flag wins over it.
-#[derive(Debug, Clone, Default)]
-pub struct FleetConfig {
-    pub hot_idle_timeout: Option<Duration>,
-    pub max_hot: Option<usize>,
-    pub backlog_rate: Option<u32>,
-    pub backlog_workers: Option<usize>,
-    pub max_uploads: Option<usize>,
-    pub sync_interval: Option<Duration>,
-    pub poll_interval: Option<Duration>,
-    pub state_dir: Option<PathBuf>,
-    pub exclude: Vec<String>,
-    /// What control requests to the HTTP endpoint must bear when it is not
-    /// on loopback (`fleet.token`, else `LITESTREAMPP_TOKEN`).
-    pub token: Option<litestreampp_core::redact::Secret>,
-    /// `rollback-journal: leave`: rollback-journal databases are left
-    /// alone and reported; `convert` (the default, Litestream's way)
-    /// switches them to WAL mode.
-    pub leave_rollback_journal: Option<bool>,
-}
-
-const FLEET_KEYS: &[&str] = &[
-    "rollback-journal",
-    "hot-idle-timeout",
-    "max-hot",
-    "backlog-rate",
-    "backlog-workers",
-    "max-uploads",
-    "sync-interval",
-    "poll-interval",
-    "state-dir",
-    "exclude",
-    "token",
-];
 
 /// The whole file.
 #[derive(Debug, Clone)]
@@ -362,17 +327,6 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     })
 }
 
-/// `heartbeat-url` (http or https) and `heartbeat-interval` (at least a
-/// minute, default five), checked as Litestream checks them.
-/// `convert` (false) or `leave` (true).
-pub fn parse_rollback_journal(v: &str) -> Result<bool> {
-    match v {
-        "convert" => Ok(false),
-        "leave" => Ok(true),
-        other => bail!("{other:?}: expected convert (switch to WAL mode, as Litestream) or leave"),
-    }
-}
-
 /// `mcp-addr` and `mcp-write-tools`; write tools without a server are
 /// refused, not ignored.
 fn parse_mcp(top: &serde_json::Map<String, Value>, at: &str) -> Result<Option<McpConfig>> {
@@ -436,6 +390,8 @@ fn socket_mode(v: &Value) -> Option<u32> {
     (mode <= 0o777).then_some(mode)
 }
 
+/// `heartbeat-url` (http or https) and `heartbeat-interval` (at least a
+/// minute, default five), checked as Litestream checks them.
 fn parse_heartbeat(
     top: &serde_json::Map<String, Value>,
     at: &str,
@@ -515,7 +471,11 @@ fn parse_logging(v: Option<&Value>, at: &str) -> Result<LoggingConfig> {
     Ok(l)
 }
 
-fn check_keys(m: &serde_json::Map<String, Value>, allowed: &[&[&str]], at: &str) -> Result<()> {
+pub(super) fn check_keys(
+    m: &serde_json::Map<String, Value>,
+    allowed: &[&[&str]],
+    at: &str,
+) -> Result<()> {
     for k in m.keys() {
         if !allowed.iter().any(|set| set.contains(&k.as_str())) {
             bail!("config {at}: unknown key {k:?}");
@@ -588,61 +548,6 @@ pub(super) fn apply_snapshot(c: &mut LevelsConfig, v: Option<&Value>, at: &str) 
             parse_duration_value(r).with_context(|| format!("config {at}: snapshot.retention"))?;
     }
     Ok(())
-}
-
-fn parse_fleet(v: Option<&Value>, at: &str) -> Result<FleetConfig> {
-    let mut f = FleetConfig::default();
-    let Some(v) = v else { return Ok(f) };
-    let at = format!("{at}: fleet");
-    let m = v
-        .as_object()
-        .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
-    check_keys(m, &[FLEET_KEYS], &at)?;
-    let dur = |k: &str| -> Result<Option<Duration>> {
-        m.get(k)
-            .map(|v| parse_duration_value(v).with_context(|| format!("config {at}.{k}")))
-            .transpose()
-    };
-    let num = |k: &str| -> Result<Option<u64>> {
-        m.get(k)
-            .map(|v| {
-                v.as_u64()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| anyhow!("config {at}.{k}: expected a positive integer"))
-            })
-            .transpose()
-    };
-    f.hot_idle_timeout = dur("hot-idle-timeout")?;
-    f.sync_interval = dur("sync-interval")?;
-    f.poll_interval = dur("poll-interval")?;
-    f.max_hot = num("max-hot")?.map(|n| n as usize);
-    f.backlog_workers = num("backlog-workers")?.map(|n| n as usize);
-    f.max_uploads = num("max-uploads")?.map(|n| n as usize);
-    f.backlog_rate = num("backlog-rate")?
-        .map(|n| u32::try_from(n).map_err(|_| anyhow!("config {at}.backlog-rate: too large")))
-        .transpose()?;
-    f.state_dir = str_key(m, "state-dir", &at)?
-        .map(|p| expand_path(&p))
-        .transpose()?;
-    if let Some(v) = m.get("exclude") {
-        let list = v
-            .as_array()
-            .ok_or_else(|| anyhow!("config {at}.exclude: expected a list of globs"))?;
-        for e in list {
-            let s = e
-                .as_str()
-                .ok_or_else(|| anyhow!("config {at}.exclude: expected a list of globs"))?;
-            f.exclude.push(s.to_string());
-        }
-    }
-    f.leave_rollback_journal = str_key(m, "rollback-journal", &at)?
-        .map(|v| parse_rollback_journal(&v))
-        .transpose()
-        .with_context(|| format!("config {at}.rollback-journal"))?;
-    f.token = str_key(m, "token", &at)?
-        .filter(|t| !t.is_empty())
-        .map(litestreampp_core::redact::Secret::new);
-    Ok(f)
 }
 
 pub(super) fn parse_replica(

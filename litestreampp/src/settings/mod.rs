@@ -4,6 +4,7 @@
 
 mod config;
 mod entries;
+mod fleet;
 mod keys;
 mod local_dbs;
 mod replica;
@@ -17,12 +18,12 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 
-pub use config::parse_rollback_journal;
 pub use config::{
-    Config, ConfigError, FleetConfig, HeartbeatConfig, LoggingConfig, McpConfig,
-    SHUTDOWN_SYNC_DEFAULT, SocketConfig, default_config_path, parse_config, read_config,
+    Config, ConfigError, HeartbeatConfig, LoggingConfig, McpConfig, SHUTDOWN_SYNC_DEFAULT,
+    SocketConfig, default_config_path, parse_config, read_config,
 };
 pub use entries::{DbConfig, DbTuning, DirConfig};
+pub use fleet::{FleetConfig, parse_rollback_journal};
 pub use local_dbs::{LocalDb, local_databases};
 pub use replica::{ReplicaConfig, ReplicaLocation};
 pub use restore_jobs::{config_jobs, url_jobs};

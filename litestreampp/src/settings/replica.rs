@@ -31,7 +31,7 @@ impl ReplicaLocation {
     /// credentials); remote backends come wrapped in the retry layer.
     pub fn open(&self, pool: &ClientPool) -> Result<Arc<dyn ReplicaClient>> {
         match self {
-            ReplicaLocation::File(dir) => Ok(Arc::new(FileReplicaClient::new(dir))),
+            ReplicaLocation::File(dir) => Ok(pool.limit(Arc::new(FileReplicaClient::new(dir)))),
             ReplicaLocation::S3(s) => pool.open_s3(s.as_ref().clone()).map_err(|e| anyhow!(e)),
         }
     }
