@@ -111,8 +111,6 @@ pub struct ReplicatorStatus {
     pub replica_down_since: Option<jiff::Timestamp>,
     /// The local L0 files the replica lacks, as of the last sync.
     pub unshipped: Unshipped,
-    /// Local merges of unshipped files while the replica was down.
-    pub merges: u64,
     /// Set when the run ended with a seal ([`Replicator::set_seal_on_stop`]):
     /// the files as the seal left them, everything uploaded.
     pub sealed: Option<FileSig>,

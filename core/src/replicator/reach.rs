@@ -113,10 +113,7 @@ impl Replicator {
             tracing::debug!(db = %self.db_path.display(), min = %m.header.min_txid, max = %m.header.max_txid, size = m.size, "merged unshipped L0 files");
             metrics::counter!("litestreampp_unshipped_merges_total").increment(1);
         }
-        self.with_status(|s| {
-            s.unshipped = waiting;
-            s.merges += u64::from(merged.is_some());
-        });
+        self.with_status(|s| s.unshipped = waiting);
         Ok(())
     }
 
