@@ -20,13 +20,6 @@ use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
 use litestreampp_e2e::moto::{Moto, url_for, with_credentials};
 use litestreampp_e2e::*;
 
-fn env_f64(k: &str, default: f64) -> f64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 const BUSY_LEVELS: &str = "levels:\n  - interval: 1s\n  - interval: 3s\nsnapshot:\n  interval: 4s\n  retention: 4s\nl0-retention: 2s\n";
 
 /// The step the application has committed so far.
@@ -53,9 +46,9 @@ fn restored_step(url: &str, out: &Path, w: &Workload) -> Option<u64> {
 /// are contiguous: nothing was skipped.
 #[test]
 fn s3_replication_rides_out_faults_and_an_outage() {
-    let rate = env_f64("FAULT_RATE", 0.10);
-    let outage = Duration::from_secs_f64(env_f64("FAULT_OUTAGE_SECS", 10.0));
-    let run = Duration::from_secs_f64(env_f64("FAULT_SECS", 24.0));
+    let rate = env_or("FAULT_RATE", 0.10);
+    let outage = Duration::from_secs_f64(env_or("FAULT_OUTAGE_SECS", 10.0));
+    let run = Duration::from_secs_f64(env_or("FAULT_SECS", 24.0));
     let moto = Moto::start();
     moto.create_bucket("faults");
     let mix = FaultMix {

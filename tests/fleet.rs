@@ -455,6 +455,18 @@ fn bad_databases_do_not_stop_the_fleet() {
         let s = fleet_status(port);
         s["retired"] == 1 && s["databases"] == 33
     });
+    // Its meta directory goes with it (the replica keeps its history).
+    let name = doomed.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        !doomed
+            .with_file_name(format!(".{name}-litestream"))
+            .exists(),
+        "a removed database's meta directory was left behind"
+    );
+    assert!(
+        replicas.join(&name).join("ltx").exists(),
+        "a removed database's replica must stay"
+    );
     // A write to a good database after all that still replicates, and
     // SIGTERM gives it its final sync.
     {

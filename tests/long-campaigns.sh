@@ -3,16 +3,18 @@
 # after another so that they do not compete for the machine: 501 crash
 # trials, the fault campaign at 1 % and at 30 % with a one-minute outage,
 # then 10 minutes of fuzzing per target, then a 20-minute replica outage
-# under a 2,000-database fleet. About an hour and a half on 2 cores. Each
+# under a 2,000-database fleet, then the hour-long soak of 10,000
+# databases (restarts, kills, a 5-minute outage; docs/reliability.md).
+# About two and three quarter hours on 2 cores. Each
 # campaign's output (tallies, fault counts, catch-up time, fuzz stats) goes
 # to target/long-campaigns/<campaign>.log; the run stops at the first
 # failure.
 #
-#   tests/long-campaigns.sh [crash] [fault] [fuzz] [outage]   # default: all
+#   tests/long-campaigns.sh [crash] [fault] [fuzz] [outage] [soak]   # default: all
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want=("$@")
-[ ${#want[@]} -gt 0 ] || want=(crash fault fuzz outage)
+[ ${#want[@]} -gt 0 ] || want=(crash fault fuzz outage soak)
 out=target/long-campaigns
 mkdir -p "$out"
 ./tests/setup.sh
@@ -47,8 +49,13 @@ for c in "${want[@]}"; do
   outage)
     run outage env OUTAGE_DBS=2000 OUTAGE_HOT=200 OUTAGE_SECS=1200 "${nextest[@]}" --test outage
     ;;
+  soak)
+    run soak env SOAK_DBS=10000 SOAK_SECS=3600 SOAK_RESTART_SECS=600 SOAK_KILL_SECS=900 \
+      SOAK_OUTAGE_SECS=300 SOAK_SAMPLE_SECS=60 SOAK_SETTLE_SECS=600 SOAK_L0_RETENTION=5m \
+      "${nextest[@]}" --test soak
+    ;;
   *)
-    echo "unknown campaign $c (crash, fault, fuzz or outage)" >&2
+    echo "unknown campaign $c (crash, fault, fuzz, outage or soak)" >&2
     exit 2
     ;;
   esac

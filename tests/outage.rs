@@ -24,42 +24,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
-use litestreampp_e2e::moto::{Moto, free_port, http, url_for, with_credentials};
-use litestreampp_e2e::{Scratch, content_hash, ours, run_ok, spawn_logged, terminate, wait_for};
+use litestreampp_e2e::moto::{Moto, free_port, url_for, with_credentials};
+use litestreampp_e2e::probe::{metric, rss_kb, status};
+use litestreampp_e2e::{
+    Scratch, content_hash, env_or, ours, run_ok, spawn_logged, terminate, wait_for,
+};
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
-
-fn env_u64(k: &str, default: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn status(port: u16) -> serde_json::Value {
-    match http(port, "GET", "/status") {
-        Ok((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
-        _ => serde_json::Value::Null,
-    }
-}
-
-fn metric(port: u16, name: &str) -> Option<f64> {
-    let (_, body) = http(port, "GET", "/metrics").ok()?;
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
 
 /// Bytes and count of a database's local L0 files.
 fn l0_usage(db: &Path) -> (u64, usize) {
@@ -116,9 +87,9 @@ fn content(path: &Path) -> String {
 
 #[test]
 fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
-    let n = env_u64("OUTAGE_DBS", 300) as usize;
-    let hot = env_u64("OUTAGE_HOT", 24) as usize;
-    let outage = Duration::from_secs(env_u64("OUTAGE_SECS", 45));
+    let n = env_or("OUTAGE_DBS", 300usize);
+    let hot = env_or("OUTAGE_HOT", 24usize);
+    let outage = Duration::from_secs(env_or("OUTAGE_SECS", 45u64));
     let max_uploads = 4;
     let report_every = 5;
     let moto = Moto::start();

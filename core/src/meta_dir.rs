@@ -49,6 +49,16 @@ impl MetaDir {
         name.starts_with(PREFIX) && name.ends_with(SUFFIX)
     }
 
+    /// True if the directory's name is one Litestream's rules make
+    /// (`…-litestream`, beside the database or under a `meta-dir`), not a
+    /// `meta-path` a user named, which may hold more than ours.
+    pub fn has_litestream_name(&self) -> bool {
+        self.root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(SUFFIX))
+    }
+
     /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.root
@@ -263,5 +273,15 @@ mod tests {
         let top =
             MetaRoot::Mirror("/meta".into()).meta_dir(Path::new("/d/y.db"), Path::new("y.db"));
         assert_eq!(top.path(), Path::new("/meta/.y.db-litestream"));
+        // Every one of them is named by Litestream's rules (a fleet may
+        // remove it with its database); a `meta-path` of the user's is not.
+        for r in [
+            MetaRoot::Beside,
+            MetaRoot::Dir("/meta".into()),
+            MetaRoot::Mirror("/meta".into()),
+        ] {
+            assert!(r.meta_dir(db, rel).has_litestream_name());
+        }
+        assert!(!MetaDir::new("/var/lib/app-meta").has_litestream_name());
     }
 }

@@ -340,6 +340,29 @@ async fn replica_ahead_of_local_state_gets_a_higher_txid() {
     e.check_all().await;
 }
 
+/// A database another file was renamed over while it was open is not
+/// sealed: what was synced is the old file, and a seal would record the
+/// new one's signature as if it were replicated (found by the fleet soak:
+/// a replaced tenant stayed cold with its old content in the replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_renamed_over_while_open_is_not_sealed() {
+    let mut e = Env::new(DbOptions::default(), 0);
+    e.insert(5, 300);
+    e.sync().await;
+    let other = e.root.join("other.db");
+    {
+        let c = Connection::open(&other).unwrap();
+        c.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE u(x); INSERT INTO u VALUES (1);")
+            .unwrap();
+    }
+    std::fs::rename(&other, &e.db_path).unwrap();
+    let (_, sig) = e.db.seal().unwrap();
+    assert!(
+        sig.is_none(),
+        "sealed the old file under the new one's signature"
+    );
+}
+
 /// Going cold and back: a sealed database (WAL checkpointed and emptied,
 /// seal record written) continues without a snapshot after the
 /// application wrote while no engine was open, whether the application

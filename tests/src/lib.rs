@@ -9,10 +9,21 @@ use std::time::{Duration, Instant};
 
 pub mod faultproxy;
 pub mod moto;
+pub mod probe;
+pub mod tenants;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
+
+/// A campaign's size from the environment (`FAULT_RATE`, `OUTAGE_SECS`,
+/// `SOAK_DBS`...): `default` when unset or not a `T`.
+pub fn env_or<T: std::str::FromStr>(k: &str, default: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

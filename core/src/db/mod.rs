@@ -159,6 +159,11 @@ pub struct Db {
     continuity: Option<Continuity>,
     snapshot_demand: SnapshotDemand,
     checkpoints: CheckpointClock,
+    /// The inode at `path` when the session was opened (taken before it,
+    /// so a file renamed over it in between reads as replaced, never the
+    /// other way round). The session reads that file whatever the path
+    /// names later.
+    opened_ino: u64,
 }
 
 impl Db {
@@ -179,6 +184,7 @@ impl Db {
             continuity: None,
             snapshot_demand: SnapshotDemand::default(),
             checkpoints: CheckpointClock::new(),
+            opened_ino: 0,
         }
     }
 
@@ -256,7 +262,9 @@ impl Db {
             // never sync without the WAL pinned.
             return self.begin_read_tx();
         }
+        let opened_ino = dbfile::FileSig::of(&self.path).db_ino;
         let (session, page_size) = Session::open(&self.path, &self.name, self.opts.busy_timeout)?;
+        self.opened_ino = opened_ino;
         self.meta.create()?;
         self.meta.remove_stale_tmp_files()?;
         self.session = Some(session);

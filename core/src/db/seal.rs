@@ -78,6 +78,12 @@ impl Db {
             crate::crashpoint::here("truncated");
         }
         let sig = FileSig::of(&self.path);
+        if sig.db_ino != self.opened_ino {
+            // Another file was renamed over the database: what we synced
+            // is the old one, and the signature would be the new one's.
+            // Not sealed: the next replicator opens the new file.
+            return Ok((out, None));
+        }
         if !sig.same_db(&at_seal) {
             // A write slipped in between the barrier and the truncation:
             // its frames are in the database file only now. The read

@@ -141,6 +141,12 @@ impl Maintainer {
         }
     }
 
+    /// [`detach`](Self::detach), then waits for a run in flight to end.
+    pub async fn detach_and_settle(&self) {
+        self.detach();
+        let _idle = self.running.lock().await;
+    }
+
     fn reschedule(&self) {
         let Some(at) = self.next_due() else { return };
         if let Some(s) = self
@@ -351,6 +357,59 @@ mod tests {
             .into_iter()
             .find(|(_, t)| *t == task)
             .map(|(t, _)| t.to_string())
+    }
+
+    /// A fleet's replicator, started at every promotion, runs the levels
+    /// that hold files on their schedule; an empty level runs once.
+    #[test]
+    fn levels_on_schedule_run_only_empty_levels_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = LevelState::default();
+        st.add(&info(0, 1, 1, "2026-11-22T10:00:01Z"));
+        st.add(&info(0, 2, 2, "2026-11-22T10:00:12Z"));
+        st.add(&info(1, 1, 1, "2026-11-22T10:00:05Z"));
+        st.add(&info(SNAPSHOT_LEVEL, 1, 1, "2026-11-22T10:00:05Z"));
+        st.startup = [true; 10];
+        st.run_on_schedule();
+        let m = maintainer(st, dir.path());
+        let now = "2026-11-22T10:00:20Z";
+        // L1 on its 30 s boundary, not now; L2 (empty) once, now; no
+        // snapshot before its daily boundary.
+        assert_eq!(
+            due_of(&m, now, Task::Compact(1)).as_deref(),
+            Some("2026-11-22T10:00:30Z")
+        );
+        assert_eq!(due_of(&m, now, Task::Compact(2)).as_deref(), Some(now));
+        assert_eq!(
+            due_of(&m, now, Task::Snapshot).as_deref(),
+            Some("2026-11-23T00:00:00Z")
+        );
+    }
+
+    /// A stopping replicator waits for the run in flight: the next one
+    /// cleans the scratch space that run may still be writing.
+    #[test]
+    fn detach_and_settle_waits_for_the_run_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = maintainer(LevelState::default(), dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let run = m.running.lock().await; // as run_due holds it
+            let settle = {
+                let m = m.clone();
+                tokio::spawn(async move { m.detach_and_settle().await })
+            };
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!settle.is_finished(), "settled while a run was in flight");
+            drop(run);
+            tokio::time::timeout(Duration::from_secs(5), settle)
+                .await
+                .expect("settles once the run ends")
+                .unwrap();
+        });
     }
 
     #[test]

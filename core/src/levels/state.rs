@@ -62,8 +62,30 @@ impl LevelState {
                 _ => {}
             }
         }
+        // L1 is due 30 s after the oldest L0 file it lacks, not the
+        // newest: a database written again and again would otherwise push
+        // it back at every start.
+        let l1 = max_of(&s.newest[1]);
+        s.pending_since[0] =
+            s.l0.iter()
+                .filter(|f| f.max_txid > l1)
+                .map(|f| f.created_at)
+                .min();
         s.startup = [true; 10];
         Ok(s)
+    }
+
+    /// Drops the start-up runs of the levels that already hold files:
+    /// they run when their intervals say, overdue ones at once. Empty
+    /// levels still run once, so a new replica gets its levels and its
+    /// first snapshot. For replicators started again and again (a fleet
+    /// promotes a database at each write after a rest).
+    pub fn run_on_schedule(&mut self) {
+        for level in 1..=SNAPSHOT_LEVEL as usize {
+            if self.newest[level].is_some() {
+                self.startup[level] = false;
+            }
+        }
     }
 
     pub(super) fn add(&mut self, f: &FileInfo) {

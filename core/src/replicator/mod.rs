@@ -66,6 +66,12 @@ pub struct ReplicatorOptions {
     /// databases up in one line a minute). Other failures are logged as
     /// errors all the same.
     pub quiet_replica_failures: bool,
+    /// Levels that already hold files run on their schedule, not once at
+    /// every start as at a process start (Litestream's behaviour, kept
+    /// for `replicate`). A fleet starts a database's replicator at every
+    /// promotion: a compaction of every level and a snapshot each time
+    /// would be most of its work.
+    pub levels_on_schedule: bool,
 }
 
 impl Default for ReplicatorOptions {
@@ -80,6 +86,7 @@ impl Default for ReplicatorOptions {
             max_sync_ltx_files: 256,
             auto_recover: false,
             quiet_replica_failures: false,
+            levels_on_schedule: false,
         }
     }
 }
@@ -585,6 +592,7 @@ impl Replicator {
                             let _ = u.await; // it reports its own errors
                         }
                         self.seal_unshipped().await;
+                        self.leave_scheduler().await;
                         self.close()?;
                         return Err(e);
                     }
@@ -611,12 +619,14 @@ impl Replicator {
                     tracing::warn!(db = %self.db_path().display(), error = %e, "seal failed");
                 }
             }
+            self.leave_scheduler().await;
             let closed = self.close();
             let sealed = sealed?;
             closed?;
             self.with_status(|s| s.sealed = sealed);
             return Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default());
         }
+        self.leave_scheduler().await;
         self.close()?;
         Ok(self.status.lock().map(|s| s.clone()).unwrap_or_default())
     }
@@ -639,8 +649,25 @@ impl Replicator {
         }
         let local = self.db_mut()?.position().ok().flatten().map(|p| p.txid);
         uploaded?;
+        // A sealed database runs no retention until it is written again,
+        // which may be never: the L0 files L1 covers go now, not after
+        // `l0-retention` (that keeps them for a running database's
+        // compactions; the replica's own L0 files keep theirs).
+        self.prune_shipped(Duration::ZERO)?;
         let through = self.replica.position();
         Ok(sig.filter(|_| local.is_none() || local == through))
+    }
+
+    /// Leaves the scheduler and waits for a compaction or retention run
+    /// in flight. The next replicator of this database (a fleet promotes
+    /// it again, maybe seconds later) cleans the scratch space at its
+    /// start, and would remove the output that run is still uploading:
+    /// under churn, L1 then never completed and the local L0 files it
+    /// did not cover were never pruned (found by `tests/soak.rs`).
+    async fn leave_scheduler(&mut self) {
+        if let Some(m) = self.maint.clone() {
+            m.detach_and_settle().await;
+        }
     }
 
     /// Releases the database and leaves the scheduler.

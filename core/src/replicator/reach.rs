@@ -3,7 +3,7 @@
 //! files, keeping them bounded (`core::unshipped`) and sealing locally at
 //! a stop, so nothing written meanwhile is lost or needs a snapshot.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::db::Db;
 use crate::error::{Error, Result};
@@ -60,7 +60,10 @@ impl Replicator {
     pub(super) async fn position(&mut self) -> Result<()> {
         let remote = match &self.scheduler {
             Some(sched) => {
-                let state = LevelState::load(self.replica.client().as_ref()).await?;
+                let mut state = LevelState::load(self.replica.client().as_ref()).await?;
+                if self.opts.levels_on_schedule {
+                    state.run_on_schedule();
+                }
                 let pos = state.position();
                 self.replica.set_position(pos);
                 let m = Maintainer::new(
@@ -146,6 +149,19 @@ impl Replicator {
         }
     }
 
+    /// Removes the local L0 files the replica holds, once `min_age` old;
+    /// with compaction on, only those L1 covers (L1 reads the local L0
+    /// files it lacks). The newest file always stays: it records where
+    /// the database stands.
+    pub(super) fn prune_shipped(&self, min_age: Duration) -> Result<usize> {
+        let through = self.replica.position().unwrap_or_default();
+        let through = match &self.maint {
+            Some(m) => through.min(m.l1_max()),
+            None => through,
+        };
+        self.meta.prune_l0(through, min_age)
+    }
+
     /// One sync and upload (see [`Replicator::sync_once`]).
     pub(super) async fn sync_once_inner(&mut self, limit: usize) -> Result<SyncReport> {
         let attempt = jiff::Timestamp::now();
@@ -172,13 +188,7 @@ impl Replicator {
             metrics::histogram!("litestreampp_upload_seconds")
                 .record(began.elapsed().as_secs_f64());
         }
-        let retention = self.opts.levels.l0_retention;
         let through = self.replica.position().unwrap_or_default();
-        // With compaction on, L1 reads the local L0 files it lacks.
-        let prune_through = match &self.maint {
-            Some(m) => through.min(m.l1_max()),
-            None => through,
-        };
         let local_txid = self
             .db_mut()?
             .position()
@@ -186,7 +196,7 @@ impl Replicator {
             .flatten()
             .map(|p| p.txid)
             .unwrap_or_default();
-        let pruned = self.meta.prune_l0(prune_through, retention);
+        let pruned = self.prune_shipped(self.opts.levels.l0_retention);
         let bounded = match &uploaded {
             Err(_) => self.bound_unshipped(through).await,
             Ok(u) if u.limited => unshipped::measure(&self.meta, through)

@@ -13,7 +13,8 @@ use super::tiers::Fleet;
 
 impl Fleet {
     /// Compares every cold database's files with its signature and
-    /// promotes the changed ones (polling mode, and after lost events).
+    /// promotes the changed ones (polling mode, after lost events, and at
+    /// startup once the watches are set).
     pub(super) async fn compare_signatures(&mut self) {
         let registry = self.registry.clone();
         let changed = tokio::task::spawn_blocking(move || {

@@ -48,9 +48,27 @@ impl Fleet {
         }
     }
 
+    /// Retires a database whose file is gone: out of the fleet, and its
+    /// meta directory removed if Litestream's rules named it (its local
+    /// L0 files and seal mean nothing
+    /// without the database; the replica keeps its history). Litestream
+    /// leaves the directory behind: a fleet whose tenants come and go
+    /// would keep one per tenant it ever had.
     pub(super) fn retire(&mut self, k: &str) {
+        let path = self.registry.path(k);
+        let meta = self
+            .template_of(k, &path)
+            .map(|(t, rel)| t.meta_dir(&path, &rel));
         if self.forget(k) {
-            tracing::info!(db = %self.registry.path(k).display(), "database removed; retired");
+            match meta {
+                // Not if recreated meanwhile (the new database may use
+                // it), nor a `meta-path` the user named.
+                Some(meta) if !path.exists() && meta.has_litestream_name() => {
+                    remove_meta_dir(&path, meta.path())
+                }
+                _ => {}
+            }
+            tracing::info!(db = %path.display(), "database removed; retired");
             self.registry
                 .counters
                 .retired
@@ -74,5 +92,21 @@ impl Fleet {
             self.state_dirty = true;
         }
         was
+    }
+}
+
+/// Removes a retired database's meta directory. A failure is logged with
+/// both paths and does not stop the fleet: the directory is only disk
+/// space.
+fn remove_meta_dir(db: &Path, meta: &Path) {
+    match std::fs::remove_dir_all(meta) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(
+            db = %db.display(),
+            meta_dir = %meta.display(),
+            error = %e,
+            "could not remove the meta directory of a removed database"
+        ),
     }
 }
