@@ -221,8 +221,16 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// The database's content; one SQLite finds damaged fails naming its path
+/// (restored or source).
 fn content(path: &Path) -> String {
-    content_hash(&Connection::open(path).unwrap())
+    let name = path.display();
+    let c = Connection::open(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let check: String = c
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{name}: quick_check: {e}"));
+    assert_eq!(check, "ok", "{name}: quick_check");
+    content_hash(&c)
 }
 
 #[test]

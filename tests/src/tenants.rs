@@ -231,9 +231,14 @@ impl Tenants {
         c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
             .unwrap();
         drop(c);
-        std::fs::rename(&fresh, &path).unwrap();
+        // The old WAL goes before the new file arrives: a WAL is not tied
+        // to its database file, and SQLite opening the new file beside the
+        // old WAL would replay the old frames into it. (The checkpoint
+        // above is busy while the fleet pins the WAL, so it may hold
+        // frames.)
         let _ = std::fs::remove_file(sidecar(&path, "-wal"));
         let _ = std::fs::remove_file(sidecar(&path, "-shm"));
+        std::fs::rename(&fresh, &path).unwrap();
         self.live[i].touched = Instant::now();
         self.tally.replaced += 1;
     }

@@ -258,9 +258,16 @@ impl Db {
     /// the read transaction. Idempotent.
     pub fn open(&mut self) -> Result<()> {
         if self.session.is_some() {
-            // A failed attempt may have left the read transaction released:
-            // never sync without the WAL pinned.
-            return self.begin_read_tx();
+            if !self.replaced() {
+                // A failed attempt may have left the read transaction
+                // released: never sync without the WAL pinned.
+                return self.begin_read_tx();
+            }
+            // Another file was renamed over the database: the session
+            // reads the old file while the path's WAL is the new one's.
+            // Start over on the new file with a snapshot of it.
+            self.close()?;
+            self.snapshot_demand.require("database file replaced");
         }
         let opened_ino = dbfile::FileSig::of(&self.path).db_ino;
         let (session, page_size) = Session::open(&self.path, &self.name, self.opts.busy_timeout)?;
@@ -280,6 +287,15 @@ impl Db {
             self.continuity = Some(Continuity::DbFile);
         }
         Ok(())
+    }
+
+    /// True when the file at the path is no longer the one the session
+    /// opened (renamed over, or deleted and recreated). Its old inode
+    /// cannot be reused while the session holds it open.
+    pub(super) fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.session.is_some()
+            && std::fs::metadata(&self.path).is_ok_and(|m| m.ino() != self.opened_ino)
     }
 
     fn session(&self) -> Result<&Session> {

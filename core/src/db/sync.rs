@@ -49,6 +49,11 @@ impl Db {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(format!("open {}", self.wal_path.display()), e)),
         };
+        if self.replaced() {
+            // The WAL just opened may be a new file's, read against the
+            // old one's pages: write nothing; the next open starts over.
+            return Ok(false);
+        }
         let wal_name = self.wal_path.display().to_string();
         let header = match &wal_file {
             Some(f) => WalHeader::read(f, &wal_name)?,
