@@ -29,6 +29,8 @@ struct Input<R: Read> {
     block: Vec<u8>,
     /// Page number of the buffered page; 0 once the input is exhausted.
     pgno: u32,
+    /// Pages read so far.
+    pages: u32,
 }
 
 impl<R: Read> Input<R> {
@@ -36,6 +38,7 @@ impl<R: Read> Input<R> {
         match self.dec.next_page(&mut self.page)? {
             Some(f) => {
                 self.pgno = f.pgno;
+                self.pages += 1;
                 self.block.clear();
                 if let Some(b) = self.dec.last_block() {
                     self.block.extend_from_slice(b);
@@ -58,13 +61,22 @@ pub fn is_contiguous(prev_max: crate::TxId, min: crate::TxId, max: crate::TxId) 
 /// Litestream's: TXIDs from the first to the last input, the last input's
 /// commit and timestamp, NoChecksum.
 pub fn merge_to_file<R: Read>(inputs: Vec<(R, String)>, out: &Path) -> Result<Merged> {
-    merge(inputs, out, false)
+    merge(inputs, out, false, None)
 }
 
 /// Merges `inputs` as [`merge_to_file`] does, for one database's L0
 /// files: `keep_wal_range` copies the last input's WAL range (offset,
 /// size, salts) into the header, where the next sync finds its position.
-fn merge<R: Read>(inputs: Vec<(R, String)>, out: &Path, keep_wal_range: bool) -> Result<Merged> {
+/// `from` labels the output from an earlier TXID than the first input's:
+/// allowed only when the first input holds every page of its database (a
+/// snapshot written as L0), which makes the files before it redundant;
+/// checked as it is read.
+fn merge<R: Read>(
+    inputs: Vec<(R, String)>,
+    out: &Path,
+    keep_wal_range: bool,
+    from: Option<crate::TxId>,
+) -> Result<Merged> {
     if inputs.is_empty() {
         return Err(Error::InvalidInput(format!(
             "merge into {}: no input files",
@@ -80,6 +92,7 @@ fn merge<R: Read>(inputs: Vec<(R, String)>, out: &Path, keep_wal_range: bool) ->
             page: vec![0u8; ps],
             block: Vec::new(),
             pgno: 0,
+            pages: 0,
         });
     }
     for w in ins.windows(2) {
@@ -113,7 +126,7 @@ fn merge<R: Read>(inputs: Vec<(R, String)>, out: &Path, keep_wal_range: bool) ->
     let mut header = Header::new(
         first.page_size,
         last.commit,
-        first.min_txid,
+        from.map_or(first.min_txid, |f| f.min(first.min_txid)),
         last.max_txid,
         last.timestamp_ms,
     );
@@ -157,6 +170,19 @@ fn merge<R: Read>(inputs: Vec<(R, String)>, out: &Path, keep_wal_range: bool) ->
                 i.advance()?;
             }
         }
+        if from.is_some_and(|f| f < first.min_txid) {
+            let lock = crate::ltx::lock_pgno(first.page_size);
+            let all = first.commit - u32::from(lock <= first.commit);
+            if ins[0].pages != all {
+                return Err(Error::corrupt(
+                    ins[0].dec.name(),
+                    format!(
+                        "holds {} of the {all} pages of its database: the files before it are needed",
+                        ins[0].pages
+                    ),
+                ));
+            }
+        }
         // Every input's checksum is verified before the output exists.
         for i in ins {
             i.dec.finish()?;
@@ -178,7 +204,15 @@ fn merge<R: Read>(inputs: Vec<(R, String)>, out: &Path, keep_wal_range: bool) ->
 
 /// [`merge_to_file`] over local files.
 pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<Merged> {
-    merge(open_all(inputs, 256 << 10)?, out, false)
+    merge(open_all(inputs, 256 << 10)?, out, false, None)
+}
+
+/// [`merge_files`] whose first input holds every page of the database (an
+/// L0 snapshot): the output covers TXIDs from `from`, the files between
+/// `from` and the first input adding nothing it does not replace. An
+/// error if the first input lacks a page.
+pub fn merge_files_from_full(inputs: &[PathBuf], out: &Path, from: crate::TxId) -> Result<Merged> {
+    merge(open_all(inputs, 256 << 10)?, out, false, Some(from))
 }
 
 /// Merges a database's consecutive local L0 files into one L0 file that
@@ -187,7 +221,7 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<Merged> {
 pub fn merge_l0_files(inputs: &[PathBuf], out: &Path) -> Result<Merged> {
     // Small buffers: L0 files are one sync each, and many databases may
     // merge at once.
-    merge(open_all(inputs, 64 << 10)?, out, true)
+    merge(open_all(inputs, 64 << 10)?, out, true, None)
 }
 
 fn open_all(inputs: &[PathBuf], buffer: usize) -> Result<Vec<(BufReader<File>, String)>> {
@@ -268,5 +302,29 @@ mod tests {
         let e = merge_files(&[a, c.clone()], &out).unwrap_err().to_string();
         assert!(e.contains(&c.display().to_string()), "{e}");
         assert!(!out.exists() && !fsutil::tmp_path(&out).exists());
+    }
+
+    #[test]
+    fn a_full_first_input_stands_for_the_files_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // TXIDs 5-7 are not read: 8 holds every page.
+        let full = write(dir.path(), 8, 8, 3, &[(1, 8), (2, 8), (3, 8)], 800);
+        let next = write(dir.path(), 9, 9, 4, &[(2, 9), (4, 9)], 900);
+        let out = dir.path().join("out.ltx");
+        merge_files_from_full(&[full, next], &out, TxId(5)).unwrap();
+        let (h, pages) = pages_of(&out);
+        assert_eq!((h.min_txid, h.max_txid, h.commit), (TxId(5), TxId(9), 4));
+        assert_eq!(pages, BTreeMap::from([(1, 8), (2, 9), (3, 8), (4, 9)]));
+
+        // A first input lacking a page cannot stand for what came before.
+        let partial = write(dir.path(), 10, 10, 3, &[(1, 10), (3, 10)], 1000);
+        let e = merge_files_from_full(std::slice::from_ref(&partial), &out, TxId(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&partial.display().to_string()) && e.contains("2 of the 3 pages"),
+            "{e}"
+        );
+        assert!(!fsutil::tmp_path(&out).exists());
     }
 }

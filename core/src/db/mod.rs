@@ -164,6 +164,9 @@ pub struct Db {
     /// other way round). The session reads that file whatever the path
     /// names later.
     opened_ino: u64,
+    /// The newest L0 file this engine wrote holding every page (a
+    /// snapshot): the files before it are redundant once it is shipped.
+    full_state_l0: Option<TxId>,
 }
 
 impl Db {
@@ -185,7 +188,14 @@ impl Db {
             snapshot_demand: SnapshotDemand::default(),
             checkpoints: CheckpointClock::new(),
             opened_ino: 0,
+            full_state_l0: None,
         }
+    }
+
+    /// The newest L0 file this engine wrote that holds every page of the
+    /// database (a snapshot), by TXID.
+    pub fn full_state_l0(&self) -> Option<TxId> {
+        self.full_state_l0
     }
 
     /// The database path.

@@ -94,6 +94,7 @@ impl Db {
         out.snapshot_reason
             .get_or_insert_with(|| reason.to_string());
         self.after_write(&h);
+        self.full_state_l0 = Some(h.max_txid);
         self.snapshot_demand.satisfied();
         self.continuity = if header.is_none() {
             Some(Continuity::NoWal)

@@ -77,12 +77,22 @@ impl Maintainer {
         if inputs.is_empty() {
             return Ok(None);
         }
+        // An L0 snapshot among the inputs holds every page: the files
+        // before it add nothing to the merge (and may be gone locally).
+        let from_full = if src == 0 {
+            let full = self.st().full_l0;
+            full.and_then(|k| inputs.iter().rposition(|f| f.max_txid == k))
+                .filter(|&i| i > 0)
+        } else {
+            None
+        };
+        let reading = &inputs[from_full.unwrap_or(0)..];
         let dir = self.meta.scratch_dir(level);
         fsutil::create_dir_all(&dir)?;
-        let mut paths = Vec::with_capacity(inputs.len());
+        let mut paths = Vec::with_capacity(reading.len());
         let mut downloaded = Vec::new();
         let result = async {
-            for f in &inputs {
+            for f in reading {
                 let local = self.meta.l0_dir().join(f.file_name());
                 if src == 0 && local.exists() {
                     paths.push(local);
@@ -98,11 +108,12 @@ impl Maintainer {
             let out = dir.join(crate::txid::ltx_file_name(min, max));
             downloaded.push(out.clone());
             let (ins, o) = (paths.clone(), out.clone());
-            let merged = tokio::task::spawn_blocking(move || compact::merge_files(&ins, &o))
-                .await
-                .map_err(|e| {
-                    Error::io("compaction task", std::io::Error::other(e.to_string()))
-                })??;
+            let merged = tokio::task::spawn_blocking(move || match from_full {
+                Some(_) => compact::merge_files_from_full(&ins, &o, min),
+                None => compact::merge_files(&ins, &o),
+            })
+            .await
+            .map_err(|e| Error::io("compaction task", std::io::Error::other(e.to_string())))??;
             let info = self
                 .client
                 .write_ltx_file(level, min, max, LtxBody::File(out))
@@ -110,7 +121,7 @@ impl Maintainer {
             crate::crashpoint::here("compacted");
             tracing::info!(
                 db = %self.name, level, min = %min, max = %max, inputs = inputs.len(),
-                size = merged.size, "compaction complete"
+                read = reading.len(), size = merged.size, "compaction complete"
             );
             Ok::<FileInfo, Error>(info)
         }

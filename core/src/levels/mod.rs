@@ -173,6 +173,24 @@ impl Maintainer {
         self.reschedule();
     }
 
+    /// Records that the L0 file ending at `txid` holds every page of the
+    /// database (it need not be uploaded yet): compaction into L1 starts
+    /// reading there.
+    pub fn note_full_state_l0(&self, txid: TxId) {
+        let mut s = self.st();
+        s.full_l0 = Some(s.full_l0.map_or(txid, |k| k.max(txid)));
+    }
+
+    /// The newest L0 file known to hold every page, if no compaction or
+    /// retention run is in flight: while the guard is held none starts,
+    /// so the local L0 files before that file may be removed (L1 will
+    /// not read them).
+    pub fn full_state_l0_while_idle(&self) -> Option<(TxId, tokio::sync::MutexGuard<'_, ()>)> {
+        let k = self.st().full_l0?;
+        let idle = self.running.try_lock().ok()?;
+        Some((k, idle))
+    }
+
     /// The database's owner starts a snapshot (asked for or not): no other
     /// is asked for until [`end_snapshot`](Self::end_snapshot).
     pub fn begin_snapshot(&self) {
@@ -384,6 +402,76 @@ mod tests {
             due_of(&m, now, Task::Snapshot).as_deref(),
             Some("2026-11-23T00:00:00Z")
         );
+    }
+
+    /// After an L0 snapshot, L1 reads from the snapshot on: the files
+    /// before it are gone here, locally and from the replica, and the L1
+    /// file still covers every TXID L1 lacked, with the right pages.
+    #[test]
+    fn l1_reads_from_the_newest_l0_snapshot() {
+        use crate::client::LtxBody;
+        use crate::ltx::{Decoder, Encoder, Header};
+        const PS: usize = 512;
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::new(dir.path().join("meta"));
+        meta.create().unwrap();
+        let m = maintainer(LevelState::default(), dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // TXID: (commit, pages); 3 holds every page.
+        let files: [(u64, u32, &[u32]); 4] = [
+            (1, 2, &[1, 2]),
+            (2, 3, &[3]),
+            (3, 3, &[1, 2, 3]),
+            (4, 4, &[2, 4]),
+        ];
+        rt.block_on(async {
+            for (txid, commit, pages) in files {
+                let h = Header::new(
+                    PS as u32,
+                    commit,
+                    TxId(txid),
+                    TxId(txid),
+                    1_000 * txid as i64,
+                );
+                let mut enc = Encoder::new(Vec::new(), h, "t").unwrap();
+                for p in pages {
+                    enc.encode_page(*p, &[txid as u8; PS]).unwrap();
+                }
+                let bytes = enc.finish().unwrap().writer;
+                let local = meta.l0_path(TxId(txid), TxId(txid));
+                std::fs::write(&local, &bytes).unwrap();
+                let info = m
+                    .client
+                    .write_ltx_file(0, TxId(txid), TxId(txid), LtxBody::Bytes(bytes.into()))
+                    .await
+                    .unwrap();
+                m.note_uploaded(&[info]);
+            }
+            m.note_full_state_l0(TxId(3));
+            for txid in [1, 2] {
+                std::fs::remove_file(meta.l0_path(TxId(txid), TxId(txid))).unwrap();
+            }
+            m.client.delete_ltx_files(&m.state().l0[..2]).await.unwrap();
+            let out = m.compact(1).await.unwrap().expect("an L1 file");
+            assert_eq!((out.min_txid, out.max_txid), (TxId(1), TxId(4)));
+            let bytes = m
+                .client
+                .read_ltx_range(1, TxId(1), TxId(4), 0, 0)
+                .await
+                .unwrap();
+            let mut d = Decoder::new(&bytes[..], "l1").unwrap();
+            assert_eq!(d.header().commit, 4);
+            let mut buf = vec![0u8; PS];
+            let mut got = Vec::new();
+            while let Some(f) = d.next_page(&mut buf).unwrap() {
+                got.push((f.pgno, buf[0]));
+            }
+            d.finish().unwrap();
+            assert_eq!(got, [(1, 3), (2, 4), (3, 3), (4, 4)]);
+        });
     }
 
     /// A stopping replicator waits for the run in flight: the next one

@@ -26,6 +26,10 @@ pub struct LevelState {
     pub last_run: [Option<Timestamp>; 10],
     /// A failed snapshot is not asked for again before this.
     pub snapshot_not_before: Option<Timestamp>,
+    /// The newest L0 file known to hold every page of the database (a
+    /// snapshot the database wrote as L0), by its max TXID: L1 reads no
+    /// file before it. Known only to the process that wrote it.
+    pub full_l0: Option<TxId>,
 }
 
 pub(super) fn max_of(f: &Option<FileInfo>) -> TxId {

@@ -153,13 +153,30 @@ impl Replicator {
     /// with compaction on, only those L1 covers (L1 reads the local L0
     /// files it lacks). The newest file always stays: it records where
     /// the database stands.
+    ///
+    /// With compaction on, the files before a shipped L0 snapshot go too,
+    /// whatever their age: L1 starts reading at the snapshot. (A tenant
+    /// written while cold by an application that closes its last
+    /// connection gets a snapshot at every promotion; keeping what came
+    /// before each until L1 covered it filled the soak's meta directories.)
     pub(super) fn prune_shipped(&self, min_age: Duration) -> Result<usize> {
-        let through = self.replica.position().unwrap_or_default();
-        let through = match &self.maint {
-            Some(m) => through.min(m.l1_max()),
-            None => through,
+        let shipped = self.replica.position().unwrap_or_default();
+        let Some(m) = &self.maint else {
+            return self.meta.prune_l0(shipped, min_age);
         };
-        self.meta.prune_l0(through, min_age)
+        let mut removed = self.meta.prune_l0(shipped.min(m.l1_max()), min_age)?;
+        let Some(full) = self.db.as_ref().and_then(Db::full_state_l0) else {
+            return Ok(removed);
+        };
+        m.note_full_state_l0(full);
+        if full <= shipped
+            && let Some((full, _idle)) = m.full_state_l0_while_idle()
+        {
+            removed += self
+                .meta
+                .prune_l0(TxId(full.0.saturating_sub(1)), Duration::ZERO)?;
+        }
+        Ok(removed)
     }
 
     /// One sync and upload (see [`Replicator::sync_once`]).
