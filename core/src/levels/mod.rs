@@ -181,14 +181,11 @@ impl Maintainer {
         s.full_l0 = Some(s.full_l0.map_or(txid, |k| k.max(txid)));
     }
 
-    /// The newest L0 file known to hold every page, if no compaction or
-    /// retention run is in flight: while the guard is held none starts,
-    /// so the local L0 files before that file may be removed (L1 will
-    /// not read them).
-    pub fn full_state_l0_while_idle(&self) -> Option<(TxId, tokio::sync::MutexGuard<'_, ()>)> {
-        let k = self.st().full_l0?;
-        let idle = self.running.try_lock().ok()?;
-        Some((k, idle))
+    /// A guard if no compaction or retention run is in flight; none
+    /// starts while it is held (so local L0 files no run will read may be
+    /// removed).
+    pub fn try_idle(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.running.try_lock().ok()
     }
 
     /// The database's owner starts a snapshot (asked for or not): no other

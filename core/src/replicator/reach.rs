@@ -170,7 +170,7 @@ impl Replicator {
         };
         m.note_full_state_l0(full);
         if full <= shipped
-            && let Some((full, _idle)) = m.full_state_l0_while_idle()
+            && let Some(_idle) = m.try_idle()
         {
             removed += self
                 .meta
