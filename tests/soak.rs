@@ -7,10 +7,13 @@
 //!
 //! Every `SOAK_SAMPLE_SECS` the fleet's resident memory, descriptors and
 //! threads and the meta directories' total size are sampled; after
-//! `SOAK_SETTLE_SECS` each must be flat: the peak of the last quarter of
-//! the window within a stated share of the first quarter's (the
-//! least-squares slope is stated too; see [`Trend`]). At the end `restore-pattern` of everything equals every source,
-//! and every level of every replica is contiguous.
+//! `SOAK_SETTLE_SECS` memory, descriptors and threads must be flat: the
+//! peak of the last quarter of the window within a stated share of the
+//! first quarter's (the least-squares slope is stated too; see
+//! [`Trend`]). The meta directories follow the databases, which the
+//! workload grows: they must stay within [`META_PER_DB_BYTE`] of the
+//! databases' size. At the end `restore-pattern` of everything equals
+//! every source, and every level of every replica is contiguous.
 //!
 //! CI: 200 databases for 4 minutes (restart every 60 s, kill every 90 s,
 //! a 20 s outage, a sample every 10 s, flat after 60 s; shipped L0 files
@@ -36,6 +39,11 @@ use litestreampp_e2e::{
     Scratch, content_hash, env_or, ours, run_ok, spawn_logged, terminate, wait_for,
 };
 use rusqlite::Connection;
+
+/// The bound on the meta directories, per byte of database (files and
+/// WAL): one copy (every tenant's newest L0 file a snapshot) and half as
+/// much again of recent history. `docs/reliability.md` states it.
+const META_PER_DB_BYTE: f64 = 1.5;
 
 /// The campaign's size and clock, from the environment.
 #[derive(Debug, Clone)]
@@ -418,9 +426,13 @@ fn a_day_of_tenants_restarts_kills_and_an_outage_leaves_nothing_growing_and_noth
     let fds = Trend::of(&samples, plan.settle, |s| s.proc.fds as f64);
     let threads = Trend::of(&samples, plan.settle, |s| s.proc.threads as f64);
     let meta = Trend::of(&samples, plan.settle, |s| s.meta_bytes as f64);
-    // The meta directories hold copies of recent pages (a database's last
-    // snapshot, the L0 files L1 lacks), so they follow the databases'
-    // size, which the large transactions grow: the ratio must stay flat.
+    // The meta directories hold copies of pages: each tenant's newest L0
+    // file (a whole snapshot after a promotion that could not continue),
+    // the L0 files L1 lacks or `l0-retention` keeps, an outage's backlog.
+    // The databases' size bounds the first and the large transactions
+    // grow the databases, so the directories cannot be flat in bytes; the
+    // ratio rises while more tenants' newest file becomes a snapshot, so
+    // it is held to the stated bound rather than compared by quarter.
     let per_db = Trend::of(&samples, plan.settle, |s| {
         s.meta_bytes as f64 / s.db_bytes.max(1) as f64
     });
@@ -460,7 +472,6 @@ fn a_day_of_tenants_restarts_kills_and_an_outage_leaves_nothing_growing_and_noth
         ("resident memory (KB)", &rss, 0.15, 2048.0),
         ("descriptors", &fds, 0.25, 8.0),
         ("threads", &threads, 0.25, 4.0),
-        ("meta directories per byte of database", &per_db, 0.25, 0.05),
     ] {
         assert!(
             tr.flat(share, floor),
@@ -468,4 +479,9 @@ fn a_day_of_tenants_restarts_kills_and_an_outage_leaves_nothing_growing_and_noth
             tr.peaks
         );
     }
+    let worst = per_db.peaks.iter().copied().fold(0.0, f64::max);
+    assert!(
+        worst <= META_PER_DB_BYTE,
+        "meta directories held {worst:.2} bytes per byte of database (bound {META_PER_DB_BYTE}); {report}"
+    );
 }
