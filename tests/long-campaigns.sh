@@ -2,8 +2,9 @@
 # The long runs of the reliability campaigns (docs/reliability.md), one
 # after another so that they do not compete for the machine: 501 crash
 # trials, the fault campaign at 1 % and at 30 % with a one-minute outage,
-# then 10 minutes of fuzzing per target, then a 20-minute replica outage
-# under a 2,000-database fleet, then the hour-long soak of 10,000
+# then 10 minutes of fuzzing per target, then a replica outage of an
+# hour's failed syncs (6 minutes at a 100 ms sync interval) under a fleet
+# of 100,000 databases, 1,000 of them hot, then the hour-long soak of 10,000
 # databases (restarts, kills, a 5-minute outage; docs/reliability.md).
 # About two and three quarter hours on 2 cores. Each
 # campaign's output (tallies, fault counts, catch-up time, fuzz stats) goes
@@ -47,7 +48,7 @@ for c in "${want[@]}"; do
     run fuzz ./tests/fuzz.sh 600
     ;;
   outage)
-    run outage env OUTAGE_DBS=2000 OUTAGE_HOT=200 OUTAGE_SECS=1200 "${nextest[@]}" --test outage
+    run outage env OUTAGE_DBS=100000 OUTAGE_HOT=1000 OUTAGE_SECS=360 "${nextest[@]}" --test outage
     ;;
   soak)
     run soak env SOAK_DBS=10000 SOAK_SECS=3600 SOAK_RESTART_SECS=600 SOAK_KILL_SECS=900 \

@@ -14,8 +14,10 @@
 //!
 //! `OUTAGE_DBS` (registered, default 300), `OUTAGE_HOT` (written all the
 //! time, default 24) and `OUTAGE_SECS` (default 45) size it;
-//! `tests/long-campaigns.sh outage` runs 2,000 and 200 for 20 minutes,
-//! long enough for hundreds of failed syncs per database (merges).
+//! `tests/long-campaigns.sh outage` runs the size: 100,000
+//! registered and 1,000 hot for 6 minutes, which at this sync interval
+//! is an hour's failed syncs at the default (hundreds per database, so
+//! the local merges run).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
@@ -125,7 +127,11 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
     let fleet = spawn_logged(c, &log);
     let pid = fleet.id();
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for("the initial backlog", Duration::from_secs(600), || {
+    // Backing up a fleet from scratch runs at about 100 databases a second
+    // here; the waits grow with the fleet.
+    let backlog_wait = Duration::from_secs(600 + n as u64 / 25);
+    let ship_wait = Duration::from_secs(300 + hot as u64 / 2);
+    wait_for("the initial backlog", backlog_wait, || {
         status(port)["cold"].as_u64() == Some(n as u64)
     });
 
@@ -267,7 +273,7 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
     );
 
     // S3 is back: everything waiting ships, within the upload cap.
-    wait_for("the backlog to ship", Duration::from_secs(300), || {
+    wait_for("the backlog to ship", ship_wait, || {
         let s = status(port);
         s["outage"].is_null()
             && s["unshipped"].as_u64() == Some(0)
@@ -281,11 +287,9 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
     // The last writes reach the replica through the running fleet: a cold
     // database written just before a shutdown, still waiting for a hot
     // slot, is synced at the next start, not at this one.
-    wait_for(
-        "every database shipped and cold",
-        Duration::from_secs(300),
-        || status(port)["cold"].as_u64() == Some(n as u64),
-    );
+    wait_for("every database shipped and cold", backlog_wait, || {
+        status(port)["cold"].as_u64() == Some(n as u64)
+    });
     assert_eq!(
         terminate(fleet, Duration::from_secs(120)),
         0,
