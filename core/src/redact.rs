@@ -95,6 +95,27 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// `text` with every URL in it (a run of non-blank characters holding
+/// `://`) passed through [`redact_url`]: for messages of libraries that
+/// quote the request they made, an Azure SAS token and all.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .rfind(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '(' | '<' | '='))
+            .map_or(0, |k| k + 1);
+        let end = rest[i..]
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ')' | '>' | ','))
+            .map_or(rest.len(), |k| i + k);
+        out.push_str(&rest[..start]);
+        out.push_str(&redact_url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What follows `scheme://`, without user info. The host follows the
 /// last '@' of the authority (user info may itself hold '@'). A password
 /// holding an unencoded '/' (AWS secret keys often do) ends the authority
@@ -126,6 +147,25 @@ pub fn is_secret_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_inside_text_are_redacted() {
+        let m = "request to https://acct.blob.core.windows.net/c/x?sv=1&sig=SECRETSIG failed (url=http://u:pw@h/p?token=T), retry";
+        let r = redact_text(m);
+        assert!(
+            !r.contains("SECRETSIG") && !r.contains("pw@") && !r.contains("=T)"),
+            "{r}"
+        );
+        assert!(
+            r.starts_with("request to https://acct.blob.core.windows.net/c/x?sv=1&sig="),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("failed (url=http://h/p?token=REDACTED), retry"),
+            "{r}"
+        );
+        assert_eq!(redact_text("no urls here"), "no urls here");
+    }
 
     fn check(url: &str, want: &str) {
         assert_eq!(redact_url(url), want, "{url}");

@@ -283,7 +283,7 @@ impl<'f> WalReader<'f> {
             return Ok(Some(header.checksum));
         }
         let fs = header.frame_size();
-        if offset < WAL_HEADER_SIZE + fs || (offset - WAL_HEADER_SIZE) % fs != 0 {
+        if offset < WAL_HEADER_SIZE + fs || !(offset - WAL_HEADER_SIZE).is_multiple_of(fs) {
             return Ok(None);
         }
         Ok(read_frame_header(file, offset - fs, name)?
@@ -348,7 +348,7 @@ impl<'f> WalReader<'f> {
                 }
             }
             if (n as u64) < buf.len() as u64 {
-                seg.stop = if n as u64 % fs == 0 {
+                seg.stop = if (n as u64).is_multiple_of(fs) {
                     StopReason::Eof
                 } else {
                     StopReason::PartialFrame

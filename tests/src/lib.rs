@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod faultproxy;
+pub mod gcs;
 pub mod moto;
 pub mod probe;
 pub mod tenants;

@@ -42,6 +42,10 @@ impl ReplicaClient for UploadLimited {
         self.inner.read_pattern()
     }
 
+    fn files_per_delete(&self) -> usize {
+        self.inner.files_per_delete()
+    }
+
     async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
         self.inner.ltx_files(level, seek, use_metadata).await
     }

@@ -55,6 +55,10 @@ impl<C: ReplicaClient> ReplicaClient for MeteredClient<C> {
         self.inner.read_pattern()
     }
 
+    fn files_per_delete(&self) -> usize {
+        self.inner.files_per_delete()
+    }
+
     async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
         let began = Instant::now();
         let r = self.inner.ltx_files(level, seek, use_metadata).await;

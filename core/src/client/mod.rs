@@ -5,8 +5,11 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod file;
+pub mod gcs;
 pub mod limit;
 pub mod metered;
+#[cfg(feature = "opendal")]
+pub(crate) mod operator;
 pub mod retry;
 pub mod s3;
 
@@ -112,6 +115,13 @@ pub trait ReplicaClient: Send + Sync + Debug {
     /// How restores should read large files.
     fn read_pattern(&self) -> ReadPattern {
         ReadPattern::Streams
+    }
+
+    /// How many files one request of [`delete_ltx_files`](Self::delete_ltx_files)
+    /// deletes: the retry layer retries deletions in batches of this size,
+    /// so a long deletion makes progress through transient failures.
+    fn files_per_delete(&self) -> usize {
+        usize::MAX
     }
 
     /// Files of `level` whose min TXID is at least `seek`, ordered by min
@@ -231,6 +241,35 @@ pub struct RawEntry {
     pub modified: jiff::Timestamp,
 }
 
+/// Metadata requests in flight when a listing reads exact timestamps.
+const EXACT_TIME_CONCURRENCY: usize = 32;
+
+/// `listing` with each file's creation time replaced by the exact one
+/// `lookup` reads for it (the backend's stored LTX timestamp; a request
+/// per file, several in flight, in listing order). `None` keeps the
+/// listed time.
+pub(crate) fn with_exact_times<F, Fut>(listing: FileStream, lookup: F) -> FileStream
+where
+    F: Fn(&FileInfo) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Option<jiff::Timestamp>>> + Send + 'static,
+{
+    use futures::StreamExt;
+    Box::pin(
+        listing
+            .map(move |r| {
+                let pending = r.map(|f| (lookup(&f), f));
+                async move {
+                    let (ts, mut f) = pending?;
+                    if let Some(ts) = ts.await? {
+                        f.created_at = ts;
+                    }
+                    Ok(f)
+                }
+            })
+            .buffered(EXACT_TIME_CONCURRENCY),
+    )
+}
+
 /// Reads a whole range of a replica file into memory.
 pub async fn read_range(
     client: &dyn ReplicaClient,
@@ -296,13 +335,43 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("s3://") {
         return s3_client(s3::S3Settings::from_url(url)?);
     }
+    if url.starts_with("gs://") {
+        return gcs_client(&gcs::GcsSettings::from_url(url)?);
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3)",
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs)",
             crate::redact::redact_url(url)
         )));
     }
     Ok(Arc::new(file::FileReplicaClient::new(url)))
+}
+
+/// The bucket and path of `<scheme>://bucket/path`, as Litestream reads
+/// them: the path cleaned (`path.Clean`), its leading slash dropped, `.`
+/// for none.
+pub(crate) fn split_bucket_url(url: &str, scheme: &str) -> Result<(String, String)> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| Error::InvalidInput(format!("replica URL {}: {e}", redact_url(url))))?;
+    if parsed.scheme() != scheme {
+        return Err(Error::InvalidInput(format!(
+            "replica URL {}: not a {scheme}:// URL",
+            redact_url(url)
+        )));
+    }
+    let host = parsed.host_str().unwrap_or_default().to_string();
+    if host.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "replica URL {}: bucket required",
+            redact_url(url)
+        )));
+    }
+    let path = s3::clean_path(&s3::percent_decode(parsed.path()));
+    let path = match path.trim_start_matches('/') {
+        "" => ".".to_string(),
+        p => p.to_string(),
+    };
+    Ok((host, path))
 }
 
 /// A replica file as errors and logs name it: `<replica> level <n> <file>`.
@@ -317,6 +386,9 @@ pub fn describe_file(client: &dyn ReplicaClient, f: &FileInfo) -> String {
 pub struct ClientPool {
     #[cfg(feature = "s3")]
     s3: std::sync::Mutex<std::collections::HashMap<u64, Arc<s3::S3Connection>>>,
+    /// OpenDAL operators by backend and bucket (see `gcs::operator_key`).
+    #[cfg(feature = "opendal")]
+    operators: std::sync::Mutex<std::collections::HashMap<String, opendal::Operator>>,
     /// Uploads of every client opened here share these permits.
     uploads: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -343,10 +415,54 @@ impl ClientPool {
 
     /// A client for `url` (see [`from_url`]).
     pub fn open(&self, url: &str) -> Result<Arc<dyn ReplicaClient>> {
+        if url.starts_with("gs://") {
+            return self.open_gcs(&gcs::GcsSettings::from_url(url)?);
+        }
         if !url.starts_with("s3://") {
             return from_url(url).map(|c| self.limit(c));
         }
         self.open_s3(s3::S3Settings::from_url(url)?)
+    }
+
+    /// A GCS client for `settings`, sharing the operator (HTTP client) of
+    /// any earlier one on the same bucket.
+    #[cfg(feature = "gcs")]
+    pub fn open_gcs(&self, settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
+        let key = gcs::operator_key(settings);
+        let op = {
+            let mut m = self
+                .operators
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match m.get(&key) {
+                Some(op) => op.clone(),
+                None => {
+                    let op = gcs::operator(settings)?;
+                    m.insert(key, op.clone());
+                    op
+                }
+            }
+        };
+        Ok(self.remote(gcs::client_on(op, settings)))
+    }
+
+    /// Without the `gcs` feature: an error naming the replica.
+    #[cfg(not(feature = "gcs"))]
+    pub fn open_gcs(&self, settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
+        gcs_client(settings)
+    }
+
+    /// A remote client as the pool hands it out: counted, under the
+    /// upload limit per attempt, inside the one retry layer.
+    #[cfg(any(feature = "s3", feature = "opendal"))]
+    fn remote(&self, c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
+        match &self.uploads {
+            Some(p) => Arc::new(retry::RetryingClient::new(
+                limit::UploadLimited::new(Arc::new(metered::MeteredClient::new(c)), p.clone()),
+                retry::RetryPolicy::default(),
+            )),
+            None => remote(c),
+        }
     }
 
     /// An S3 client for `settings`, sharing the SDK client of any earlier
@@ -368,15 +484,8 @@ impl ClientPool {
                 }
             }
         };
-        let client = s3::S3ReplicaClient::with_connection(conn)?;
-        Ok(match &self.uploads {
-            // The permit is taken per attempt, inside the retries.
-            Some(p) => Arc::new(retry::RetryingClient::new(
-                limit::UploadLimited::new(Arc::new(metered::MeteredClient::new(client)), p.clone()),
-                retry::RetryPolicy::default(),
-            )),
-            None => remote(client),
-        })
+        // The permit is taken per attempt, inside the retries.
+        Ok(self.remote(s3::S3ReplicaClient::with_connection(conn)?))
     }
 
     /// Without the `s3` feature: an error naming the replica.
@@ -401,10 +510,22 @@ pub fn s3_client(settings: s3::S3Settings) -> Result<Arc<dyn ReplicaClient>> {
     Ok(remote(s3::S3ReplicaClient::new(settings)?))
 }
 
+/// A GCS replica client with the standard retry policy.
+#[cfg(feature = "gcs")]
+pub fn gcs_client(settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Ok(remote(gcs::client_on(gcs::operator(settings)?, settings)))
+}
+
+/// Without the `gcs` feature: an error naming the replica.
+#[cfg(not(feature = "gcs"))]
+pub fn gcs_client(settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
+    match gcs::operator(settings)? {}
+}
+
 /// A remote backend's client as every caller gets it: each request
 /// counted, inside the one retry layer (backoff with jitter, resumable
 /// reads).
-#[cfg(feature = "s3")]
+#[cfg(any(feature = "s3", feature = "opendal"))]
 fn remote(c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
     Arc::new(retry::RetryingClient::new(
         metered::MeteredClient::new(c),

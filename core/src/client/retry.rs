@@ -144,6 +144,10 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
         self.inner.read_pattern()
     }
 
+    fn files_per_delete(&self) -> usize {
+        self.inner.files_per_delete()
+    }
+
     /// Lazy; a listing that fails midway restarts after the last file it
     /// had produced.
     async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
@@ -190,6 +194,10 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
                                 continue; // produced before a restart
                             }
                             st.last = Some((f.min_txid, f.max_txid));
+                            // The budget is for failures in a row: a long
+                            // listing that keeps making progress (a stat
+                            // per file for exact times) is not given up.
+                            st.failures = 0;
                             return Some((Ok(f), st));
                         }
                         Some(Err(e))
@@ -309,11 +317,19 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
     }
 
     async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {
-        self.retry("delete", || self.inner.delete_ltx_files(files))
-            .await
+        for batch in files.chunks(self.inner.files_per_delete().max(1)) {
+            self.retry("delete", || self.inner.delete_ltx_files(batch))
+                .await?;
+        }
+        Ok(())
     }
 
     async fn delete_all(&self) -> Result<()> {
+        // The LTX files in retried batches first (a backend that deletes
+        // one file per request would otherwise need every request of one
+        // attempt to succeed), then whatever else the backend removes.
+        let files = self.all_ltx_files().await?;
+        self.delete_ltx_files(&files).await?;
         self.retry("delete all", || self.inner.delete_all()).await
     }
 

@@ -214,7 +214,7 @@ impl Follower {
     /// One poll: find the files after our TXID and apply them, or restore
     /// the newest state when they no longer follow on.
     async fn poll(&mut self) -> Result<Option<Applied>> {
-        let full = self.polls % FULL_LISTING_EVERY == 0;
+        let full = self.polls.is_multiple_of(FULL_LISTING_EVERY);
         self.polls = self.polls.wrapping_add(1);
         let next = TxId(self.txid.0 + 1);
         let mut files = if full {

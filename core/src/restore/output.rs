@@ -33,8 +33,8 @@ struct OutFile {
 
 impl OutFile {
     fn create(path: &Path, size: u64, page_size: u32) -> Result<OutFile> {
-        let want_direct =
-            size >= fsutil::DIRECT_MIN_BYTES && page_size as usize % fsutil::DIRECT_ALIGN == 0;
+        let want_direct = size >= fsutil::DIRECT_MIN_BYTES
+            && (page_size as usize).is_multiple_of(fsutil::DIRECT_ALIGN);
         let (file, direct) = fsutil::create_for_write(path, want_direct)?;
         file.set_len(size)
             .ctx(|| format!("size {}", path.display()))?;

@@ -16,7 +16,7 @@ use super::entries::{DbConfig, DbTuning, DirConfig, parse_db, parse_dir};
 use super::fleet::{FleetConfig, parse_fleet};
 use super::keys::{
     DB_KEYS, LOGGING_KEYS, REPLICA_KEYS, REPLICA_SETTING_KEYS, SOCKET_KEYS, SUPPORTED_TYPES,
-    TOP_KEYS, backend_of, is_backend_key, refusal,
+    TOP_KEYS, backends_of, is_backend_key, refusal,
 };
 use super::replica::{ReplicaConfig, scheme_of};
 use super::values::{expand_env_vars, expand_path, parse_duration_value};
@@ -250,13 +250,15 @@ fn parse(text: &str, path: &Path, expand_env: bool) -> Result<Config> {
     // A default for a backend no replica in the file uses would be
     // dropped: say so instead.
     for k in defaults.keys() {
-        if let Some(b) = backend_of(k) {
+        let owners = backends_of(k);
+        if !owners.is_empty() {
             let used = dbs
                 .iter()
                 .filter_map(|d| d.replica.as_ref())
                 .chain(dirs.iter().map(|d| &d.replica))
-                .any(|r| r.kind == b);
+                .any(|r| owners.contains(&r.kind.as_str()));
             if !used {
+                let b = owners.join("/");
                 bail!(
                     "config {where_}: {k} is a setting of {b} replicas and no {b} replica is configured; remove it"
                 );
@@ -446,13 +448,13 @@ fn parse_logging(v: Option<&Value>, at: &str) -> Result<LoggingConfig> {
         .ok_or_else(|| anyhow!("config {at}: expected a mapping"))?;
     check_keys(m, &[LOGGING_KEYS], &at)?;
     l.level = str_key(m, "level", &at)?;
-    if let Some(level) = &l.level {
-        if !matches!(
+    if let Some(level) = &l.level
+        && !matches!(
             level.to_lowercase().as_str(),
             "trace" | "debug" | "info" | "warn" | "warning" | "error"
-        ) {
-            bail!("config {at}.level: {level:?} is not one of trace, debug, info, warn, error");
-        }
+        )
+    {
+        bail!("config {at}.level: {level:?} is not one of trace, debug, info, warn, error");
     }
     l.json = match str_key(m, "type", &at)?.as_deref() {
         None | Some("") | Some("text") | Some("pretty") => false,
@@ -519,12 +521,12 @@ fn parse_levels(top: &serde_json::Map<String, Value>, at: &str) -> Result<Levels
             .as_bool()
             .ok_or_else(|| anyhow!("config {at}: verify-compaction: expected true or false"))?;
     }
-    if let Some(r) = top.get("retention") {
-        if let Some(e) = r.get("enabled") {
-            c.retention_enabled = e
-                .as_bool()
-                .ok_or_else(|| anyhow!("config {at}: retention.enabled: expected true or false"))?;
-        }
+    if let Some(r) = top.get("retention")
+        && let Some(e) = r.get("enabled")
+    {
+        c.retention_enabled = e
+            .as_bool()
+            .ok_or_else(|| anyhow!("config {at}: retention.enabled: expected true or false"))?;
     }
     c.validate().map_err(|e| anyhow!("config {at}: {e}"))?;
     Ok(c)
@@ -588,15 +590,18 @@ pub(super) fn parse_replica(
     }
     // A key of another backend, written on this replica, would do nothing.
     for k in m.keys() {
-        if let Some(b) = backend_of(k) {
-            if b != kind {
-                bail!("config {at}: {k} is a setting of {b} replicas, and this replica is {kind}");
-            }
+        let owners = backends_of(k);
+        if !owners.is_empty() && !owners.contains(&kind.as_str()) {
+            let b = owners.join("/");
+            bail!("config {at}: {k} is a setting of {b} replicas, and this replica is {kind}");
         }
     }
     let mut settings: BTreeMap<String, Value> = defaults
         .iter()
-        .filter(|(k, _)| backend_of(k).is_none_or(|b| b == kind))
+        .filter(|(k, _)| {
+            let owners = backends_of(k);
+            owners.is_empty() || owners.contains(&kind.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (k, v) in m {

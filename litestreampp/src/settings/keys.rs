@@ -39,6 +39,9 @@ pub(super) const BACKEND_KEYS: &[(&str, &[&str])] = &[
             "sse-kms-key-id",
         ],
     ),
+    // Go's gs client reads only the bucket and path; credentials come
+    // from the environment.
+    ("gs", &["bucket"]),
     ("abs", &["account-name", "account-key", "sas-token"]),
     (
         "sftp",
@@ -76,7 +79,12 @@ pub(super) const BACKEND_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// The replica types this build can open.
-pub(super) const SUPPORTED_TYPES: &[&str] = &["file", "s3"];
+pub(super) const SUPPORTED_TYPES: &[&str] = &[
+    "file",
+    "s3",
+    #[cfg(feature = "gcs")]
+    "gs",
+];
 
 /// Keys that say which replica: not settings.
 pub(super) const REPLICA_KEYS: &[&str] = &["type", "name", "path", "url"];
@@ -133,12 +141,14 @@ pub(super) fn is_backend_key(k: &str) -> bool {
     BACKEND_KEYS.iter().any(|(_, keys)| keys.contains(&k))
 }
 
-/// The backend a backend-specific key belongs to.
-pub(super) fn backend_of(k: &str) -> Option<&'static str> {
+/// The backends a backend-specific key belongs to (`bucket` is several
+/// backends'); empty for a key of every replica.
+pub(super) fn backends_of(k: &str) -> Vec<&'static str> {
     BACKEND_KEYS
         .iter()
-        .find(|(_, keys)| keys.contains(&k))
+        .filter(|(_, keys)| keys.contains(&k))
         .map(|(b, _)| *b)
+        .collect()
 }
 
 /// Why `key` (at `scope`, holding `value`) is refused, and what to do

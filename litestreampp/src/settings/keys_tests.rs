@@ -176,7 +176,6 @@ fn every_replica_setting_is_implemented_or_refused() {
     // A backend this build lacks is refused by its type, with its keys.
     for (kind, key) in [
         ("abs", "account-name"),
-        ("gs", "bucket"),
         ("sftp", "host"),
         ("webdav", "webdav-url"),
         ("nats", "jwt"),
@@ -186,6 +185,12 @@ fn every_replica_setting_is_implemented_or_refused() {
             format!("dbs:\n  - path: /a.db\n    replica:\n      type: {kind}\n      {key}: x\n");
         assert_eq!(outcome(&text, kind), Refused, "{kind}");
     }
+    // A gs replica takes its bucket, and nothing of S3's.
+    let gs =
+        "dbs:\n  - path: /a.db\n    replica:\n      type: gs\n      bucket: b\n      path: db\n";
+    assert_eq!(outcome(gs, "bucket"), Implemented);
+    let text = format!("{gs}      region: r\n");
+    assert_eq!(outcome(&text, "region"), Refused);
     // On a file replica an S3 key would do nothing.
     let text = "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      region: r\n";
     assert_eq!(outcome(text, "region"), Refused);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::client::file::FileReplicaClient;
+use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::redact::redact_url;
@@ -23,6 +24,8 @@ pub enum ReplicaLocation {
     File(PathBuf),
     /// A prefix of an S3 bucket, with its connection settings.
     S3(Box<S3Settings>),
+    /// A prefix of a Google Cloud Storage bucket.
+    Gcs(GcsSettings),
 }
 
 impl ReplicaLocation {
@@ -33,6 +36,7 @@ impl ReplicaLocation {
         match self {
             ReplicaLocation::File(dir) => Ok(pool.limit(Arc::new(FileReplicaClient::new(dir)))),
             ReplicaLocation::S3(s) => pool.open_s3(s.as_ref().clone()).map_err(|e| anyhow!(e)),
+            ReplicaLocation::Gcs(s) => pool.open_gcs(s).map_err(|e| anyhow!(e)),
         }
     }
 }
@@ -107,8 +111,9 @@ impl ReplicaConfig {
                 (None, None) => bail!("file replica needs a path or url"),
             },
             "s3" => Ok(ReplicaLocation::S3(Box::new(self.s3_settings()?))),
+            "gs" => Ok(ReplicaLocation::Gcs(self.gcs_settings()?)),
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file, s3)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs)",
                 self.describe()
             ),
         }
@@ -117,6 +122,22 @@ impl ReplicaConfig {
     /// Opens the replica's client (see [`ReplicaLocation::open`]).
     pub fn open(&self, pool: &ClientPool) -> Result<Arc<dyn ReplicaClient>> {
         self.location()?.open(pool)
+    }
+
+    /// GCS settings: the URL's, or the `bucket` and `path` keys.
+    pub fn gcs_settings(&self) -> Result<GcsSettings> {
+        let s = match &self.url {
+            Some(u) => GcsSettings::from_url(u).map_err(|e| anyhow!(e))?,
+            None => {
+                let bucket = match self.settings.get("bucket") {
+                    Some(Value::String(b)) if !b.is_empty() => b.clone(),
+                    _ => bail!("gs replica: bucket required"),
+                };
+                GcsSettings::new(bucket, self.path.clone().unwrap_or_default())
+            }
+        };
+        s.validate().map_err(|e| anyhow!(e))?;
+        Ok(s)
     }
 
     /// S3 settings: the URL's, then the YAML keys on top (Litestream's
@@ -211,7 +232,7 @@ fn file_url_path(url: &str) -> Result<PathBuf> {
     if !url.starts_with("file:") {
         if let Some((scheme, _)) = url.split_once("://") {
             bail!(
-                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3)",
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs)",
                 redact_url(url)
             );
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
+use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::discover::Layout;
@@ -32,22 +33,40 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
     let (scheme, bucket, path, query) = split_url(url)?;
     let redacted = redact_url(url);
     match scheme {
-        "s3" => {
+        "s3" | "gs" => {
             if bucket.is_empty() {
                 bail!("{redacted}: bucket required");
             }
             let glob = compile(path.trim_start_matches('/'))?;
             let root = literal_root(&format!("/{}", path.trim_start_matches('/')));
             let root = root.to_string_lossy().trim_start_matches('/').to_string();
-            let base = if query.is_empty() {
-                format!("s3://{bucket}")
-            } else {
-                format!("s3://{bucket}?{query}")
+            // The location of the replica at `path` in the bucket.
+            let at = |path: &str| -> Result<ReplicaLocation> {
+                Ok(if scheme == "s3" {
+                    let base = if query.is_empty() {
+                        format!("s3://{bucket}")
+                    } else {
+                        format!("s3://{bucket}?{query}")
+                    };
+                    let mut s = S3Settings::from_url(&base).map_err(|e| anyhow!(e))?;
+                    s.path = path.to_string();
+                    ReplicaLocation::S3(Box::new(s))
+                } else {
+                    if !query.is_empty() {
+                        bail!(
+                            "{redacted}: gs:// URLs take no query (STORAGE_EMULATOR_HOST and GOOGLE_APPLICATION_CREDENTIALS come from the environment)"
+                        );
+                    }
+                    ReplicaLocation::Gcs(GcsSettings::new(bucket.to_string(), path.to_string()))
+                })
             };
-            let mut settings = S3Settings::from_url(&base).map_err(|e| anyhow!(e))?;
-            settings.path = root.clone();
-            let client = ReplicaLocation::S3(Box::new(settings.clone())).open(pool)?;
-            let found = list(client.as_ref(), Layout::LevelHex).await?;
+            let layout = if scheme == "s3" {
+                Layout::LevelHex
+            } else {
+                Layout::LtxDir
+            };
+            let client = at(&root)?.open(pool)?;
+            let found = list(client.as_ref(), layout).await?;
             let mut jobs = Vec::new();
             let mut listing = Listing::new(&found);
             for r in found.replicas {
@@ -57,13 +76,11 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                     continue;
                 }
                 let rel = rel_name(&r.path, &root);
-                let mut s = settings.clone();
-                s.path = full.clone();
                 jobs.push(Job::found(
-                    format!("s3://{bucket}/{full}"),
+                    format!("{scheme}://{bucket}/{full}"),
                     &rel,
                     out,
-                    Arc::new(ReplicaLocation::S3(Box::new(s))),
+                    Arc::new(at(&full)?),
                     r,
                 ));
             }
@@ -98,7 +115,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
             }
             Ok((jobs, listing))
         }
-        other => bail!("{redacted}: unsupported scheme {other:?} (supported: s3, file)"),
+        other => bail!("{redacted}: unsupported scheme {other:?} (supported: s3, gs, file)"),
     }
 }
 

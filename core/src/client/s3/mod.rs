@@ -147,26 +147,17 @@ impl S3Settings {
     /// Parses `s3://bucket/path?endpoint=…&region=…&forcePathStyle=true`
     /// (query keys in camelCase or kebab-case, as Litestream accepts).
     pub fn from_url(url: &str) -> Result<S3Settings> {
+        let (host, path) = super::split_bucket_url(url, "s3")?;
         let parsed = url::Url::parse(url)
             .map_err(|e| Error::InvalidInput(format!("replica URL {}: {e}", redact_url(url))))?;
-        if parsed.scheme() != "s3" {
-            return Err(Error::InvalidInput(format!(
-                "replica URL {}: not an s3:// URL",
-                redact_url(url)
-            )));
-        }
-        let host = parsed.host_str().unwrap_or_default().to_string();
-        if host.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "replica URL {}: bucket required",
-                redact_url(url)
-            )));
-        }
         let q: HashMap<String, String> = parsed
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let mut s = S3Settings::default();
+        let mut s = S3Settings {
+            path,
+            ..S3Settings::default()
+        };
         // Virtual-hosted AWS names: <bucket>.s3[.<region>|-<region>].amazonaws.com
         if let Some(rest) = host.strip_suffix(".amazonaws.com")
             && let Some(idx) = rest.find(".s3")
@@ -178,13 +169,6 @@ impl S3Settings {
             }
         } else {
             s.bucket = host;
-        }
-        // Litestream cleans the path and drops the leading slash; a bare
-        // bucket gives ".".
-        let cleaned = clean_path(&percent_decode(parsed.path()));
-        s.path = cleaned.trim_start_matches('/').to_string();
-        if s.path.is_empty() {
-            s.path = ".".to_string();
         }
         if let Some(e) = str_query(&q, &["endpoint"]) {
             s.endpoint = Some(with_scheme(&e));
@@ -296,14 +280,14 @@ pub fn parse_byte_size(s: &str) -> Result<u64> {
     Ok(n * mult)
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s)
         .decode_utf8_lossy()
         .into_owned()
 }
 
 /// `path.Clean` of Go for slash-separated paths.
-fn clean_path(p: &str) -> String {
+pub(crate) fn clean_path(p: &str) -> String {
     let abs = p.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
     for seg in p.split('/') {

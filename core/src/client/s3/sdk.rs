@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use md5::{Digest, Md5};
 
 use super::super::{
@@ -19,9 +19,6 @@ use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
 use super::errors::{backend, map_err};
 use super::upload::read_part;
 use super::*;
-
-/// Concurrent HeadObject calls when exact timestamps are listed.
-const METADATA_CONCURRENCY: usize = 32;
 
 /// A replica under one prefix of an S3 bucket.
 #[derive(Debug, Clone)]
@@ -208,6 +205,10 @@ impl ReplicaClient for S3ReplicaClient {
         self.settings().location()
     }
 
+    fn files_per_delete(&self) -> usize {
+        super::MAX_KEYS
+    }
+
     async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
         // One listing of `<path>/`: keys `<path>/<level:04x>/<ltx name>`;
         // anything else under the prefix is not ours and is skipped.
@@ -269,20 +270,13 @@ impl ReplicaClient for S3ReplicaClient {
             return Ok(Box::pin(listing));
         }
         let me = self.clone();
-        Ok(Box::pin(
-            listing
-                .map(move |r| {
-                    let me = me.clone();
-                    async move {
-                        let mut f = r?;
-                        let key = me.key(f.level, f.min_txid, f.max_txid);
-                        if let Some(ts) = me.head_timestamp(&key).await? {
-                            f.created_at = ts;
-                        }
-                        Ok(f)
-                    }
-                })
-                .buffered(METADATA_CONCURRENCY),
+        Ok(super::super::with_exact_times(
+            Box::pin(listing),
+            move |f| {
+                let me = me.clone();
+                let key = me.key(f.level, f.min_txid, f.max_txid);
+                async move { me.head_timestamp(&key).await }
+            },
         ))
     }
 

@@ -1,0 +1,669 @@
+//! A [`ReplicaClient`] over an OpenDAL [`Operator`], for the backends that
+//! keep Litestream's `file` layout, `<path>/ltx/<level>/<min>-<max>.ltx`
+//! (format spec §2): Google Cloud Storage, Azure Blob Storage and WebDAV.
+//! Each backend module builds the operator and says how its backend keeps
+//! the LTX timestamp and how a write becomes atomic; everything else
+//! (keys, listing, ranges, errors) is here, once.
+//!
+//! OpenDAL's own retry and logging layers are not used: one retry layer
+//! ([`super::retry`]) wraps every remote backend, and errors are returned,
+//! not logged.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use opendal::{EntryMode, ErrorKind, Operator, options};
+
+use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL};
+use crate::error::{Error, Result};
+use crate::ltx::Header;
+use crate::redact::redact_text;
+use crate::txid::{TxId, parse_ltx_file_name};
+
+/// Where a backend keeps the LTX header timestamp of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timestamps {
+    /// In user metadata under this key (GCS `litestream-timestamp`, Azure
+    /// `litestreamtimestamp`), as Go's RFC 3339; read back by a stat per
+    /// file when a listing asks for exact times.
+    Metadata(&'static str),
+    /// Nowhere: the server's modification time (upload time) stands for
+    /// it, as with Litestream's WebDAV client.
+    ModTime,
+}
+
+/// How an upload becomes visible only when complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writes {
+    /// The object store publishes an object when its upload completes;
+    /// large files go up in chunks (multipart, blocks).
+    #[allow(dead_code)] // the Azure backend is next (issue 23)
+    Direct,
+    /// A file up to [`PART`] is one request; a larger one goes up as parts
+    /// under temporary names, composed into the final object (which
+    /// appears whole) and then deleted. GCS: its resumable uploads are
+    /// not open to OpenDAL's plain writes, its XML multipart API is not in
+    /// the emulators, and compose is.
+    ComposedParts,
+    /// Written under a temporary name beside the final one, then renamed
+    /// (WebDAV `MOVE`): a reader never sees a partial file.
+    #[allow(dead_code)] // the WebDAV backend is next (issue 23)
+    TempThenRename,
+}
+
+/// Upload chunk size for files streamed from disk (multipart or blocks).
+const CHUNK: usize = 8 << 20;
+/// Largest single-request upload, and the part size of composed uploads:
+/// as S3's part size (memory per upload in flight).
+const PART: u64 = 16 << 20;
+/// Chunks in flight per upload.
+const CONCURRENT_CHUNKS: usize = 4;
+
+/// Installs OpenDAL's process-wide HTTP transport (reqwest, created at
+/// the first request) before the first operator is built; OpenDAL's
+/// constructor that would do it before `main` is not compiled in.
+pub(crate) fn install_transport() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(opendal::install_default);
+}
+
+/// Bounds on one request, so that a stalled server fails the attempt
+/// (transiently) and the retry layer tries again: a whole request within a
+/// minute, and no read or write of its body idle for 30 s.
+pub(crate) fn timeouts() -> opendal::layers::TimeoutLayer {
+    opendal::layers::TimeoutLayer::new()
+        .with_timeout(std::time::Duration::from_secs(60))
+        .with_io_timeout(std::time::Duration::from_secs(30))
+}
+
+/// One replica (a database's `<path>`) on an OpenDAL backend.
+#[derive(Clone)]
+pub(crate) struct OperatorClient {
+    op: Operator,
+    kind: &'static str,
+    location: String,
+    /// `""` (the bucket's root) or `"a/b/"`.
+    root: String,
+    timestamps: Timestamps,
+    writes: Writes,
+}
+
+impl fmt::Debug for OperatorClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperatorClient")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key prefix of a replica path: Go joins `path` and `ltx` with
+/// `path.Join`, so `""`, `"."` and `"/"` are the root.
+pub(crate) fn root_prefix(path: &str) -> String {
+    match path.trim_matches('/') {
+        "" | "." => String::new(),
+        p => format!("{p}/"),
+    }
+}
+
+/// `<root>ltx/<level>/<min>-<max>.ltx`.
+fn ltx_key(root: &str, level: u32, min: TxId, max: TxId) -> String {
+    format!("{root}ltx/{level}/{}", crate::txid::ltx_file_name(min, max))
+}
+
+impl OperatorClient {
+    pub(crate) fn new(
+        op: Operator,
+        kind: &'static str,
+        location: String,
+        path: &str,
+        timestamps: Timestamps,
+        writes: Writes,
+    ) -> OperatorClient {
+        OperatorClient {
+            op,
+            kind,
+            location,
+            root: root_prefix(path),
+            timestamps,
+            writes,
+        }
+    }
+
+    fn level_dir(&self, level: u32) -> String {
+        format!("{}ltx/{level}/", self.root)
+    }
+
+    /// The key of one LTX file.
+    pub(crate) fn key(&self, level: u32, min: TxId, max: TxId) -> String {
+        ltx_key(&self.root, level, min, max)
+    }
+
+    fn describe(&self, key: &str) -> String {
+        let rel = key.strip_prefix(&self.root).unwrap_or(key);
+        format!("{} {rel}", self.location)
+    }
+
+    fn err(&self, e: opendal::Error, op: &str, key: &str) -> Error {
+        map_err(e, &format!("{op} {}", self.describe(key)))
+    }
+
+    /// Every entry under `dir` (a `/`-terminated prefix, or `""`), files
+    /// only when `recursive`. A missing directory lists as empty.
+    async fn entries(&self, dir: &str, recursive: bool) -> Result<Vec<opendal::Entry>> {
+        let listed = self
+            .op
+            .list_options(
+                dir,
+                options::ListOptions {
+                    recursive,
+                    ..Default::default()
+                },
+            )
+            .await;
+        match listed {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.err(e, "list", dir)),
+        }
+    }
+
+    /// The exact timestamp of `key` from its metadata, if it has one.
+    async fn stored_timestamp(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let Timestamps::Metadata(name) = self.timestamps else {
+            return Ok(None);
+        };
+        let meta = self
+            .op
+            .stat(key)
+            .await
+            .map_err(|e| self.err(e, "stat", key))?;
+        Ok(meta
+            .user_metadata()
+            .and_then(|m| m.get(name))
+            .and_then(|v| v.parse::<jiff::Timestamp>().ok()))
+    }
+
+    /// A stream of `key` from `offset` (`size` 0: to the end). The first
+    /// chunk is awaited here, so a missing file is [`Error::NotFound`]
+    /// from the call rather than from the first read.
+    async fn stream(&self, key: &str, offset: u64, size: u64) -> Result<ByteReader> {
+        let what = self.describe(key);
+        let reader = self
+            .op
+            .reader(key)
+            .await
+            .map_err(|e| self.err(e, "get", key))?;
+        let range: opendal::BytesRange = if size > 0 {
+            (offset..offset + size).into()
+        } else {
+            (offset..).into()
+        };
+        let mut s = reader
+            .into_bytes_stream(range)
+            .await
+            .map_err(|e| self.err(e, "get", key))?;
+        let first = match s.next().await {
+            None => None,
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound => Error::NotFound { what },
+                    _ => Error::Backend {
+                        context: format!("get {what}"),
+                        message: redact_text(&e.to_string()),
+                        transient: true,
+                    },
+                });
+            }
+        };
+        let rest = futures::stream::iter(first.map(Ok)).chain(s);
+        Ok(Box::pin(tokio_util::io::StreamReader::new(rest)))
+    }
+
+    fn user_metadata(&self, timestamp: &str) -> Option<HashMap<String, String>> {
+        match self.timestamps {
+            Timestamps::Metadata(name) => {
+                Some(HashMap::from([(name.to_string(), timestamp.to_string())]))
+            }
+            Timestamps::ModTime => None,
+        }
+    }
+
+    /// Uploads `body` as parts of up to [`PART`] bytes under temporary
+    /// names and composes them into `key`; the parts are deleted after, or
+    /// on failure (best effort: a leftover part never parses as an LTX
+    /// name, and `delete_all` removes it with the rest).
+    async fn put_composed(
+        &self,
+        key: &str,
+        body: &LtxBody,
+        size: u64,
+        timestamp: &str,
+    ) -> Result<()> {
+        let tag = rand::random::<u64>();
+        let parts: Vec<(String, u64)> = (0..size.div_ceil(PART))
+            .map(|n| (format!("{key}.part-{tag:016x}-{n:05}"), n * PART))
+            .collect();
+        let uploaded = futures::stream::iter(parts.iter().cloned())
+            .map(|(part, offset)| async move {
+                let data = read_body(body, offset, PART.min(size - offset)).await?;
+                self.op
+                    .write_options(
+                        &part,
+                        data,
+                        options::WriteOptions {
+                            content_type: Some("application/octet-stream".into()),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| self.err(e, "put", &part))?;
+                Ok::<(), Error>(())
+            })
+            .buffer_unordered(CONCURRENT_CHUNKS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>();
+        let composed = match uploaded {
+            Ok(_) => self
+                .op
+                .compose_options(
+                    parts.iter().map(|(p, _)| p.clone()),
+                    key,
+                    options::ComposeOptions {
+                        content_type: Some("application/octet-stream".into()),
+                        user_metadata: self.user_metadata(timestamp),
+                        concurrent: CONCURRENT_CHUNKS,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(e, "compose", key)),
+            Err(e) => Err(e),
+        };
+        for (p, _) in &parts {
+            let _ = self.op.delete(p).await;
+        }
+        composed
+    }
+
+    async fn put(&self, key: &str, body: &LtxBody, timestamp: &str) -> Result<()> {
+        let user_metadata = self.user_metadata(timestamp);
+        let opts = options::WriteOptions {
+            content_type: Some("application/octet-stream".into()),
+            user_metadata,
+            chunk: Some(CHUNK),
+            concurrent: CONCURRENT_CHUNKS,
+            ..Default::default()
+        };
+        match body {
+            LtxBody::Bytes(b) => {
+                self.op
+                    .write_options(key, b.clone(), opts)
+                    .await
+                    .map_err(|e| self.err(e, "put", key))?;
+            }
+            LtxBody::File(p) => {
+                use tokio::io::AsyncReadExt;
+                let mut f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+                let mut w = self
+                    .op
+                    .writer_options(key, opts)
+                    .await
+                    .map_err(|e| self.err(e, "put", key))?;
+                loop {
+                    let mut buf = Vec::with_capacity(CHUNK);
+                    let n = (&mut f)
+                        .take(CHUNK as u64)
+                        .read_to_end(&mut buf)
+                        .await
+                        .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    if let Err(e) = w.write(Bytes::from(buf)).await {
+                        let _ = w.abort().await;
+                        return Err(self.err(e, "put", key));
+                    }
+                }
+                w.close().await.map_err(|e| self.err(e, "put", key))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `len` bytes of `body` at `offset`.
+async fn read_body(body: &LtxBody, offset: u64, len: u64) -> Result<Bytes> {
+    match body {
+        LtxBody::Bytes(b) => Ok(b.slice(offset as usize..(offset + len) as usize)),
+        LtxBody::File(p) => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let ctx = || format!("read {}", p.display());
+            let mut f = tokio::fs::File::open(p)
+                .await
+                .map_err(|e| Error::io(ctx(), e))?;
+            f.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(|e| Error::io(ctx(), e))?;
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact(&mut buf)
+                .await
+                .map_err(|e| Error::io(ctx(), e))?;
+            Ok(Bytes::from(buf))
+        }
+    }
+}
+
+/// Maps an OpenDAL error: missing objects are [`Error::NotFound`]; the
+/// rest are backend errors, transient when OpenDAL says a retry may
+/// succeed (5xx, throttling, connection failures). Messages are redacted:
+/// an Azure SAS token travels in request URLs.
+pub(crate) fn map_err(e: opendal::Error, what: &str) -> Error {
+    match e.kind() {
+        ErrorKind::NotFound => Error::NotFound {
+            what: what.to_string(),
+        },
+        ErrorKind::ConditionNotMatch => Error::PreconditionFailed {
+            what: what.to_string(),
+        },
+        kind => Error::Backend {
+            context: what.to_string(),
+            message: redact_text(&e.to_string()),
+            transient: e.is_temporary() || kind == ErrorKind::RateLimited,
+        },
+    }
+}
+
+fn timestamp_of(m: &opendal::Metadata) -> jiff::Timestamp {
+    m.last_modified()
+        .map(Into::into)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+fn file_info(level: u32, name: &str, m: &opendal::Metadata) -> Option<FileInfo> {
+    let (min, max) = parse_ltx_file_name(name)?;
+    Some(FileInfo {
+        level,
+        min_txid: min,
+        max_txid: max,
+        size: m.content_length(),
+        created_at: timestamp_of(m),
+    })
+}
+
+fn raw_entry(name: &str, e: &opendal::Entry) -> RawEntry {
+    let m = e.metadata();
+    RawEntry {
+        name: name.trim_end_matches('/').to_string(),
+        is_dir: m.mode() == EntryMode::DIR,
+        size: m.content_length(),
+        modified: timestamp_of(m),
+    }
+}
+
+#[async_trait]
+impl ReplicaClient for OperatorClient {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn files_per_delete(&self) -> usize {
+        1
+    }
+
+    async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
+        // One recursive listing of `<path>/ltx/`.
+        let dir = format!("{}ltx/", self.root);
+        let mut out = Vec::new();
+        for e in self.entries(&dir, true).await? {
+            let Some((level, name)) = e
+                .path()
+                .strip_prefix(&dir)
+                .and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let Ok(level) = level.parse::<u32>() else {
+                continue;
+            };
+            if level <= SNAPSHOT_LEVEL
+                && !name.contains('/')
+                && let Some(f) = file_info(level, name, e.metadata())
+            {
+                out.push(f);
+            }
+        }
+        out.sort_by_key(|f| (f.level, f.min_txid, f.max_txid));
+        Ok(out)
+    }
+
+    async fn ltx_files(&self, level: u32, seek: TxId, use_metadata: bool) -> Result<FileStream> {
+        let dir = self.level_dir(level);
+        let mut files: Vec<FileInfo> = self
+            .entries(&dir, false)
+            .await?
+            .iter()
+            .filter(|e| e.metadata().mode() == EntryMode::FILE)
+            .filter_map(|e| file_info(level, e.name(), e.metadata()))
+            .filter(|f| f.min_txid >= seek)
+            .collect();
+        files.sort_by_key(|f| (f.min_txid, f.max_txid));
+        let listing = futures::stream::iter(files.into_iter().map(Ok));
+        if !use_metadata || self.timestamps == Timestamps::ModTime {
+            return Ok(Box::pin(listing));
+        }
+        let me = self.clone();
+        Ok(super::with_exact_times(Box::pin(listing), move |f| {
+            let me = me.clone();
+            let key = me.key(f.level, f.min_txid, f.max_txid);
+            async move { me.stored_timestamp(&key).await }
+        }))
+    }
+
+    async fn open_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<ByteReader> {
+        self.stream(&self.key(level, min, max), offset, size).await
+    }
+
+    async fn read_ltx_range(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<Vec<u8>> {
+        let key = self.key(level, min, max);
+        let range: opendal::BytesRange = if size > 0 {
+            (offset..offset + size).into()
+        } else {
+            (offset..).into()
+        };
+        let buf = self
+            .op
+            .read_options(
+                &key,
+                options::ReadOptions {
+                    range,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.err(e, "get", &key))?;
+        Ok(buf.to_vec())
+    }
+
+    async fn write_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        body: LtxBody,
+    ) -> Result<FileInfo> {
+        let key = self.key(level, min, max);
+        let what = self.describe(&key);
+        let header = Header::decode(&body.header_bytes()?, &what)?;
+        if header.min_txid != min || header.max_txid != max {
+            return Err(Error::InvalidInput(format!(
+                "{what}: LTX header covers {}-{}, not {min}-{max}",
+                header.min_txid, header.max_txid
+            )));
+        }
+        let size = match &body {
+            LtxBody::Bytes(b) => b.len() as u64,
+            LtxBody::File(p) => std::fs::metadata(p)
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?
+                .len(),
+        };
+        let ts = super::s3::format_timestamp(header.timestamp_ms);
+        match self.writes {
+            Writes::Direct => self.put(&key, &body, &ts).await?,
+            Writes::ComposedParts if size > PART => {
+                self.put_composed(&key, &body, size, &ts).await?;
+            }
+            Writes::ComposedParts => {
+                let data = read_body(&body, 0, size).await?;
+                self.op
+                    .write_options(
+                        &key,
+                        data,
+                        options::WriteOptions {
+                            content_type: Some("application/octet-stream".into()),
+                            user_metadata: self.user_metadata(&ts),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| self.err(e, "put", &key))?;
+            }
+            Writes::TempThenRename => {
+                let tmp = format!("{key}.{}.{}.tmp", std::process::id(), rand::random::<u64>());
+                let moved = match self.put(&tmp, &body, &ts).await {
+                    Ok(()) => self
+                        .op
+                        .rename(&tmp, &key)
+                        .await
+                        .map_err(|e| self.err(e, "rename to", &key)),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = moved {
+                    // Best effort: a leftover temporary name is never read
+                    // (it does not parse as an LTX name).
+                    let _ = self.op.delete(&tmp).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(FileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size,
+            created_at: jiff::Timestamp::from_millisecond(header.timestamp_ms)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        })
+    }
+
+    async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {
+        for f in files {
+            let key = self.key(f.level, f.min_txid, f.max_txid);
+            match self.op.delete(&key).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(self.err(e, "delete", &key)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_all(&self) -> Result<()> {
+        // Only the LTX layout (at a bucket's root, `path` is everything),
+        // one delete per file as Litestream does: batch deletes are not in
+        // every server (the GCS emulators lack them).
+        let dir = format!("{}ltx/", self.root);
+        for e in self.entries(&dir, true).await? {
+            if e.metadata().mode() != EntryMode::FILE {
+                continue;
+            }
+            match self.op.delete(e.path()).await {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(self.err(err, "delete", e.path())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>> {
+        let prefix = format!("{}{}/", self.root, dir.trim_matches('/'));
+        let mut out: Vec<RawEntry> = self
+            .entries(&prefix, false)
+            .await?
+            .iter()
+            .filter_map(|e| {
+                let name = e.path().strip_prefix(&prefix)?;
+                (!name.trim_end_matches('/').is_empty()).then(|| raw_entry(name, e))
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn list_tree(&self) -> Result<Vec<RawEntry>> {
+        Ok(self
+            .entries(&self.root, true)
+            .await?
+            .iter()
+            .filter(|e| e.metadata().mode() == EntryMode::FILE)
+            .filter_map(|e| {
+                let name = e.path().strip_prefix(&self.root)?;
+                (!name.is_empty()).then(|| raw_entry(name, e))
+            })
+            .collect())
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader> {
+        let key = format!("{}{}", self.root, path.trim_matches('/'));
+        self.stream(&key, 0, 0).await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_go_path_join() {
+        assert_eq!(root_prefix(""), "");
+        assert_eq!(root_prefix("."), "");
+        assert_eq!(root_prefix("/"), "");
+        assert_eq!(root_prefix("some/db/"), "some/db/");
+        assert_eq!(
+            ltx_key(&root_prefix("some/db"), 9, TxId(1), TxId(0x1a)),
+            "some/db/ltx/9/0000000000000001-000000000000001a.ltx"
+        );
+        assert_eq!(
+            ltx_key(&root_prefix("."), 0, TxId(2), TxId(2)),
+            "ltx/0/0000000000000002-0000000000000002.ltx"
+        );
+    }
+}
