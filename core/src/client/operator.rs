@@ -150,8 +150,10 @@ impl OperatorClient {
         map_err(e, &format!("{op} {}", self.describe(key)))
     }
 
-    /// Every entry under `dir` (a `/`-terminated prefix, or `""`), files
-    /// only when `recursive`. A missing directory lists as empty.
+    /// Every entry under `dir` (a `/`-terminated prefix, or `""`): its
+    /// files and sub-directories, or with `recursive` everything below it
+    /// (callers keep the kinds they want). A missing directory lists as
+    /// empty.
     async fn entries(&self, dir: &str, recursive: bool) -> Result<Vec<opendal::Entry>> {
         let listed = self
             .op
