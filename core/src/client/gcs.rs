@@ -127,8 +127,7 @@ pub(crate) fn client_on(
         "gs",
         settings.location(),
         &settings.path,
-        super::operator::Timestamps::Metadata(METADATA_TIMESTAMP),
-        super::operator::Writes::ComposedParts,
+        METADATA_TIMESTAMP,
     )
 }
 

@@ -66,6 +66,64 @@ pub enum LtxBody {
 }
 
 impl LtxBody {
+    /// What an upload under `min`-`max` at `level` stores: its info (the
+    /// size, the header's time as the creation time) and the header time
+    /// as Go formats it for metadata. Errors when the header covers
+    /// another range; `what` names the object.
+    #[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
+    pub(crate) fn upload_info(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        what: &str,
+    ) -> Result<(FileInfo, String)> {
+        let header = crate::ltx::Header::decode(&self.header_bytes()?, what)?;
+        if header.min_txid != min || header.max_txid != max {
+            return Err(Error::InvalidInput(format!(
+                "{what}: LTX header covers {}-{}, not {min}-{max}",
+                header.min_txid, header.max_txid
+            )));
+        }
+        let size = match self {
+            LtxBody::Bytes(b) => b.len() as u64,
+            LtxBody::File(p) => std::fs::metadata(p)
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?
+                .len(),
+        };
+        let info = FileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size,
+            created_at: jiff::Timestamp::from_millisecond(header.timestamp_ms)
+                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        };
+        Ok((info, s3::format_timestamp(header.timestamp_ms)))
+    }
+
+    /// `len` bytes at `off` (a part of an upload).
+    #[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
+    pub(crate) async fn read_at(&self, off: u64, len: u64) -> Result<Bytes> {
+        match self {
+            LtxBody::Bytes(b) => Ok(b.slice(off as usize..(off + len) as usize)),
+            LtxBody::File(p) => {
+                let p = p.clone();
+                tokio::task::spawn_blocking(move || {
+                    use std::os::unix::fs::FileExt;
+                    let f = std::fs::File::open(&p)
+                        .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+                    let mut buf = vec![0u8; len as usize];
+                    f.read_exact_at(&mut buf, off)
+                        .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
+                    Ok(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| Error::io("read part", std::io::Error::other(e.to_string())))?
+            }
+        }
+    }
+
     /// The first 100 bytes, to read the header timestamp.
     pub(crate) fn header_bytes(&self) -> Result<Vec<u8>> {
         match self {
@@ -242,12 +300,14 @@ pub struct RawEntry {
 }
 
 /// Metadata requests in flight when a listing reads exact timestamps.
+#[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
 const EXACT_TIME_CONCURRENCY: usize = 32;
 
 /// `listing` with each file's creation time replaced by the exact one
 /// `lookup` reads for it (the backend's stored LTX timestamp; a request
 /// per file, several in flight, in listing order). `None` keeps the
 /// listed time.
+#[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
 pub(crate) fn with_exact_times<F, Fut>(listing: FileStream, lookup: F) -> FileStream
 where
     F: Fn(&FileInfo) -> Fut + Send + 'static,

@@ -1,9 +1,14 @@
 //! A [`ReplicaClient`] over an OpenDAL [`Operator`], for the backends that
 //! keep Litestream's `file` layout, `<path>/ltx/<level>/<min>-<max>.ltx`
-//! (format spec §2): Google Cloud Storage, Azure Blob Storage and WebDAV.
-//! Each backend module builds the operator and says how its backend keeps
-//! the LTX timestamp and how a write becomes atomic; everything else
-//! (keys, listing, ranges, errors) is here, once.
+//! (format spec §2): Google Cloud Storage today. A backend module builds
+//! the operator and names the metadata key that keeps the LTX timestamp;
+//! everything else (keys, listing, ranges, uploads, errors) is here, once.
+//!
+//! Uploads: a file up to [`PART`] is one request; a larger one goes up as
+//! parts under temporary names, composed into the final object (which
+//! appears whole) and then deleted. GCS: its resumable uploads are not
+//! open to OpenDAL's plain writes, its XML multipart API is not in the
+//! emulators, and compose is.
 //!
 //! OpenDAL's own retry and logging layers are not used: one retry layer
 //! ([`super::retry`]) wraps every remote backend, and errors are returned,
@@ -13,54 +18,19 @@ use std::collections::HashMap;
 use std::fmt;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 use opendal::{EntryMode, ErrorKind, Operator, options};
 
 use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL};
 use crate::error::{Error, Result};
-use crate::ltx::Header;
 use crate::redact::redact_text;
 use crate::txid::{TxId, parse_ltx_file_name};
 
-/// Where a backend keeps the LTX header timestamp of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Timestamps {
-    /// In user metadata under this key (GCS `litestream-timestamp`, Azure
-    /// `litestreamtimestamp`), as Go's RFC 3339; read back by a stat per
-    /// file when a listing asks for exact times.
-    Metadata(&'static str),
-    /// Nowhere: the server's modification time (upload time) stands for
-    /// it, as with Litestream's WebDAV client.
-    ModTime,
-}
-
-/// How an upload becomes visible only when complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Writes {
-    /// The object store publishes an object when its upload completes;
-    /// large files go up in chunks (multipart, blocks).
-    #[allow(dead_code)] // the Azure backend is next (issue 23)
-    Direct,
-    /// A file up to [`PART`] is one request; a larger one goes up as parts
-    /// under temporary names, composed into the final object (which
-    /// appears whole) and then deleted. GCS: its resumable uploads are
-    /// not open to OpenDAL's plain writes, its XML multipart API is not in
-    /// the emulators, and compose is.
-    ComposedParts,
-    /// Written under a temporary name beside the final one, then renamed
-    /// (WebDAV `MOVE`): a reader never sees a partial file.
-    #[allow(dead_code)] // the WebDAV backend is next (issue 23)
-    TempThenRename,
-}
-
-/// Upload chunk size for files streamed from disk (multipart or blocks).
-const CHUNK: usize = 8 << 20;
 /// Largest single-request upload, and the part size of composed uploads:
 /// as S3's part size (memory per upload in flight).
 const PART: u64 = 16 << 20;
-/// Chunks in flight per upload.
-const CONCURRENT_CHUNKS: usize = 4;
+/// Parts in flight per upload.
+const CONCURRENT_PARTS: usize = 4;
 
 /// Installs OpenDAL's process-wide HTTP transport (reqwest, created at
 /// the first request) before the first operator is built; OpenDAL's
@@ -87,8 +57,10 @@ pub(crate) struct OperatorClient {
     location: String,
     /// `""` (the bucket's root) or `"a/b/"`.
     root: String,
-    timestamps: Timestamps,
-    writes: Writes,
+    /// The user-metadata key holding the LTX header timestamp (GCS
+    /// `litestream-timestamp`), as Go's RFC 3339; read back by a stat per
+    /// file when a listing asks for exact times.
+    timestamp_key: &'static str,
 }
 
 impl fmt::Debug for OperatorClient {
@@ -119,16 +91,14 @@ impl OperatorClient {
         kind: &'static str,
         location: String,
         path: &str,
-        timestamps: Timestamps,
-        writes: Writes,
+        timestamp_key: &'static str,
     ) -> OperatorClient {
         OperatorClient {
             op,
             kind,
             location,
             root: root_prefix(path),
-            timestamps,
-            writes,
+            timestamp_key,
         }
     }
 
@@ -174,9 +144,6 @@ impl OperatorClient {
 
     /// The exact timestamp of `key` from its metadata, if it has one.
     async fn stored_timestamp(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
-        let Timestamps::Metadata(name) = self.timestamps else {
-            return Ok(None);
-        };
         let meta = self
             .op
             .stat(key)
@@ -184,7 +151,7 @@ impl OperatorClient {
             .map_err(|e| self.err(e, "stat", key))?;
         Ok(meta
             .user_metadata()
-            .and_then(|m| m.get(name))
+            .and_then(|m| m.get(self.timestamp_key))
             .and_then(|v| v.parse::<jiff::Timestamp>().ok()))
     }
 
@@ -226,12 +193,10 @@ impl OperatorClient {
     }
 
     fn user_metadata(&self, timestamp: &str) -> Option<HashMap<String, String>> {
-        match self.timestamps {
-            Timestamps::Metadata(name) => {
-                Some(HashMap::from([(name.to_string(), timestamp.to_string())]))
-            }
-            Timestamps::ModTime => None,
-        }
+        Some(HashMap::from([(
+            self.timestamp_key.to_string(),
+            timestamp.to_string(),
+        )]))
     }
 
     /// Uploads `body` as parts of up to [`PART`] bytes under temporary
@@ -251,7 +216,7 @@ impl OperatorClient {
             .collect();
         let uploaded = futures::stream::iter(parts.iter().cloned())
             .map(|(part, offset)| async move {
-                let data = read_body(body, offset, PART.min(size - offset)).await?;
+                let data = body.read_at(offset, PART.min(size - offset)).await?;
                 self.op
                     .write_options(
                         &part,
@@ -265,7 +230,7 @@ impl OperatorClient {
                     .map_err(|e| self.err(e, "put", &part))?;
                 Ok::<(), Error>(())
             })
-            .buffer_unordered(CONCURRENT_CHUNKS)
+            .buffer_unordered(CONCURRENT_PARTS)
             .collect::<Vec<_>>()
             .await
             .into_iter()
@@ -279,7 +244,7 @@ impl OperatorClient {
                     options::ComposeOptions {
                         content_type: Some("application/octet-stream".into()),
                         user_metadata: self.user_metadata(timestamp),
-                        concurrent: CONCURRENT_CHUNKS,
+                        concurrent: CONCURRENT_PARTS,
                         ..Default::default()
                     },
                 )
@@ -292,75 +257,6 @@ impl OperatorClient {
             let _ = self.op.delete(p).await;
         }
         composed
-    }
-
-    async fn put(&self, key: &str, body: &LtxBody, timestamp: &str) -> Result<()> {
-        let user_metadata = self.user_metadata(timestamp);
-        let opts = options::WriteOptions {
-            content_type: Some("application/octet-stream".into()),
-            user_metadata,
-            chunk: Some(CHUNK),
-            concurrent: CONCURRENT_CHUNKS,
-            ..Default::default()
-        };
-        match body {
-            LtxBody::Bytes(b) => {
-                self.op
-                    .write_options(key, b.clone(), opts)
-                    .await
-                    .map_err(|e| self.err(e, "put", key))?;
-            }
-            LtxBody::File(p) => {
-                use tokio::io::AsyncReadExt;
-                let mut f = tokio::fs::File::open(p)
-                    .await
-                    .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-                let mut w = self
-                    .op
-                    .writer_options(key, opts)
-                    .await
-                    .map_err(|e| self.err(e, "put", key))?;
-                loop {
-                    let mut buf = Vec::with_capacity(CHUNK);
-                    let n = (&mut f)
-                        .take(CHUNK as u64)
-                        .read_to_end(&mut buf)
-                        .await
-                        .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    if let Err(e) = w.write(Bytes::from(buf)).await {
-                        let _ = w.abort().await;
-                        return Err(self.err(e, "put", key));
-                    }
-                }
-                w.close().await.map_err(|e| self.err(e, "put", key))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `len` bytes of `body` at `offset`.
-async fn read_body(body: &LtxBody, offset: u64, len: u64) -> Result<Bytes> {
-    match body {
-        LtxBody::Bytes(b) => Ok(b.slice(offset as usize..(offset + len) as usize)),
-        LtxBody::File(p) => {
-            use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            let ctx = || format!("read {}", p.display());
-            let mut f = tokio::fs::File::open(p)
-                .await
-                .map_err(|e| Error::io(ctx(), e))?;
-            f.seek(std::io::SeekFrom::Start(offset))
-                .await
-                .map_err(|e| Error::io(ctx(), e))?;
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact(&mut buf)
-                .await
-                .map_err(|e| Error::io(ctx(), e))?;
-            Ok(Bytes::from(buf))
-        }
     }
 }
 
@@ -463,7 +359,7 @@ impl ReplicaClient for OperatorClient {
             .collect();
         files.sort_by_key(|f| (f.min_txid, f.max_txid));
         let listing = futures::stream::iter(files.into_iter().map(Ok));
-        if !use_metadata || self.timestamps == Timestamps::ModTime {
+        if !use_metadata {
             return Ok(Box::pin(listing));
         }
         let me = self.clone();
@@ -521,67 +417,24 @@ impl ReplicaClient for OperatorClient {
         body: LtxBody,
     ) -> Result<FileInfo> {
         let key = self.key(level, min, max);
-        let what = self.describe(&key);
-        let header = Header::decode(&body.header_bytes()?, &what)?;
-        if header.min_txid != min || header.max_txid != max {
-            return Err(Error::InvalidInput(format!(
-                "{what}: LTX header covers {}-{}, not {min}-{max}",
-                header.min_txid, header.max_txid
-            )));
+        let (info, ts) = body.upload_info(level, min, max, &self.describe(&key))?;
+        if info.size > PART {
+            self.put_composed(&key, &body, info.size, &ts).await?;
+        } else {
+            self.op
+                .write_options(
+                    &key,
+                    body.read_at(0, info.size).await?,
+                    options::WriteOptions {
+                        content_type: Some("application/octet-stream".into()),
+                        user_metadata: self.user_metadata(&ts),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| self.err(e, "put", &key))?;
         }
-        let size = match &body {
-            LtxBody::Bytes(b) => b.len() as u64,
-            LtxBody::File(p) => std::fs::metadata(p)
-                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?
-                .len(),
-        };
-        let ts = super::s3::format_timestamp(header.timestamp_ms);
-        match self.writes {
-            Writes::Direct => self.put(&key, &body, &ts).await?,
-            Writes::ComposedParts if size > PART => {
-                self.put_composed(&key, &body, size, &ts).await?;
-            }
-            Writes::ComposedParts => {
-                let data = read_body(&body, 0, size).await?;
-                self.op
-                    .write_options(
-                        &key,
-                        data,
-                        options::WriteOptions {
-                            content_type: Some("application/octet-stream".into()),
-                            user_metadata: self.user_metadata(&ts),
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| self.err(e, "put", &key))?;
-            }
-            Writes::TempThenRename => {
-                let tmp = format!("{key}.{}.{}.tmp", std::process::id(), rand::random::<u64>());
-                let moved = match self.put(&tmp, &body, &ts).await {
-                    Ok(()) => self
-                        .op
-                        .rename(&tmp, &key)
-                        .await
-                        .map_err(|e| self.err(e, "rename to", &key)),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = moved {
-                    // Best effort: a leftover temporary name is never read
-                    // (it does not parse as an LTX name).
-                    let _ = self.op.delete(&tmp).await;
-                    return Err(e);
-                }
-            }
-        }
-        Ok(FileInfo {
-            level,
-            min_txid: min,
-            max_txid: max,
-            size,
-            created_at: jiff::Timestamp::from_millisecond(header.timestamp_ms)
-                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-        })
+        Ok(info)
     }
 
     async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {

@@ -16,7 +16,7 @@ use super::entries::{DbConfig, DbTuning, DirConfig, parse_db, parse_dir};
 use super::fleet::{FleetConfig, parse_fleet};
 use super::keys::{
     DB_KEYS, LOGGING_KEYS, REPLICA_KEYS, REPLICA_SETTING_KEYS, SOCKET_KEYS, SUPPORTED_TYPES,
-    TOP_KEYS, backends_of, is_backend_key, refusal,
+    TOP_KEYS, applies_to, backends_of, is_backend_key, refusal,
 };
 use super::replica::{ReplicaConfig, scheme_of};
 use super::values::{expand_env_vars, expand_path, parse_duration_value};
@@ -590,18 +590,14 @@ pub(super) fn parse_replica(
     }
     // A key of another backend, written on this replica, would do nothing.
     for k in m.keys() {
-        let owners = backends_of(k);
-        if !owners.is_empty() && !owners.contains(&kind.as_str()) {
-            let b = owners.join("/");
+        if !applies_to(k, &kind) {
+            let b = backends_of(k).join("/");
             bail!("config {at}: {k} is a setting of {b} replicas, and this replica is {kind}");
         }
     }
     let mut settings: BTreeMap<String, Value> = defaults
         .iter()
-        .filter(|(k, _)| {
-            let owners = backends_of(k);
-            owners.is_empty() || owners.contains(&kind.as_str())
-        })
+        .filter(|(k, _)| applies_to(k, &kind))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (k, v) in m {

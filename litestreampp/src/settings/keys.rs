@@ -141,6 +141,13 @@ pub(super) fn is_backend_key(k: &str) -> bool {
     BACKEND_KEYS.iter().any(|(_, keys)| keys.contains(&k))
 }
 
+/// True if `k` means something on a replica of type `kind`: a key of
+/// every replica, or one of that backend's.
+pub(super) fn applies_to(k: &str, kind: &str) -> bool {
+    let owners = backends_of(k);
+    owners.is_empty() || owners.contains(&kind)
+}
+
 /// The backends a backend-specific key belongs to (`bucket` is several
 /// backends'); empty for a key of every replica.
 pub(super) fn backends_of(k: &str) -> Vec<&'static str> {

@@ -13,11 +13,9 @@ use super::super::{
     ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL,
 };
 use crate::error::{Error, Result};
-use crate::ltx::Header;
 use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
 
 use super::errors::{backend, map_err};
-use super::upload::read_part;
 use super::*;
 
 /// A replica under one prefix of an S3 bucket.
@@ -326,39 +324,18 @@ impl ReplicaClient for S3ReplicaClient {
         body: LtxBody,
     ) -> Result<FileInfo> {
         let key = self.key(level, min, max);
-        let what = self.describe(&key);
-        let head = body.header_bytes()?;
-        let header = Header::decode(&head, &what)?;
-        if header.min_txid != min || header.max_txid != max {
-            return Err(Error::InvalidInput(format!(
-                "{what}: LTX header covers {}-{}, not {min}-{max}",
-                header.min_txid, header.max_txid
-            )));
-        }
-        let size = match &body {
-            LtxBody::Bytes(b) => b.len() as u64,
-            LtxBody::File(p) => std::fs::metadata(p)
-                .map_err(|e| Error::io(format!("stat {}", p.display()), e))?
-                .len(),
-        };
-        let ts = format_timestamp(header.timestamp_ms);
+        let (info, ts) = body.upload_info(level, min, max, &self.describe(&key))?;
+        let size = info.size;
         if size < self.settings().part_size() {
             let data = match &body {
                 LtxBody::Bytes(b) => b.clone(),
-                LtxBody::File(_) => read_part(&body, 0, size).await?,
+                LtxBody::File(_) => body.read_at(0, size).await?,
             };
             self.put_small(&key, data, &ts).await?;
         } else {
             self.put_multipart(&key, &body, size, &ts).await?;
         }
-        Ok(FileInfo {
-            level,
-            min_txid: min,
-            max_txid: max,
-            size,
-            created_at: jiff::Timestamp::from_millisecond(header.timestamp_ms)
-                .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-        })
+        Ok(info)
     }
 
     async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {

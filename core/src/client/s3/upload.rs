@@ -105,7 +105,7 @@ impl S3ReplicaClient {
                 async move {
                     let off = i * part_size;
                     let len = part_size.min(size - off);
-                    let data = read_part(body, off, len).await?;
+                    let data = body.read_at(off, len).await?;
                     let mut req = client
                         .upload_part()
                         .bucket(&s.bucket)
@@ -228,25 +228,5 @@ impl S3ReplicaClient {
             }
         }
         Ok(())
-    }
-}
-
-pub(super) async fn read_part(body: &LtxBody, off: u64, len: u64) -> Result<bytes::Bytes> {
-    match body {
-        LtxBody::Bytes(b) => Ok(b.slice(off as usize..(off + len) as usize)),
-        LtxBody::File(p) => {
-            let p = p.clone();
-            tokio::task::spawn_blocking(move || {
-                use std::os::unix::fs::FileExt;
-                let f = std::fs::File::open(&p)
-                    .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-                let mut buf = vec![0u8; len as usize];
-                f.read_exact_at(&mut buf, off)
-                    .map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-                Ok(bytes::Bytes::from(buf))
-            })
-            .await
-            .map_err(|e| Error::io("read part", std::io::Error::other(e.to_string())))?
-        }
     }
 }
