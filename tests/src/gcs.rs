@@ -90,7 +90,7 @@ impl FakeGcs {
                 .to_ascii_lowercase()
                 .contains("transfer-encoding: chunked")
             {
-                dechunk(&body)
+                crate::dechunk(&body)
             } else {
                 body
             };
@@ -113,21 +113,6 @@ impl FakeGcs {
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         self.objects(bucket).into_iter().map(|o| o.0).collect()
     }
-}
-
-/// The body of a chunked HTTP/1.1 answer.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 impl Drop for FakeGcs {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod azure;
+pub mod backends;
 pub mod faultproxy;
 pub mod gcs;
 pub mod moto;
@@ -114,6 +116,21 @@ impl Drop for Scratch {
             eprintln!("test failed: its files are kept in {}", d.keep().display());
         }
     }
+}
+
+/// The body of a chunked HTTP/1.1 answer.
+pub fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// One HTTP/1.1 request to 127.0.0.1:`port` with a JSON body (empty for

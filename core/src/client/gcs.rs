@@ -95,8 +95,6 @@ pub(crate) fn operator_key(settings: &GcsSettings) -> String {
 pub(crate) fn operator(settings: &GcsSettings) -> Result<opendal::Operator> {
     use opendal::services::Gcs;
     settings.validate()?;
-    super::operator::install_transport();
-    let location = settings.location();
     let mut b = Gcs::default().bucket(&settings.bucket).root("/");
     if let Some(e) = settings.emulator_endpoint() {
         b = b
@@ -105,14 +103,7 @@ pub(crate) fn operator(settings: &GcsSettings) -> Result<opendal::Operator> {
             .disable_vm_metadata()
             .disable_config_load();
     }
-    opendal::Operator::new(b)
-        .map_err(|e| {
-            Error::InvalidInput(format!(
-                "{location}: {}",
-                crate::redact::redact_text(&e.to_string())
-            ))
-        })
-        .map(|op| op.layer(super::operator::timeouts()))
+    super::operator::build(b, &settings.location())
 }
 
 /// A client for `settings` on `op` (see [`operator`]), without the retry
@@ -128,6 +119,7 @@ pub(crate) fn client_on(
         settings.location(),
         &settings.path,
         METADATA_TIMESTAMP,
+        super::operator::Upload::Compose,
     )
 }
 

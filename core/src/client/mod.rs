@@ -2,6 +2,7 @@
 //! backends, one module each. Cross-cutting behaviour (retries, fault
 //! injection, rate limits) wraps a client rather than living inside one.
 
+pub mod azure;
 #[doc(hidden)]
 pub mod conformance;
 pub mod file;
@@ -398,9 +399,12 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("gs://") {
         return gcs_client(&gcs::GcsSettings::from_url(url)?);
     }
+    if url.starts_with("abs://") {
+        return azure_client(&azure::AzureSettings::from_url(url)?.with_env_credentials());
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs)",
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs)",
             crate::redact::redact_url(url)
         )));
     }
@@ -446,7 +450,8 @@ pub fn describe_file(client: &dyn ReplicaClient, f: &FileInfo) -> String {
 pub struct ClientPool {
     #[cfg(feature = "s3")]
     s3: std::sync::Mutex<std::collections::HashMap<u64, Arc<s3::S3Connection>>>,
-    /// OpenDAL operators by backend and bucket (see `gcs::operator_key`).
+    /// OpenDAL operators by backend, bucket and credentials (see
+    /// `gcs::operator_key`, `azure::operator_key`).
     #[cfg(feature = "opendal")]
     operators: std::sync::Mutex<std::collections::HashMap<String, opendal::Operator>>,
     /// Uploads of every client opened here share these permits.
@@ -478,31 +483,39 @@ impl ClientPool {
         if url.starts_with("gs://") {
             return self.open_gcs(&gcs::GcsSettings::from_url(url)?);
         }
+        if url.starts_with("abs://") {
+            return self.open_azure(&azure::AzureSettings::from_url(url)?.with_env_credentials());
+        }
         if !url.starts_with("s3://") {
             return from_url(url).map(|c| self.limit(c));
         }
         self.open_s3(s3::S3Settings::from_url(url)?)
     }
 
+    /// The operator stored under `key`, built by `build` the first time.
+    #[cfg(feature = "opendal")]
+    fn shared_operator(
+        &self,
+        key: String,
+        build: impl FnOnce() -> Result<opendal::Operator>,
+    ) -> Result<opendal::Operator> {
+        let mut m = self
+            .operators
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(op) = m.get(&key) {
+            return Ok(op.clone());
+        }
+        let op = build()?;
+        m.insert(key, op.clone());
+        Ok(op)
+    }
+
     /// A GCS client for `settings`, sharing the operator (HTTP client) of
     /// any earlier one on the same bucket.
     #[cfg(feature = "gcs")]
     pub fn open_gcs(&self, settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
-        let key = gcs::operator_key(settings);
-        let op = {
-            let mut m = self
-                .operators
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match m.get(&key) {
-                Some(op) => op.clone(),
-                None => {
-                    let op = gcs::operator(settings)?;
-                    m.insert(key, op.clone());
-                    op
-                }
-            }
-        };
+        let op = self.shared_operator(gcs::operator_key(settings), || gcs::operator(settings))?;
         Ok(self.remote(gcs::client_on(op, settings)))
     }
 
@@ -510,6 +523,23 @@ impl ClientPool {
     #[cfg(not(feature = "gcs"))]
     pub fn open_gcs(&self, settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
         gcs_client(settings)
+    }
+
+    /// An Azure Blob client for `settings` (credentials from the
+    /// environment already applied: [`azure::AzureSettings::with_env_credentials`]),
+    /// sharing the operator of any earlier one on the same container with
+    /// the same credentials.
+    #[cfg(feature = "azure")]
+    pub fn open_azure(&self, settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaClient>> {
+        let op =
+            self.shared_operator(azure::operator_key(settings), || azure::operator(settings))?;
+        Ok(self.remote(azure::client_on(op, settings)))
+    }
+
+    /// Without the `azure` feature: an error naming the replica.
+    #[cfg(not(feature = "azure"))]
+    pub fn open_azure(&self, settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaClient>> {
+        azure_client(settings)
     }
 
     /// A remote client as the pool hands it out: counted, under the
@@ -580,6 +610,21 @@ pub fn gcs_client(settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>>
 #[cfg(not(feature = "gcs"))]
 pub fn gcs_client(settings: &gcs::GcsSettings) -> Result<Arc<dyn ReplicaClient>> {
     match gcs::operator(settings)? {}
+}
+
+/// An Azure Blob replica client with the standard retry policy.
+#[cfg(feature = "azure")]
+pub fn azure_client(settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Ok(remote(azure::client_on(
+        azure::operator(settings)?,
+        settings,
+    )))
+}
+
+/// Without the `azure` feature: an error naming the replica.
+#[cfg(not(feature = "azure"))]
+pub fn azure_client(settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaClient>> {
+    match azure::operator(settings)? {}
 }
 
 /// A remote backend's client as every caller gets it: each request

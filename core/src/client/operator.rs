@@ -1,14 +1,13 @@
 //! A [`ReplicaClient`] over an OpenDAL [`Operator`], for the backends that
 //! keep Litestream's `file` layout, `<path>/ltx/<level>/<min>-<max>.ltx`
-//! (format spec §2): Google Cloud Storage today. A backend module builds
-//! the operator and names the metadata key that keeps the LTX timestamp;
-//! everything else (keys, listing, ranges, uploads, errors) is here, once.
+//! (format spec §2): Google Cloud Storage and Azure Blob Storage. A
+//! backend module builds the operator, names the metadata key that keeps
+//! the LTX timestamp and how a large file goes up ([`Upload`]); everything
+//! else (keys, listing, ranges, errors) is here, once.
 //!
-//! Uploads: a file up to [`PART`] is one request; a larger one goes up as
-//! parts under temporary names, composed into the final object (which
-//! appears whole) and then deleted. GCS: its resumable uploads are not
-//! open to OpenDAL's plain writes, its XML multipart API is not in the
-//! emulators, and compose is.
+//! Uploads: a file up to [`PART`] is one request. A larger one goes up in
+//! parts of [`PART`] that become the object only when the last is in, so
+//! a replica never shows part of a file (see [`Upload`]).
 //!
 //! OpenDAL's own retry and logging layers are not used: one retry layer
 //! ([`super::retry`]) wraps every remote backend, and errors are returned,
@@ -35,18 +34,41 @@ const CONCURRENT_PARTS: usize = 4;
 /// Installs OpenDAL's process-wide HTTP transport (reqwest, created at
 /// the first request) before the first operator is built; OpenDAL's
 /// constructor that would do it before `main` is not compiled in.
-pub(crate) fn install_transport() {
+fn install_transport() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(opendal::install_default);
+}
+
+/// The operator of a backend's `builder`, under [`timeouts`]; a setting
+/// the builder refuses is an error naming the replica at `location`.
+pub(crate) fn build(builder: impl opendal::Builder, location: &str) -> Result<Operator> {
+    install_transport();
+    Operator::new(builder)
+        .map(|op| op.layer(timeouts()))
+        .map_err(|e| Error::InvalidInput(format!("{location}: {}", message(&e))))
 }
 
 /// Bounds on one request, so that a stalled server fails the attempt
 /// (transiently) and the retry layer tries again: a whole request within a
 /// minute, and no read or write of its body idle for 30 s.
-pub(crate) fn timeouts() -> opendal::layers::TimeoutLayer {
+fn timeouts() -> opendal::layers::TimeoutLayer {
     opendal::layers::TimeoutLayer::new()
         .with_timeout(std::time::Duration::from_secs(60))
         .with_io_timeout(std::time::Duration::from_secs(30))
+}
+
+/// How a file larger than [`PART`] goes up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Upload {
+    /// Parts under temporary names, composed into the object (which
+    /// appears whole) and then deleted. GCS: its resumable uploads are not
+    /// open to OpenDAL's plain writes, its XML multipart API is not in the
+    /// emulators, and compose is.
+    Compose,
+    /// OpenDAL's chunked writer: Azure's Put Block per part, and the blob
+    /// appears at Put Block List, with its metadata. Blocks never
+    /// committed are dropped by the service.
+    Blocks,
 }
 
 /// One replica (a database's `<path>`) on an OpenDAL backend.
@@ -58,9 +80,10 @@ pub(crate) struct OperatorClient {
     /// `""` (the bucket's root) or `"a/b/"`.
     root: String,
     /// The user-metadata key holding the LTX header timestamp (GCS
-    /// `litestream-timestamp`), as Go's RFC 3339; read back by a stat per
+    /// `litestream-timestamp`, Azure `litestreamtimestamp`), as Go's RFC 3339; read back by a stat per
     /// file when a listing asks for exact times.
     timestamp_key: &'static str,
+    upload: Upload,
 }
 
 impl fmt::Debug for OperatorClient {
@@ -92,6 +115,7 @@ impl OperatorClient {
         location: String,
         path: &str,
         timestamp_key: &'static str,
+        upload: Upload,
     ) -> OperatorClient {
         OperatorClient {
             op,
@@ -99,6 +123,7 @@ impl OperatorClient {
             location,
             root: root_prefix(path),
             timestamp_key,
+            upload,
         }
     }
 
@@ -117,7 +142,21 @@ impl OperatorClient {
     }
 
     fn err(&self, e: opendal::Error, op: &str, key: &str) -> Error {
-        map_err(e, &format!("{op} {}", self.describe(key)))
+        let what = format!("{op} {}", self.describe(key));
+        if e.kind() == ErrorKind::NotFound && matches!(op, "put" | "compose") {
+            // A write finds nothing missing but where it writes to.
+            let holder = if self.kind == "abs" {
+                "container"
+            } else {
+                "bucket"
+            };
+            return Error::Backend {
+                context: what,
+                message: format!("{}: the {holder} does not exist", message(&e)),
+                transient: false,
+            };
+        }
+        map_err(e, &what)
     }
 
     /// Every entry under `dir` (a `/`-terminated prefix, or `""`): its
@@ -260,6 +299,50 @@ impl OperatorClient {
     }
 }
 
+impl OperatorClient {
+    /// Uploads `body` through OpenDAL's chunked writer, parts of [`PART`]
+    /// read one at a time and sent up to [`CONCURRENT_PARTS`] at once; the
+    /// object appears when the writer closes. On failure the writer is
+    /// aborted (best effort: uncommitted blocks expire by themselves).
+    async fn put_blocks(
+        &self,
+        key: &str,
+        body: &LtxBody,
+        size: u64,
+        timestamp: &str,
+    ) -> Result<()> {
+        let mut w = self
+            .op
+            .writer_options(
+                key,
+                options::WriteOptions {
+                    content_type: Some("application/octet-stream".into()),
+                    user_metadata: self.user_metadata(timestamp),
+                    chunk: Some(PART as usize),
+                    concurrent: CONCURRENT_PARTS,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.err(e, "put", key))?;
+        let mut offset = 0;
+        let written = async {
+            while offset < size {
+                let data = body.read_at(offset, PART.min(size - offset)).await?;
+                offset += data.len() as u64;
+                w.write(data).await.map_err(|e| self.err(e, "put", key))?;
+            }
+            w.close().await.map_err(|e| self.err(e, "put", key))?;
+            Ok::<(), Error>(())
+        }
+        .await;
+        if written.is_err() {
+            let _ = w.abort().await;
+        }
+        written
+    }
+}
+
 /// Maps an OpenDAL error: missing objects are [`Error::NotFound`]; the
 /// rest are backend errors, transient when OpenDAL says a retry may
 /// succeed (5xx, throttling, connection failures). Messages are redacted:
@@ -274,10 +357,24 @@ pub(crate) fn map_err(e: opendal::Error, what: &str) -> Error {
         },
         kind => Error::Backend {
             context: what.to_string(),
-            message: redact_text(&e.to_string()),
+            message: message(&e),
             transient: e.is_temporary() || kind == ErrorKind::RateLimited,
         },
     }
+}
+
+/// An OpenDAL error as one line: its kind, message and causes, redacted.
+/// Not its `Display`, which lists the request's URL and every response
+/// header.
+pub(crate) fn message(e: &opendal::Error) -> String {
+    let mut s = format!("{}: {}", e.kind(), e.message());
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    redact_text(&s)
 }
 
 fn timestamp_of(m: &opendal::Metadata) -> jiff::Timestamp {
@@ -419,7 +516,10 @@ impl ReplicaClient for OperatorClient {
         let key = self.key(level, min, max);
         let (info, ts) = body.upload_info(level, min, max, &self.describe(&key))?;
         if info.size > PART {
-            self.put_composed(&key, &body, info.size, &ts).await?;
+            match self.upload {
+                Upload::Compose => self.put_composed(&key, &body, info.size, &ts).await?,
+                Upload::Blocks => self.put_blocks(&key, &body, info.size, &ts).await?,
+            }
         } else {
             self.op
                 .write_options(

@@ -42,7 +42,16 @@ pub(super) const BACKEND_KEYS: &[(&str, &[&str])] = &[
     // Go's gs client reads only the bucket and path; credentials come
     // from the environment.
     ("gs", &["bucket"]),
-    ("abs", &["account-name", "account-key", "sas-token"]),
+    (
+        "abs",
+        &[
+            "bucket",
+            "endpoint",
+            "account-name",
+            "account-key",
+            "sas-token",
+        ],
+    ),
     (
         "sftp",
         &[
@@ -84,6 +93,8 @@ pub(super) const SUPPORTED_TYPES: &[&str] = &[
     "s3",
     #[cfg(feature = "gcs")]
     "gs",
+    #[cfg(feature = "azure")]
+    "abs",
 ];
 
 /// Keys that say which replica: not settings.

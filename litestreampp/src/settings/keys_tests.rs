@@ -175,7 +175,6 @@ fn every_replica_setting_is_implemented_or_refused() {
     }
     // A backend this build lacks is refused by its type, with its keys.
     for (kind, key) in [
-        ("abs", "account-name"),
         ("sftp", "host"),
         ("webdav", "webdav-url"),
         ("nats", "jwt"),
@@ -190,6 +189,18 @@ fn every_replica_setting_is_implemented_or_refused() {
         "dbs:\n  - path: /a.db\n    replica:\n      type: gs\n      bucket: b\n      path: db\n";
     assert_eq!(outcome(gs, "bucket"), Implemented);
     let text = format!("{gs}      region: r\n");
+    assert_eq!(outcome(&text, "region"), Refused);
+    // An abs replica takes Go's keys (the endpoint too), and no S3 key.
+    let abs = "dbs:\n  - path: /a.db\n    replica:\n      type: abs\n      bucket: c\n      path: db\n      account-name: a\n";
+    for (key, value) in [
+        ("account-key", "a2V5"),
+        ("sas-token", "sv=1"),
+        ("endpoint", "http://127.0.0.1:1/a"),
+    ] {
+        let text = format!("{abs}      {key}: {value}\n");
+        assert_eq!(outcome(&text, key), Implemented, "abs {key}");
+    }
+    let text = format!("{abs}      region: r\n");
     assert_eq!(outcome(&text, "region"), Refused);
     // On a file replica an S3 key would do nothing.
     let text = "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      region: r\n";

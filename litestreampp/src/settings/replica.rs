@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
-use litestreampp_core::redact::redact_url;
+use litestreampp_core::redact::{Secret, redact_url};
 use serde_json::Value;
 
 use super::values::{expand_path, parse_duration_value};
@@ -26,6 +27,8 @@ pub enum ReplicaLocation {
     S3(Box<S3Settings>),
     /// A prefix of a Google Cloud Storage bucket.
     Gcs(GcsSettings),
+    /// A prefix of an Azure Blob Storage container, with its credentials.
+    Azure(Box<AzureSettings>),
 }
 
 impl ReplicaLocation {
@@ -37,6 +40,7 @@ impl ReplicaLocation {
             ReplicaLocation::File(dir) => Ok(pool.limit(Arc::new(FileReplicaClient::new(dir)))),
             ReplicaLocation::S3(s) => pool.open_s3(s.as_ref().clone()).map_err(|e| anyhow!(e)),
             ReplicaLocation::Gcs(s) => pool.open_gcs(s).map_err(|e| anyhow!(e)),
+            ReplicaLocation::Azure(s) => pool.open_azure(s).map_err(|e| anyhow!(e)),
         }
     }
 }
@@ -112,8 +116,9 @@ impl ReplicaConfig {
             },
             "s3" => Ok(ReplicaLocation::S3(Box::new(self.s3_settings()?))),
             "gs" => Ok(ReplicaLocation::Gcs(self.gcs_settings()?)),
+            "abs" => Ok(ReplicaLocation::Azure(Box::new(self.azure_settings()?))),
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs)",
                 self.describe()
             ),
         }
@@ -140,6 +145,49 @@ impl ReplicaConfig {
         Ok(s)
     }
 
+    /// Azure settings: the URL's, then the YAML keys on top (Litestream's
+    /// precedence), then the credentials Go takes from the environment.
+    pub fn azure_settings(&self) -> Result<AzureSettings> {
+        let mut s = match &self.url {
+            Some(u) => AzureSettings::from_url(u).map_err(|e| anyhow!(e))?,
+            None => AzureSettings {
+                path: self.path.clone().unwrap_or_default(),
+                ..AzureSettings::default()
+            },
+        };
+        if let Some(b) = self.text("bucket")? {
+            s.container = b;
+        }
+        if let Some(a) = self.text("account-name")? {
+            s.account_name = Some(a);
+        }
+        if let Some(k) = self.text("account-key")? {
+            s.account_key = Some(Secret::new(k));
+        }
+        if let Some(t) = self.text("sas-token")? {
+            s.sas_token = Some(Secret::new(t));
+        }
+        if let Some(e) = self.text("endpoint")? {
+            s.endpoint = Some(e);
+        }
+        let s = s.with_env_credentials();
+        s.validate().map_err(|e| anyhow!(e))?;
+        Ok(s)
+    }
+
+    /// A string-valued key (numbers and booleans as written); `None` when
+    /// unset or empty.
+    fn text(&self, k: &str) -> Result<Option<String>> {
+        match self.settings.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(v)) if v.is_empty() => Ok(None),
+            Some(Value::String(v)) => Ok(Some(v.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+            Some(other) => bail!("replica {k}: expected a value, got {other}"),
+        }
+    }
+
     /// S3 settings: the URL's, then the YAML keys on top (Litestream's
     /// precedence).
     pub fn s3_settings(&self) -> Result<S3Settings> {
@@ -150,15 +198,7 @@ impl ReplicaConfig {
                 ..S3Settings::default()
             },
         };
-        let text = |k: &str| -> Result<Option<String>> {
-            match self.settings.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(v)) => Ok(Some(v.clone())),
-                Some(Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(Value::Bool(b)) => Ok(Some(b.to_string())),
-                Some(other) => bail!("replica {k}: expected a value, got {other}"),
-            }
-        };
+        let text = |k: &str| self.text(k);
         let flag = |k: &str| -> Result<Option<bool>> {
             match self.settings.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -232,7 +272,7 @@ fn file_url_path(url: &str) -> Result<PathBuf> {
     if !url.starts_with("file:") {
         if let Some((scheme, _)) = url.split_once("://") {
             bail!(
-                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs)",
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs)",
                 redact_url(url)
             );
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
+use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
@@ -33,31 +34,41 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
     let (scheme, bucket, path, query) = split_url(url)?;
     let redacted = redact_url(url);
     match scheme {
-        "s3" | "gs" => {
+        "s3" | "gs" | "abs" => {
             if bucket.is_empty() {
                 bail!("{redacted}: bucket required");
             }
             let glob = compile(path.trim_start_matches('/'))?;
             let root = literal_root(&format!("/{}", path.trim_start_matches('/')));
             let root = root.to_string_lossy().trim_start_matches('/').to_string();
+            let base = if query.is_empty() {
+                format!("{scheme}://{bucket}")
+            } else {
+                format!("{scheme}://{bucket}?{query}")
+            };
             // The location of the replica at `path` in the bucket.
             let at = |path: &str| -> Result<ReplicaLocation> {
-                Ok(if scheme == "s3" {
-                    let base = if query.is_empty() {
-                        format!("s3://{bucket}")
-                    } else {
-                        format!("s3://{bucket}?{query}")
-                    };
-                    let mut s = S3Settings::from_url(&base).map_err(|e| anyhow!(e))?;
-                    s.path = path.to_string();
-                    ReplicaLocation::S3(Box::new(s))
-                } else {
-                    if !query.is_empty() {
-                        bail!(
-                            "{redacted}: gs:// URLs take no query (STORAGE_EMULATOR_HOST and GOOGLE_APPLICATION_CREDENTIALS come from the environment)"
-                        );
+                Ok(match scheme {
+                    "s3" => {
+                        let mut s = S3Settings::from_url(&base).map_err(|e| anyhow!(e))?;
+                        s.path = path.to_string();
+                        ReplicaLocation::S3(Box::new(s))
                     }
-                    ReplicaLocation::Gcs(GcsSettings::new(bucket.to_string(), path.to_string()))
+                    "abs" => {
+                        let mut s = AzureSettings::from_url(&base)
+                            .map_err(|e| anyhow!(e))?
+                            .with_env_credentials();
+                        s.path = path.to_string();
+                        ReplicaLocation::Azure(Box::new(s))
+                    }
+                    _ => {
+                        if !query.is_empty() {
+                            bail!(
+                                "{redacted}: gs:// URLs take no query (STORAGE_EMULATOR_HOST and GOOGLE_APPLICATION_CREDENTIALS come from the environment)"
+                            );
+                        }
+                        ReplicaLocation::Gcs(GcsSettings::new(bucket.to_string(), path.to_string()))
+                    }
                 })
             };
             let layout = if scheme == "s3" {
@@ -115,7 +126,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
             }
             Ok((jobs, listing))
         }
-        other => bail!("{redacted}: unsupported scheme {other:?} (supported: s3, gs, file)"),
+        other => bail!("{redacted}: unsupported scheme {other:?} (supported: s3, gs, abs, file)"),
     }
 }
 
