@@ -64,3 +64,25 @@ if ! grep -qs "\"version\": \"$want_azurite\"" "$azurite/node_modules/azurite/pa
   npm install --prefix "$azurite" --no-audit --no-fund --loglevel=error "azurite@$want_azurite"
 fi
 test -x "$azurite/node_modules/.bin/azurite-blob"
+# Servers from Debian's packages, unpacked into .tools/deb/<package> (no
+# system install): rclone (`rclone serve webdav`, the WebDAV server).
+deb_tool() { # PACKAGE VERSION-PREFIX: unpacks PACKAGE unless that version is there
+  local pkg="$1" want="$2" dst=".tools/deb/$1"
+  if ! grep -qs "^$want" "$dst/.version"; then
+    local tmp
+    tmp="$(mktemp -d)"
+    chmod 777 "$tmp" # apt's download user writes there
+    (cd "$tmp" && apt-get download -q=2 "$pkg")
+    rm -rf "$dst"
+    mkdir -p "$dst"
+    dpkg-deb -x "$tmp"/"$pkg"_*.deb "$dst"
+    dpkg-deb -f "$tmp"/"$pkg"_*.deb Version >"$dst/.version"
+    rm -rf "$tmp"
+  fi
+  grep -qs "^$want" "$dst/.version" || {
+    echo "$pkg: wanted $want, got $(cat "$dst/.version")" >&2
+    exit 1
+  }
+}
+deb_tool rclone 1.60
+.tools/deb/rclone/usr/bin/rclone version >/dev/null

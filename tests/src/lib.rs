@@ -14,6 +14,7 @@ pub mod gcs;
 pub mod moto;
 pub mod probe;
 pub mod tenants;
+pub mod webdav;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -195,7 +195,7 @@ pub(crate) fn client_on(
         "abs",
         settings.location(),
         &settings.path,
-        METADATA_TIMESTAMP,
+        Some(METADATA_TIMESTAMP),
         super::operator::Upload::Blocks,
     )
 }

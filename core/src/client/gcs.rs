@@ -118,7 +118,7 @@ pub(crate) fn client_on(
         "gs",
         settings.location(),
         &settings.path,
-        METADATA_TIMESTAMP,
+        Some(METADATA_TIMESTAMP),
         super::operator::Upload::Compose,
     )
 }

@@ -13,6 +13,7 @@ pub mod metered;
 pub(crate) mod operator;
 pub mod retry;
 pub mod s3;
+pub mod webdav;
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -402,9 +403,12 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("abs://") {
         return azure_client(&azure::AzureSettings::from_url(url)?.with_env_credentials());
     }
+    if url.starts_with("webdav://") || url.starts_with("webdavs://") {
+        return webdav_client(&webdav::WebdavSettings::from_url(url)?);
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs)",
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs)",
             crate::redact::redact_url(url)
         )));
     }
@@ -486,6 +490,9 @@ impl ClientPool {
         if url.starts_with("abs://") {
             return self.open_azure(&azure::AzureSettings::from_url(url)?.with_env_credentials());
         }
+        if url.starts_with("webdav://") || url.starts_with("webdavs://") {
+            return self.open_webdav(&webdav::WebdavSettings::from_url(url)?);
+        }
         if !url.starts_with("s3://") {
             return from_url(url).map(|c| self.limit(c));
         }
@@ -540,6 +547,22 @@ impl ClientPool {
     #[cfg(not(feature = "azure"))]
     pub fn open_azure(&self, settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaClient>> {
         azure_client(settings)
+    }
+
+    /// A WebDAV client for `settings`, sharing the operator of any earlier
+    /// one on the same server with the same credentials.
+    #[cfg(feature = "webdav")]
+    pub fn open_webdav(&self, settings: &webdav::WebdavSettings) -> Result<Arc<dyn ReplicaClient>> {
+        let op = self.shared_operator(webdav::operator_key(settings), || {
+            webdav::operator(settings)
+        })?;
+        Ok(self.remote(webdav::client_on(op, settings)?))
+    }
+
+    /// Without the `webdav` feature: an error naming the replica.
+    #[cfg(not(feature = "webdav"))]
+    pub fn open_webdav(&self, settings: &webdav::WebdavSettings) -> Result<Arc<dyn ReplicaClient>> {
+        webdav_client(settings)
     }
 
     /// A remote client as the pool hands it out: counted, under the
@@ -625,6 +648,21 @@ pub fn azure_client(settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaCl
 #[cfg(not(feature = "azure"))]
 pub fn azure_client(settings: &azure::AzureSettings) -> Result<Arc<dyn ReplicaClient>> {
     match azure::operator(settings)? {}
+}
+
+/// A WebDAV replica client with the standard retry policy.
+#[cfg(feature = "webdav")]
+pub fn webdav_client(settings: &webdav::WebdavSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Ok(remote(webdav::client_on(
+        webdav::operator(settings)?,
+        settings,
+    )?))
+}
+
+/// Without the `webdav` feature: an error naming the replica.
+#[cfg(not(feature = "webdav"))]
+pub fn webdav_client(settings: &webdav::WebdavSettings) -> Result<Arc<dyn ReplicaClient>> {
+    match webdav::operator(settings)? {}
 }
 
 /// A remote backend's client as every caller gets it: each request

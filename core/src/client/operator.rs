@@ -27,8 +27,10 @@ use crate::txid::{TxId, parse_ltx_file_name};
 
 /// Largest single-request upload, and the part size of composed uploads:
 /// as S3's part size (memory per upload in flight).
+#[cfg(any(feature = "gcs", feature = "azure"))]
 const PART: u64 = 16 << 20;
 /// Parts in flight per upload.
+#[cfg(any(feature = "gcs", feature = "azure"))]
 const CONCURRENT_PARTS: usize = 4;
 
 /// Installs OpenDAL's process-wide HTTP transport (reqwest, created at
@@ -57,18 +59,24 @@ fn timeouts() -> opendal::layers::TimeoutLayer {
         .with_io_timeout(std::time::Duration::from_secs(30))
 }
 
-/// How a file larger than [`PART`] goes up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a file goes up: in one request up to [`PART`], then as below.
+#[derive(Clone, Debug)]
 pub(crate) enum Upload {
     /// Parts under temporary names, composed into the object (which
     /// appears whole) and then deleted. GCS: its resumable uploads are not
     /// open to OpenDAL's plain writes, its XML multipart API is not in the
     /// emulators, and compose is.
+    #[cfg(feature = "gcs")]
     Compose,
     /// OpenDAL's chunked writer: Azure's Put Block per part, and the blob
     /// appears at Put Block List, with its metadata. Blocks never
     /// committed are dropped by the service.
+    #[cfg(feature = "azure")]
     Blocks,
+    /// Every file, whatever its size: streamed to a temporary name, then
+    /// renamed into place (WebDAV: PUT, then MOVE).
+    #[cfg(feature = "webdav")]
+    Rename(super::webdav::DavWriter),
 }
 
 /// One replica (a database's `<path>`) on an OpenDAL backend.
@@ -80,9 +88,11 @@ pub(crate) struct OperatorClient {
     /// `""` (the bucket's root) or `"a/b/"`.
     root: String,
     /// The user-metadata key holding the LTX header timestamp (GCS
-    /// `litestream-timestamp`, Azure `litestreamtimestamp`), as Go's RFC 3339; read back by a stat per
-    /// file when a listing asks for exact times.
-    timestamp_key: &'static str,
+    /// `litestream-timestamp`, Azure `litestreamtimestamp`), as Go's RFC
+    /// 3339; read back by a stat per file when a listing asks for exact
+    /// times. `None` (WebDAV): listings give the modification time, as
+    /// in Go, and exact times come from each file's LTX header.
+    timestamp_key: Option<&'static str>,
     upload: Upload,
 }
 
@@ -114,7 +124,7 @@ impl OperatorClient {
         kind: &'static str,
         location: String,
         path: &str,
-        timestamp_key: &'static str,
+        timestamp_key: Option<&'static str>,
         upload: Upload,
     ) -> OperatorClient {
         OperatorClient {
@@ -181,8 +191,27 @@ impl OperatorClient {
         }
     }
 
-    /// The exact timestamp of `key` from its metadata, if it has one.
+    /// The exact timestamp of `key`: from its metadata, if it has one;
+    /// without a metadata key (WebDAV), from the LTX header, one ranged
+    /// read (Go takes the modification time, which is the upload's).
     async fn stored_timestamp(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let Some(tk) = self.timestamp_key else {
+            let what = self.describe(key);
+            let head = self
+                .op
+                .read_options(
+                    key,
+                    options::ReadOptions {
+                        range: (0..crate::ltx::HEADER_SIZE as u64).into(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| self.err(e, "get", key))?
+                .to_vec();
+            let header = crate::ltx::Header::decode(&head, &what)?;
+            return Ok(jiff::Timestamp::from_millisecond(header.timestamp_ms).ok());
+        };
         let meta = self
             .op
             .stat(key)
@@ -190,7 +219,7 @@ impl OperatorClient {
             .map_err(|e| self.err(e, "stat", key))?;
         Ok(meta
             .user_metadata()
-            .and_then(|m| m.get(self.timestamp_key))
+            .and_then(|m| m.get(tk))
             .and_then(|v| v.parse::<jiff::Timestamp>().ok()))
     }
 
@@ -232,16 +261,68 @@ impl OperatorClient {
     }
 
     fn user_metadata(&self, timestamp: &str) -> Option<HashMap<String, String>> {
-        Some(HashMap::from([(
-            self.timestamp_key.to_string(),
-            timestamp.to_string(),
-        )]))
+        self.timestamp_key
+            .map(|k| HashMap::from([(k.to_string(), timestamp.to_string())]))
+    }
+
+    /// Streams `body` to a temporary name beside `key` and renames it into
+    /// place. The level's directory is created before the first upload
+    /// into it (a server may answer a PUT into a missing directory before
+    /// reading the body, and a proxy between may then drop the answer),
+    /// and again if the server says it has gone. The temporary file is
+    /// deleted if the rename fails (best effort: its name never parses as
+    /// an LTX name, and `delete_all` removes it with the rest).
+    #[cfg(feature = "webdav")]
+    async fn put_renamed(
+        &self,
+        dav: &super::webdav::DavWriter,
+        key: &str,
+        body: &LtxBody,
+        size: u64,
+    ) -> Result<()> {
+        use super::webdav::DavError;
+        let tmp = format!("{key}.tmp-{:016x}", rand::random::<u64>());
+        let what = self.describe(key);
+        let dir = match key.rsplit_once('/') {
+            Some((d, _)) => format!("{d}/"),
+            None => String::new(),
+        };
+        let mut created = false;
+        loop {
+            if !created && !dav.knows_dir(&dir) {
+                self.op
+                    .create_dir(&dir)
+                    .await
+                    .map_err(|e| self.err(e, "mkdir", &dir))?;
+                dav.add_dir(&dir);
+                created = true;
+            }
+            match dav.put(&tmp, body, size, &what).await {
+                Ok(()) => break,
+                Err(DavError::NoParent) if !created => dav.forget_dir(&dir),
+                Err(DavError::NoParent) => {
+                    return Err(Error::Backend {
+                        context: format!("put {what}"),
+                        message: "the server says the directory is missing after creating it"
+                            .into(),
+                        transient: true,
+                    });
+                }
+                Err(DavError::Failed(e)) => return Err(e),
+            }
+        }
+        if let Err(e) = dav.rename(&tmp, key, &what).await {
+            let _ = self.op.delete(&tmp).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Uploads `body` as parts of up to [`PART`] bytes under temporary
     /// names and composes them into `key`; the parts are deleted after, or
     /// on failure (best effort: a leftover part never parses as an LTX
     /// name, and `delete_all` removes it with the rest).
+    #[cfg(feature = "gcs")]
     async fn put_composed(
         &self,
         key: &str,
@@ -300,10 +381,28 @@ impl OperatorClient {
 }
 
 impl OperatorClient {
+    /// Uploads `body` in one request.
+    async fn put_whole(&self, key: &str, body: &LtxBody, size: u64, timestamp: &str) -> Result<()> {
+        self.op
+            .write_options(
+                key,
+                body.read_at(0, size).await?,
+                options::WriteOptions {
+                    content_type: Some("application/octet-stream".into()),
+                    user_metadata: self.user_metadata(timestamp),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e, "put", key))
+    }
+
     /// Uploads `body` through OpenDAL's chunked writer, parts of [`PART`]
     /// read one at a time and sent up to [`CONCURRENT_PARTS`] at once; the
     /// object appears when the writer closes. On failure the writer is
     /// aborted (best effort: uncommitted blocks expire by themselves).
+    #[cfg(feature = "azure")]
     async fn put_blocks(
         &self,
         key: &str,
@@ -515,24 +614,20 @@ impl ReplicaClient for OperatorClient {
     ) -> Result<FileInfo> {
         let key = self.key(level, min, max);
         let (info, ts) = body.upload_info(level, min, max, &self.describe(&key))?;
-        if info.size > PART {
-            match self.upload {
-                Upload::Compose => self.put_composed(&key, &body, info.size, &ts).await?,
-                Upload::Blocks => self.put_blocks(&key, &body, info.size, &ts).await?,
+        match &self.upload {
+            #[cfg(feature = "webdav")]
+            Upload::Rename(dav) => self.put_renamed(dav, &key, &body, info.size).await?,
+            #[cfg(feature = "gcs")]
+            Upload::Compose if info.size > PART => {
+                self.put_composed(&key, &body, info.size, &ts).await?
             }
-        } else {
-            self.op
-                .write_options(
-                    &key,
-                    body.read_at(0, info.size).await?,
-                    options::WriteOptions {
-                        content_type: Some("application/octet-stream".into()),
-                        user_metadata: self.user_metadata(&ts),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(|e| self.err(e, "put", &key))?;
+            #[cfg(feature = "azure")]
+            Upload::Blocks if info.size > PART => {
+                self.put_blocks(&key, &body, info.size, &ts).await?
+            }
+            // Only a webdav-only build has no other upload kind.
+            #[allow(unreachable_patterns)]
+            _ => self.put_whole(&key, &body, info.size, &ts).await?,
         }
         Ok(info)
     }

@@ -95,6 +95,8 @@ pub(super) const SUPPORTED_TYPES: &[&str] = &[
     "gs",
     #[cfg(feature = "azure")]
     "abs",
+    #[cfg(feature = "webdav")]
+    "webdav",
 ];
 
 /// Keys that say which replica: not settings.

@@ -174,12 +174,7 @@ fn every_replica_setting_is_implemented_or_refused() {
         }
     }
     // A backend this build lacks is refused by its type, with its keys.
-    for (kind, key) in [
-        ("sftp", "host"),
-        ("webdav", "webdav-url"),
-        ("nats", "jwt"),
-        ("oss", "bucket"),
-    ] {
+    for (kind, key) in [("sftp", "host"), ("nats", "jwt"), ("oss", "bucket")] {
         let text =
             format!("dbs:\n  - path: /a.db\n    replica:\n      type: {kind}\n      {key}: x\n");
         assert_eq!(outcome(&text, kind), Refused, "{kind}");
@@ -202,6 +197,17 @@ fn every_replica_setting_is_implemented_or_refused() {
     }
     let text = format!("{abs}      region: r\n");
     assert_eq!(outcome(&text, "region"), Refused);
+    // A webdav replica takes Go's three keys; a webdavs URL is a webdav
+    // replica, as in Go.
+    let dav = "dbs:\n  - path: /a.db\n    replica:\n      type: webdav\n      webdav-url: http://127.0.0.1:1\n      path: db\n";
+    for key in ["webdav-username", "webdav-password"] {
+        let text = format!("{dav}      {key}: x\n");
+        assert_eq!(outcome(&text, key), Implemented, "webdav {key}");
+    }
+    let text = "dbs:\n  - path: /a.db\n    replica:\n      url: webdavs://u:p@h/db\n";
+    assert_eq!(outcome(text, "url"), Implemented);
+    let text = format!("{dav}      bucket: b\n");
+    assert_eq!(outcome(&text, "bucket"), Refused);
     // On a file replica an S3 key would do nothing.
     let text = "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      region: r\n";
     assert_eq!(outcome(text, "region"), Refused);

@@ -12,6 +12,7 @@ use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::s3::S3Settings;
+use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::redact::{Secret, redact_url};
 use serde_json::Value;
@@ -29,6 +30,8 @@ pub enum ReplicaLocation {
     Gcs(GcsSettings),
     /// A prefix of an Azure Blob Storage container, with its credentials.
     Azure(Box<AzureSettings>),
+    /// A directory on a WebDAV server, with its credentials.
+    Webdav(Box<WebdavSettings>),
 }
 
 impl ReplicaLocation {
@@ -41,6 +44,7 @@ impl ReplicaLocation {
             ReplicaLocation::S3(s) => pool.open_s3(s.as_ref().clone()).map_err(|e| anyhow!(e)),
             ReplicaLocation::Gcs(s) => pool.open_gcs(s).map_err(|e| anyhow!(e)),
             ReplicaLocation::Azure(s) => pool.open_azure(s).map_err(|e| anyhow!(e)),
+            ReplicaLocation::Webdav(s) => pool.open_webdav(s).map_err(|e| anyhow!(e)),
         }
     }
 }
@@ -117,8 +121,9 @@ impl ReplicaConfig {
             "s3" => Ok(ReplicaLocation::S3(Box::new(self.s3_settings()?))),
             "gs" => Ok(ReplicaLocation::Gcs(self.gcs_settings()?)),
             "abs" => Ok(ReplicaLocation::Azure(Box::new(self.azure_settings()?))),
+            "webdav" => Ok(ReplicaLocation::Webdav(Box::new(self.webdav_settings()?))),
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav)",
                 self.describe()
             ),
         }
@@ -171,6 +176,32 @@ impl ReplicaConfig {
             s.endpoint = Some(e);
         }
         let s = s.with_env_credentials();
+        s.validate().map_err(|e| anyhow!(e))?;
+        Ok(s)
+    }
+
+    /// WebDAV settings: the URL's (`webdav[s]://user:password@host/path`),
+    /// then the YAML keys on top (Litestream's precedence).
+    pub fn webdav_settings(&self) -> Result<WebdavSettings> {
+        let from_keys = self.text("webdav-url")?;
+        let mut s = match (&self.url, &from_keys) {
+            (Some(_), Some(_)) => bail!(
+                "webdav replica {}: url and webdav-url are mutually exclusive",
+                self.describe()
+            ),
+            (Some(u), None) => WebdavSettings::from_url(u).map_err(|e| anyhow!(e))?,
+            (None, _) => WebdavSettings {
+                url: from_keys.unwrap_or_default(),
+                path: self.path.clone().unwrap_or_default(),
+                ..WebdavSettings::default()
+            },
+        };
+        if let Some(u) = self.text("webdav-username")? {
+            s.username = Some(u);
+        }
+        if let Some(p) = self.text("webdav-password")? {
+            s.password = Some(Secret::new(p));
+        }
         s.validate().map_err(|e| anyhow!(e))?;
         Ok(s)
     }
@@ -262,8 +293,11 @@ impl ReplicaConfig {
     }
 }
 
+/// The replica type a URL names: its scheme, but `webdavs` is a `webdav`
+/// replica (as in Go).
 pub(super) fn scheme_of(url: &str) -> Option<&str> {
-    url.split_once("://").map(|(s, _)| s)
+    url.split_once("://")
+        .map(|(s, _)| if s == "webdavs" { "webdav" } else { s })
 }
 
 /// The directory of a `file` replica URL: `file:///absolute/path`, or a
@@ -272,7 +306,7 @@ fn file_url_path(url: &str) -> Result<PathBuf> {
     if !url.starts_with("file:") {
         if let Some((scheme, _)) = url.split_once("://") {
             bail!(
-                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs)",
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs)",
                 redact_url(url)
             );
         }

@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::s3::S3Settings;
+use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::discover::Layout;
 use litestreampp_core::redact::redact_url;
@@ -34,7 +35,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
     let (scheme, bucket, path, query) = split_url(url)?;
     let redacted = redact_url(url);
     match scheme {
-        "s3" | "gs" | "abs" => {
+        "s3" | "gs" | "abs" | "webdav" | "webdavs" => {
             if bucket.is_empty() {
                 bail!("{redacted}: bucket required");
             }
@@ -60,6 +61,11 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                             .with_env_credentials();
                         s.path = path.to_string();
                         ReplicaLocation::Azure(Box::new(s))
+                    }
+                    "webdav" | "webdavs" => {
+                        let mut s = WebdavSettings::from_url(&base).map_err(|e| anyhow!(e))?;
+                        s.path = path.to_string();
+                        ReplicaLocation::Webdav(Box::new(s))
                     }
                     _ => {
                         if !query.is_empty() {
@@ -88,7 +94,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                 }
                 let rel = rel_name(&r.path, &root);
                 jobs.push(Job::found(
-                    format!("{scheme}://{bucket}/{full}"),
+                    redact_url(&format!("{scheme}://{bucket}/{full}")),
                     &rel,
                     out,
                     Arc::new(at(&full)?),
@@ -126,7 +132,9 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
             }
             Ok((jobs, listing))
         }
-        other => bail!("{redacted}: unsupported scheme {other:?} (supported: s3, gs, abs, file)"),
+        other => bail!(
+            "{redacted}: unsupported scheme {other:?} (supported: s3, gs, abs, webdav, webdavs, file)"
+        ),
     }
 }
 

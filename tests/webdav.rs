@@ -1,0 +1,248 @@
+//! The `webdav` backend against a real WebDAV server (`rclone serve
+//! webdav`, started per test on a free port with a user and password): the
+//! conformance suite, straight and through the fault proxy; compatibility
+//! with Go Litestream 0.5.17 in both directions on one config file; large
+//! files streamed and moved into place; a fleet replicating to
+//! `webdav://…/{path}` and `restore-pattern` from one listing; the
+//! password kept out of every message.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use litestreampp_core::client::webdav::WebdavSettings;
+use litestreampp_core::client::{ClientPool, conformance, webdav_client};
+use litestreampp_core::redact::Secret;
+use litestreampp_e2e::backends::{
+    self, LARGE_FILE_KEY, fleet_round_trip, large_file_round_trip, write_in_bursts,
+};
+use litestreampp_e2e::webdav::{PASSWORD, Rclone, USER};
+use litestreampp_e2e::*;
+
+fn settings(url: &str, path: &str) -> WebdavSettings {
+    WebdavSettings {
+        url: url.into(),
+        path: path.into(),
+        username: Some(USER.into()),
+        password: Some(Secret::new(PASSWORD)),
+    }
+}
+
+/// A config file for one database replicated to `path` on the server,
+/// read the same by Go and by us.
+fn config(dir: &Path, db: &Path, dav: &Rclone, path: &str) -> PathBuf {
+    let cfg = dir.join("litestream.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      type: webdav\n      webdav-url: {}\n      webdav-username: {USER}\n      webdav-password: {PASSWORD}\n      path: {path}\n      sync-interval: 100ms\n",
+            db.display(),
+            dav.url()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// `cmd` (Go or us) replicates a workload of `steps` transactions (seed
+/// `seed`) to `path` by a config file, and stops when it is shipped: the
+/// directory, database, config file and workload.
+fn replicate_by_config(
+    dav: &Rclone,
+    path: &str,
+    mut cmd: Command,
+    seed: u64,
+    steps: u64,
+) -> (tempfile::TempDir, PathBuf, PathBuf, Workload) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let cfg = config(dir.path(), &db, dav, path);
+    let w = Workload::new(seed);
+    let conn = open_app(&db, None);
+    w.setup(&conn);
+    cmd.args(["replicate", "-config"]).arg(&cfg);
+    let child = spawn_logged(cmd, &dir.path().join("replicate.log"));
+    wait_for("the first upload", Duration::from_secs(30), || {
+        !dav.files().is_empty()
+    });
+    write_in_bursts(&w, &conn, steps, Duration::from_millis(150));
+    // Time for the last sync to land before the stop.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
+    (dir, db, cfg, w)
+}
+
+/// The restore of `db` by `cmd` (Go or us) from `cfg`, at `txid` if given.
+fn restore(mut cmd: Command, cfg: &Path, db: &Path, out: &Path, txid: Option<&str>) {
+    cmd.args(["restore", "-config"]).arg(cfg);
+    if let Some(t) = txid {
+        cmd.args(["-txid", t]);
+    }
+    cmd.arg("-o").arg(out).arg(db);
+    run_ok(cmd);
+}
+
+#[test]
+fn conformance_against_rclone() {
+    let dav = Rclone::start();
+    runtime().block_on(async {
+        let c = webdav_client(&settings(&dav.url(), "/raw/db")).unwrap();
+        conformance::run(c.as_ref()).await;
+        // At the server's root.
+        let c = ClientPool::default()
+            .open_webdav(&settings(&dav.url(), ""))
+            .unwrap();
+        conformance::run(c.as_ref()).await;
+    });
+    let left: Vec<_> = dav
+        .files()
+        .into_iter()
+        .filter(|(f, _)| f.contains("ltx"))
+        .collect();
+    assert!(left.is_empty(), "delete_all left files behind: {left:?}");
+}
+
+/// One in twenty requests fails (500s, resets, truncated bodies, stalls):
+/// the retry layer rides it out and every rule of the suite still holds.
+#[test]
+fn conformance_through_faults() {
+    let dav = Rclone::start();
+    backends::conformance_through_faults(dav.port, 31, |port| {
+        webdav_client(&settings(&format!("http://127.0.0.1:{port}"), "db")).unwrap()
+    });
+}
+
+/// Go replicates to WebDAV; we restore the same bytes Go restores, from
+/// the same config file and from the URL form.
+#[test]
+fn go_replicates_to_webdav_we_restore() {
+    let dav = Rclone::start();
+    let steps = 600;
+    let (dir, db, cfg, w) = replicate_by_config(&dav, "apps/one", go(), 81, steps);
+    for (f, _) in dav.files() {
+        assert!(f.starts_with("apps/one/ltx/"), "Go wrote {f}");
+    }
+    let go_out = dir.path().join("go.db");
+    let our_out = dir.path().join("ours.db");
+    restore(go(), &cfg, &db, &go_out, None);
+    restore(ours(), &cfg, &db, &our_out, None);
+    assert!(
+        same_bytes(&go_out, &our_out),
+        "restore from WebDAV differs from Go's"
+    );
+    assert_eq!(verify_restore(&our_out, &w), steps);
+    let url_out = dir.path().join("url.db");
+    run_ok({
+        let mut c = ours();
+        c.args(["restore", "-o"])
+            .arg(&url_out)
+            .arg(dav.replica_url("apps/one"));
+        c
+    });
+    assert!(same_bytes(&go_out, &url_out), "restore by URL differs");
+}
+
+/// We replicate to WebDAV with Go's layout, leaving no temporary file; Go
+/// restores every commit, and our restores at TXIDs equal Go's.
+#[test]
+fn we_replicate_to_webdav_go_restores() {
+    let dav = Rclone::start();
+    let steps = 800;
+    let (dir, db, cfg, w) = replicate_by_config(&dav, "tenant/a.db", ours(), 82, steps);
+    let mut max = 0;
+    for (f, _) in dav.files() {
+        let name = f
+            .strip_prefix("tenant/a.db/ltx/")
+            .and_then(|r| r.split_once('/'))
+            .map(|(_, n)| n)
+            .unwrap_or_else(|| panic!("{f} is not in Go's layout"));
+        let (_, m) = litestreampp_core::txid::parse_ltx_file_name(name)
+            .unwrap_or_else(|| panic!("{f} is not an LTX file (a temporary left behind?)"));
+        max = max.max(m.0);
+    }
+    let go_out = dir.path().join("go.db");
+    restore(go(), &cfg, &db, &go_out, None);
+    assert_eq!(verify_restore(&go_out, &w), steps, "Go's restore");
+    for (i, txid) in [max / 2, max].into_iter().enumerate() {
+        let t = format!("{txid:016x}");
+        let a = dir.path().join(format!("ours-{i}.db"));
+        let b = dir.path().join(format!("go-{i}.db"));
+        restore(ours(), &cfg, &db, &a, Some(&t));
+        restore(go(), &cfg, &db, &b, Some(&t));
+        assert!(
+            same_bytes(&a, &b),
+            "TXID {t}: our restore differs from Go's"
+        );
+    }
+}
+
+/// A file far over any single-request size is streamed from disk to a
+/// temporary name and moved into place: it reads back whole, and only the
+/// final file is on the server.
+#[test]
+fn large_files_are_streamed_and_moved_into_place() {
+    let dav = Rclone::start();
+    let c = webdav_client(&settings(&dav.url(), "db")).unwrap();
+    let size = large_file_round_trip(c.as_ref());
+    assert_eq!(dav.files(), vec![(LARGE_FILE_KEY.to_string(), size)]);
+}
+
+/// A fleet backs up to `webdav://…/{path}` and `restore-pattern` brings
+/// every database back from one listing of the prefix.
+#[test]
+fn fleet_backs_up_to_webdav_and_restore_pattern_brings_it_back() {
+    let dav = Rclone::start();
+    let dir = tempfile::tempdir().unwrap();
+    fleet_round_trip(
+        dir.path(),
+        &dav.replica_url("backups/{path}"),
+        &dav.replica_url("backups/**/*.db"),
+        ours,
+    );
+}
+
+/// A wrong password is a clear, prompt error naming the replica; neither
+/// password appears in any output, nor in the fleet's log lines.
+#[test]
+fn passwords_never_reach_the_output() {
+    let dav = Rclone::start();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = "N0tThePassw0rd";
+    let url = format!("webdav://{USER}:{wrong}@127.0.0.1:{}/db", dav.port);
+    let (code, out) = run_err({
+        let mut c = ours();
+        c.args(["restore", "-o"])
+            .arg(dir.path().join("x.db"))
+            .arg(&url);
+        c
+    });
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("webdav://"),
+        "error does not name the replica: {out}"
+    );
+    assert!(!out.contains(wrong), "the password was printed: {out}");
+    let db = dir.path().join("a.db");
+    open_app(&db, None)
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let o = ours()
+        .args(["replicate", "-once"])
+        .arg(&db)
+        .arg(dav.replica_url("ok"))
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "replicate -once failed: {all}");
+    assert!(
+        all.contains("webdav://"),
+        "no log line names the replica: {all}"
+    );
+    assert!(!all.contains(PASSWORD), "the password was printed: {all}");
+}
