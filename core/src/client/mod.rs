@@ -11,6 +11,7 @@ pub mod limit;
 pub mod metered;
 #[cfg(feature = "opendal")]
 pub(crate) mod operator;
+pub mod oss;
 pub mod retry;
 pub mod s3;
 pub mod webdav;
@@ -397,6 +398,9 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("s3://") {
         return s3_client(s3::S3Settings::from_url(url)?);
     }
+    if url.starts_with("oss://") {
+        return s3_client(oss::complete_from_env(oss::from_url(url)?));
+    }
     if url.starts_with("gs://") {
         return gcs_client(&gcs::GcsSettings::from_url(url)?);
     }
@@ -408,7 +412,7 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs)",
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss)",
             crate::redact::redact_url(url)
         )));
     }
@@ -492,6 +496,9 @@ impl ClientPool {
         }
         if url.starts_with("webdav://") || url.starts_with("webdavs://") {
             return self.open_webdav(&webdav::WebdavSettings::from_url(url)?);
+        }
+        if url.starts_with("oss://") {
+            return self.open_s3(oss::complete_from_env(oss::from_url(url)?));
         }
         if !url.starts_with("s3://") {
             return from_url(url).map(|c| self.limit(c));

@@ -52,6 +52,21 @@ pub(super) const BACKEND_KEYS: &[(&str, &[&str])] = &[
             "sas-token",
         ],
     ),
+    // Go's OSS client reads these generic keys; force-path-style is ours
+    // (for S3-compatible test servers; OSS itself is virtual-hosted).
+    (
+        "oss",
+        &[
+            "bucket",
+            "region",
+            "endpoint",
+            "access-key-id",
+            "secret-access-key",
+            "part-size",
+            "concurrency",
+            "force-path-style",
+        ],
+    ),
     (
         "sftp",
         &[
@@ -97,6 +112,7 @@ pub(super) const SUPPORTED_TYPES: &[&str] = &[
     "abs",
     #[cfg(feature = "webdav")]
     "webdav",
+    "oss",
 ];
 
 /// Keys that say which replica: not settings.

@@ -174,7 +174,7 @@ fn every_replica_setting_is_implemented_or_refused() {
         }
     }
     // A backend this build lacks is refused by its type, with its keys.
-    for (kind, key) in [("sftp", "host"), ("nats", "jwt"), ("oss", "bucket")] {
+    for (kind, key) in [("sftp", "host"), ("nats", "jwt")] {
         let text =
             format!("dbs:\n  - path: /a.db\n    replica:\n      type: {kind}\n      {key}: x\n");
         assert_eq!(outcome(&text, kind), Refused, "{kind}");
@@ -208,6 +208,23 @@ fn every_replica_setting_is_implemented_or_refused() {
     assert_eq!(outcome(text, "url"), Implemented);
     let text = format!("{dav}      bucket: b\n");
     assert_eq!(outcome(&text, "bucket"), Refused);
+    // An oss replica takes the keys Go's OSS client reads, and no other
+    // S3 key.
+    let oss =
+        "dbs:\n  - path: /a.db\n    replica:\n      type: oss\n      bucket: b\n      path: db\n";
+    for (key, value) in [
+        ("region", "cn-shanghai"),
+        ("endpoint", "oss-cn-shanghai.aliyuncs.com"),
+        ("access-key-id", "k"),
+        ("secret-access-key", "s"),
+        ("part-size", "8MiB"),
+        ("concurrency", "3"),
+    ] {
+        let text = format!("{oss}      {key}: {value}\n");
+        assert_eq!(outcome(&text, key), Implemented, "oss {key}");
+    }
+    let text = format!("{oss}      sse-kms-key-id: k\n");
+    assert_eq!(outcome(&text, "sse-kms-key-id"), Refused);
     // On a file replica an S3 key would do nothing.
     let text = "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      region: r\n";
     assert_eq!(outcome(text, "region"), Refused);

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::client::gcs::GcsSettings;
+use litestreampp_core::client::oss;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
@@ -24,7 +25,8 @@ use super::values::{expand_path, parse_duration_value};
 pub enum ReplicaLocation {
     /// A directory (the `file` backend).
     File(PathBuf),
-    /// A prefix of an S3 bucket, with its connection settings.
+    /// A prefix of an S3 bucket (or an OSS one, through its S3 API), with
+    /// its connection settings.
     S3(Box<S3Settings>),
     /// A prefix of a Google Cloud Storage bucket.
     Gcs(GcsSettings),
@@ -122,8 +124,9 @@ impl ReplicaConfig {
             "gs" => Ok(ReplicaLocation::Gcs(self.gcs_settings()?)),
             "abs" => Ok(ReplicaLocation::Azure(Box::new(self.azure_settings()?))),
             "webdav" => Ok(ReplicaLocation::Webdav(Box::new(self.webdav_settings()?))),
+            "oss" => Ok(ReplicaLocation::S3(Box::new(self.oss_settings()?))),
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav, oss)",
                 self.describe()
             ),
         }
@@ -222,13 +225,32 @@ impl ReplicaConfig {
     /// S3 settings: the URL's, then the YAML keys on top (Litestream's
     /// precedence).
     pub fn s3_settings(&self) -> Result<S3Settings> {
-        let mut s = match &self.url {
+        let s = match &self.url {
             Some(u) => S3Settings::from_url(u).map_err(|e| anyhow!(e))?,
             None => S3Settings {
                 path: self.path.clone().unwrap_or_default(),
                 ..S3Settings::default()
             },
         };
+        self.with_s3_keys(s)
+    }
+
+    /// OSS settings (the S3 client on OSS's S3-compatible API): the URL's,
+    /// then the YAML keys on top, then OSS's defaults and environment.
+    pub fn oss_settings(&self) -> Result<S3Settings> {
+        let s = match &self.url {
+            Some(u) => oss::from_url(u).map_err(|e| anyhow!(e))?,
+            None => S3Settings {
+                path: self.path.clone().unwrap_or_default(),
+                ..S3Settings::default()
+            },
+        };
+        Ok(oss::complete_from_env(self.with_s3_keys(s)?))
+    }
+
+    /// `s` with this replica's S3 keys applied (those a replica of its
+    /// type may hold: `keys::BACKEND_KEYS`).
+    fn with_s3_keys(&self, mut s: S3Settings) -> Result<S3Settings> {
         let text = |k: &str| self.text(k);
         let flag = |k: &str| -> Result<Option<bool>> {
             match self.settings.get(k) {
@@ -287,7 +309,7 @@ impl ReplicaConfig {
             .or(s.sse_customer_key_path);
         s.sse_kms_key_id = text("sse-kms-key-id")?.or(s.sse_kms_key_id);
         if s.bucket.is_empty() {
-            bail!("s3 replica: bucket required");
+            bail!("{} replica: bucket required", self.kind);
         }
         Ok(s)
     }
@@ -306,7 +328,7 @@ fn file_url_path(url: &str) -> Result<PathBuf> {
     if !url.starts_with("file:") {
         if let Some((scheme, _)) = url.split_once("://") {
             bail!(
-                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs)",
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss)",
                 redact_url(url)
             );
         }

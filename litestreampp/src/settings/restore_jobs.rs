@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::gcs::GcsSettings;
+use litestreampp_core::client::oss;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
@@ -35,7 +36,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
     let (scheme, bucket, path, query) = split_url(url)?;
     let redacted = redact_url(url);
     match scheme {
-        "s3" | "gs" | "abs" | "webdav" | "webdavs" => {
+        "s3" | "oss" | "gs" | "abs" | "webdav" | "webdavs" => {
             if bucket.is_empty() {
                 bail!("{redacted}: bucket required");
             }
@@ -52,6 +53,12 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                 Ok(match scheme {
                     "s3" => {
                         let mut s = S3Settings::from_url(&base).map_err(|e| anyhow!(e))?;
+                        s.path = path.to_string();
+                        ReplicaLocation::S3(Box::new(s))
+                    }
+                    "oss" => {
+                        let mut s =
+                            oss::complete_from_env(oss::from_url(&base).map_err(|e| anyhow!(e))?);
                         s.path = path.to_string();
                         ReplicaLocation::S3(Box::new(s))
                     }
@@ -77,7 +84,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                     }
                 })
             };
-            let layout = if scheme == "s3" {
+            let layout = if scheme == "s3" || scheme == "oss" {
                 Layout::LevelHex
             } else {
                 Layout::LtxDir
@@ -133,7 +140,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
             Ok((jobs, listing))
         }
         other => bail!(
-            "{redacted}: unsupported scheme {other:?} (supported: s3, gs, abs, webdav, webdavs, file)"
+            "{redacted}: unsupported scheme {other:?} (supported: s3, oss, gs, abs, webdav, webdavs, file)"
         ),
     }
 }
@@ -180,7 +187,7 @@ pub async fn config_jobs(
     }
     for dir in &cfg.dirs {
         let client = dir.replica.open(pool)?;
-        let layout = if dir.replica.kind == "s3" {
+        let layout = if matches!(dir.replica.kind.as_str(), "s3" | "oss") {
             Layout::LevelHex
         } else {
             Layout::LtxDir

@@ -43,10 +43,31 @@ pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
 /// Default parts in flight per upload.
 pub const DEFAULT_CONCURRENCY: usize = 5;
 
+/// Whose S3 API a replica speaks: Amazon's and its compatibles', or
+/// Alibaba Cloud OSS's (`oss://`, see [`super::oss`]). It names the
+/// replica in messages and metrics; requests are the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Service {
+    #[default]
+    S3,
+    Oss,
+}
+
+impl Service {
+    /// The URL scheme and replica type.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Service::S3 => "s3",
+            Service::Oss => "oss",
+        }
+    }
+}
+
 /// Everything needed to reach one bucket and prefix, as Litestream's URL
 /// and YAML keys describe it. `Debug` never prints secrets.
 #[derive(Clone, Default)]
 pub struct S3Settings {
+    pub service: Service,
     pub bucket: String,
     /// Key prefix, used verbatim (Litestream: `s3://b/a/b` → `a/b`, bare
     /// `s3://b` → `.`).
@@ -74,6 +95,7 @@ impl fmt::Debug for S3Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let redacted = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
         f.debug_struct("S3Settings")
+            .field("service", &self.service)
             .field("bucket", &self.bucket)
             .field("path", &self.path)
             .field("region", &self.region)
@@ -92,7 +114,7 @@ impl fmt::Debug for S3Settings {
     }
 }
 
-fn bool_query(q: &HashMap<String, String>, names: &[&str]) -> Result<Option<bool>> {
+pub(crate) fn bool_query(q: &HashMap<String, String>, names: &[&str]) -> Result<Option<bool>> {
     for n in names {
         if let Some(v) = q.get(*n) {
             return match v.to_ascii_lowercase().as_str() {
@@ -107,14 +129,14 @@ fn bool_query(q: &HashMap<String, String>, names: &[&str]) -> Result<Option<bool
     Ok(None)
 }
 
-fn str_query(q: &HashMap<String, String>, names: &[&str]) -> Option<String> {
+pub(crate) fn str_query(q: &HashMap<String, String>, names: &[&str]) -> Option<String> {
     names
         .iter()
         .find_map(|n| q.get(*n).filter(|v| !v.is_empty()).cloned())
 }
 
 /// Adds `https://` to an endpoint without a scheme.
-fn with_scheme(endpoint: &str) -> String {
+pub(crate) fn with_scheme(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -200,9 +222,9 @@ impl S3Settings {
         Ok(s)
     }
 
-    /// `s3://bucket/path`, for messages.
+    /// `s3://bucket/path` (`oss://…` for OSS), for messages.
     pub fn location(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.path)
+        format!("{}://{}/{}", self.service.scheme(), self.bucket, self.path)
     }
 
     fn part_size(&self) -> u64 {
@@ -218,7 +240,10 @@ impl S3Settings {
     pub fn validate(&self) -> Result<()> {
         let loc = self.location();
         if self.bucket.is_empty() {
-            return Err(Error::InvalidInput("s3 replica: bucket required".into()));
+            return Err(Error::InvalidInput(format!(
+                "{} replica: bucket required",
+                self.service.scheme()
+            )));
         }
         if self.part_size() < MIN_PART_SIZE {
             return Err(Error::InvalidInput(format!(

@@ -196,7 +196,7 @@ fn to_timestamp(d: &aws_sdk_s3::primitives::DateTime) -> jiff::Timestamp {
 #[async_trait]
 impl ReplicaClient for S3ReplicaClient {
     fn kind(&self) -> &'static str {
-        "s3"
+        self.settings().service.scheme()
     }
 
     fn location(&self) -> String {
