@@ -8,17 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::{ClientPool, azure_client, conformance};
 use litestreampp_core::redact::Secret;
 use litestreampp_e2e::azure::{ACCOUNT, ACCOUNT_KEY, Azurite};
 use litestreampp_e2e::backends::{
-    self, LARGE_FILE_KEY, LARGE_FILE_TIMESTAMP, fleet_round_trip, large_file_round_trip,
-    write_in_bursts,
+    self, LARGE_FILE_KEY, LARGE_FILE_TIMESTAMP, Replicated, fleet_round_trip,
+    large_file_round_trip, replicate_by_config,
 };
 use litestreampp_e2e::*;
 
@@ -40,51 +38,31 @@ fn with_key(mut c: Command) -> Command {
     c
 }
 
-/// A config file for one database replicated to `container/path`, read
-/// the same by Go and by us.
-fn config(dir: &Path, db: &Path, az: &Azurite, container: &str, path: &str) -> PathBuf {
-    let cfg = dir.join("litestream.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      type: abs\n      bucket: {container}\n      path: {path}\n      account-name: {ACCOUNT}\n      endpoint: {}\n      sync-interval: 100ms\n",
-            db.display(),
-            az.endpoint()
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-/// `cmd` (Go or us) replicates a workload of `steps` transactions (seed
-/// `seed`) to a new container by a config file, and stops when it is
-/// shipped: the directory, database, config file and workload.
-fn replicate_by_config(
+/// `cmd` (Go or us) replicates `steps` transactions to `container/path`
+/// (a new container) by a config file with Go's keys, the account key in
+/// Go's environment variable.
+fn replicate(
     az: &Azurite,
     container: &str,
     path: &str,
     cmd: Command,
     seed: u64,
     steps: u64,
-) -> (tempfile::TempDir, PathBuf, PathBuf, Workload) {
+) -> Replicated {
     az.create_container(container);
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let cfg = config(dir.path(), &db, az, container, path);
-    let w = Workload::new(seed);
-    let conn = open_app(&db, None);
-    w.setup(&conn);
-    let mut c = with_key(cmd);
-    c.args(["replicate", "-config"]).arg(&cfg);
-    let child = spawn_logged(c, &dir.path().join("replicate.log"));
-    wait_for("the first upload", Duration::from_secs(30), || {
-        !az.names(container).is_empty()
-    });
-    write_in_bursts(&w, &conn, steps, Duration::from_millis(150));
-    // Time for the last sync to land before the stop.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
-    (dir, db, cfg, w)
+    let endpoint = az.endpoint();
+    replicate_by_config(
+        |db| {
+            format!(
+                "dbs:\n  - path: {}\n    replica:\n      type: abs\n      bucket: {container}\n      path: {path}\n      account-name: {ACCOUNT}\n      endpoint: {endpoint}\n      sync-interval: 100ms\n",
+                db.display()
+            )
+        },
+        || !az.names(container).is_empty(),
+        with_key(cmd),
+        seed,
+        steps,
+    )
 }
 
 #[test]
@@ -121,7 +99,7 @@ fn conformance_through_faults() {
 fn go_replicates_to_azure_we_restore() {
     let az = Azurite::start();
     let steps = 600;
-    let (dir, db, cfg, w) = replicate_by_config(&az, "gobucket", "apps/one", go(), 71, steps);
+    let r = replicate(&az, "gobucket", "apps/one", go(), 71, steps);
     for b in az.blobs("gobucket") {
         assert!(
             b.name.starts_with("apps/one/ltx/"),
@@ -130,33 +108,9 @@ fn go_replicates_to_azure_we_restore() {
         );
         assert!(b.timestamp.is_some(), "{}: no litestreamtimestamp", b.name);
     }
-    let go_out = dir.path().join("go.db");
-    let our_out = dir.path().join("ours.db");
-    run_ok({
-        let mut c = with_key(go());
-        c.args(["restore", "-config"])
-            .arg(&cfg)
-            .arg("-o")
-            .arg(&go_out)
-            .arg(&db);
-        c
-    });
-    run_ok({
-        let mut c = with_key(ours());
-        c.args(["restore", "-config"])
-            .arg(&cfg)
-            .arg("-o")
-            .arg(&our_out)
-            .arg(&db);
-        c
-    });
-    assert!(
-        same_bytes(&go_out, &our_out),
-        "restore from Azure differs from Go's"
-    );
-    assert_eq!(verify_restore(&our_out, &w), steps);
+    let go_out = r.we_restore_as_go(steps, with_key(go()), with_key(ours()));
     // The URL form, with the endpoint in its query (our extension).
-    let url_out = dir.path().join("url.db");
+    let url_out = r.dir.path().join("url.db");
     run_ok({
         let mut c = with_key(ours());
         c.args(["restore", "-o"]).arg(&url_out).arg(format!(
@@ -174,7 +128,7 @@ fn go_replicates_to_azure_we_restore() {
 fn we_replicate_to_azure_go_restores() {
     let az = Azurite::start();
     let steps = 800;
-    let (dir, db, cfg, w) = replicate_by_config(&az, "ours", "tenant/a.db", ours(), 72, steps);
+    let r = replicate(&az, "ours", "tenant/a.db", ours(), 72, steps);
     let mut max = 0;
     for b in az.blobs("ours") {
         let file = b
@@ -192,37 +146,7 @@ fn we_replicate_to_azure_go_restores() {
             b.name
         );
     }
-    let go_out = dir.path().join("go.db");
-    run_ok({
-        let mut c = with_key(go());
-        c.args(["restore", "-config"])
-            .arg(&cfg)
-            .arg("-o")
-            .arg(&go_out)
-            .arg(&db);
-        c
-    });
-    assert_eq!(verify_restore(&go_out, &w), steps, "Go's restore");
-    for (i, txid) in [max / 2, max].into_iter().enumerate() {
-        let t = format!("{txid:016x}");
-        let a = dir.path().join(format!("ours-{i}.db"));
-        let b = dir.path().join(format!("go-{i}.db"));
-        for (cmd, out) in [(ours(), &a), (go(), &b)] {
-            run_ok({
-                let mut c = with_key(cmd);
-                c.args(["restore", "-config"])
-                    .arg(&cfg)
-                    .args(["-txid", &t, "-o"])
-                    .arg(out)
-                    .arg(&db);
-                c
-            });
-        }
-        assert!(
-            same_bytes(&a, &b),
-            "TXID {t}: our restore differs from Go's"
-        );
-    }
+    r.go_restores_and_we_match(steps, max, || with_key(go()), || with_key(ours()));
 }
 
 /// A file over the single-request size goes up as blocks committed in one

@@ -6,7 +6,7 @@
 # hour's failed syncs (6 minutes at a 100 ms sync interval) under a fleet
 # of 100,000 databases, 1,000 of them hot, then the hour-long soak of 10,000
 # databases (restarts, kills, a 5-minute outage; docs/reliability.md).
-# About two and three quarter hours on 2 cores. Each
+# About four and a half hours on 2 cores. Each
 # campaign's output (tallies, fault counts, catch-up time, fuzz stats) goes
 # to target/long-campaigns/<campaign>.log; the run stops at the first
 # failure.

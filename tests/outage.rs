@@ -131,9 +131,14 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
     // here; the waits grow with the fleet.
     let backlog_wait = Duration::from_secs(600 + n as u64 / 25);
     let ship_wait = Duration::from_secs(300 + hot as u64 / 2);
+    let run_start = Instant::now();
+    // Where the run stands, in the output as it goes (a long campaign
+    // that times out shows how far it got).
+    let phase = |what: &str| eprintln!("[{:>6.0?}] {what}", run_start.elapsed());
     wait_for("the initial backlog", backlog_wait, || {
         status(port)["cold"].as_u64() == Some(n as u64)
     });
+    phase("initial backup done: every database shipped and cold");
 
     // Writers: the first `hot` databases all the time (a large
     // transaction every 50th), one of the others every 300 ms.
@@ -179,6 +184,7 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
     let written_before = written.load(Ordering::Relaxed);
 
     proxy.set_outage(true);
+    phase(&format!("S3 unreachable for {outage:?}, writers running"));
     let began = Instant::now();
     let mut max_l0 = (0u64, 0usize);
     let mut max_unshipped_tier = 0;
@@ -280,6 +286,9 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
             && s["queued"].as_u64() == Some(0)
     });
     let caught_up = back.elapsed();
+    phase(&format!(
+        "the backlog shipped {caught_up:.1?} after S3 returned"
+    ));
     let merges = metric(port, "litestreampp_unshipped_merges_total").unwrap_or(0.0);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -308,6 +317,9 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
         "{max_puts} uploads at once, over the cap of {max_uploads}"
     );
     let files = litestreampp_e2e::moto::assert_levels_contiguous(&moto, "fleet");
+    phase(&format!(
+        "fleet stopped; {files} files, every level contiguous; restoring"
+    ));
 
     // Every database restores equal to its source.
     let out = dir.path().join("restored");
@@ -317,6 +329,7 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
         .arg(&out)
         .arg(url_for(&moto.endpoint(), "fleet", "t/**/*.db"));
     run_ok(r);
+    phase("restore-pattern done; comparing");
     let mut differ = Vec::new();
     for p in &paths {
         let rel = p.strip_prefix(&data).unwrap();

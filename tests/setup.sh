@@ -65,7 +65,8 @@ if ! grep -qs "\"version\": \"$want_azurite\"" "$azurite/node_modules/azurite/pa
 fi
 test -x "$azurite/node_modules/.bin/azurite-blob"
 # Servers from Debian's packages, unpacked into .tools/deb/<package> (no
-# system install): rclone (`rclone serve webdav`, the WebDAV server).
+# system install): rclone (`rclone serve webdav`, the WebDAV server) and
+# nats-server (JetStream object stores).
 deb_tool() { # PACKAGE VERSION-PREFIX: unpacks PACKAGE unless that version is there
   local pkg="$1" want="$2" dst=".tools/deb/$1"
   if ! grep -qs "^$want" "$dst/.version"; then
@@ -86,3 +87,5 @@ deb_tool() { # PACKAGE VERSION-PREFIX: unpacks PACKAGE unless that version is th
 }
 deb_tool rclone 1.60
 .tools/deb/rclone/usr/bin/rclone version >/dev/null
+deb_tool nats-server 2.9
+.tools/deb/nats-server/usr/sbin/nats-server --version >/dev/null

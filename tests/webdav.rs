@@ -8,15 +8,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, conformance, webdav_client};
 use litestreampp_core::redact::Secret;
 use litestreampp_e2e::backends::{
-    self, LARGE_FILE_KEY, fleet_round_trip, large_file_round_trip, write_in_bursts,
+    self, LARGE_FILE_KEY, Replicated, fleet_round_trip, large_file_round_trip, replicate_by_config,
 };
 use litestreampp_e2e::webdav::{PASSWORD, Rclone, USER};
 use litestreampp_e2e::*;
@@ -30,58 +28,22 @@ fn settings(url: &str, path: &str) -> WebdavSettings {
     }
 }
 
-/// A config file for one database replicated to `path` on the server,
-/// read the same by Go and by us.
-fn config(dir: &Path, db: &Path, dav: &Rclone, path: &str) -> PathBuf {
-    let cfg = dir.join("litestream.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "dbs:\n  - path: {}\n    replica:\n      type: webdav\n      webdav-url: {}\n      webdav-username: {USER}\n      webdav-password: {PASSWORD}\n      path: {path}\n      sync-interval: 100ms\n",
-            db.display(),
-            dav.url()
-        ),
+/// `cmd` (Go or us) replicates `steps` transactions to `path` on the
+/// server by a config file with Go's keys.
+fn replicate(dav: &Rclone, path: &str, cmd: Command, seed: u64, steps: u64) -> Replicated {
+    let url = dav.url();
+    replicate_by_config(
+        |db| {
+            format!(
+                "dbs:\n  - path: {}\n    replica:\n      type: webdav\n      webdav-url: {url}\n      webdav-username: {USER}\n      webdav-password: {PASSWORD}\n      path: {path}\n      sync-interval: 100ms\n",
+                db.display()
+            )
+        },
+        || !dav.files().is_empty(),
+        cmd,
+        seed,
+        steps,
     )
-    .unwrap();
-    cfg
-}
-
-/// `cmd` (Go or us) replicates a workload of `steps` transactions (seed
-/// `seed`) to `path` by a config file, and stops when it is shipped: the
-/// directory, database, config file and workload.
-fn replicate_by_config(
-    dav: &Rclone,
-    path: &str,
-    mut cmd: Command,
-    seed: u64,
-    steps: u64,
-) -> (tempfile::TempDir, PathBuf, PathBuf, Workload) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    let cfg = config(dir.path(), &db, dav, path);
-    let w = Workload::new(seed);
-    let conn = open_app(&db, None);
-    w.setup(&conn);
-    cmd.args(["replicate", "-config"]).arg(&cfg);
-    let child = spawn_logged(cmd, &dir.path().join("replicate.log"));
-    wait_for("the first upload", Duration::from_secs(30), || {
-        !dav.files().is_empty()
-    });
-    write_in_bursts(&w, &conn, steps, Duration::from_millis(150));
-    // Time for the last sync to land before the stop.
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(terminate(child, Duration::from_secs(30)), 0);
-    (dir, db, cfg, w)
-}
-
-/// The restore of `db` by `cmd` (Go or us) from `cfg`, at `txid` if given.
-fn restore(mut cmd: Command, cfg: &Path, db: &Path, out: &Path, txid: Option<&str>) {
-    cmd.args(["restore", "-config"]).arg(cfg);
-    if let Some(t) = txid {
-        cmd.args(["-txid", t]);
-    }
-    cmd.arg("-o").arg(out).arg(db);
-    run_ok(cmd);
 }
 
 #[test]
@@ -120,20 +82,12 @@ fn conformance_through_faults() {
 fn go_replicates_to_webdav_we_restore() {
     let dav = Rclone::start();
     let steps = 600;
-    let (dir, db, cfg, w) = replicate_by_config(&dav, "apps/one", go(), 81, steps);
+    let r = replicate(&dav, "apps/one", go(), 81, steps);
     for (f, _) in dav.files() {
         assert!(f.starts_with("apps/one/ltx/"), "Go wrote {f}");
     }
-    let go_out = dir.path().join("go.db");
-    let our_out = dir.path().join("ours.db");
-    restore(go(), &cfg, &db, &go_out, None);
-    restore(ours(), &cfg, &db, &our_out, None);
-    assert!(
-        same_bytes(&go_out, &our_out),
-        "restore from WebDAV differs from Go's"
-    );
-    assert_eq!(verify_restore(&our_out, &w), steps);
-    let url_out = dir.path().join("url.db");
+    let go_out = r.we_restore_as_go(steps, go(), ours());
+    let url_out = r.dir.path().join("url.db");
     run_ok({
         let mut c = ours();
         c.args(["restore", "-o"])
@@ -150,7 +104,7 @@ fn go_replicates_to_webdav_we_restore() {
 fn we_replicate_to_webdav_go_restores() {
     let dav = Rclone::start();
     let steps = 800;
-    let (dir, db, cfg, w) = replicate_by_config(&dav, "tenant/a.db", ours(), 82, steps);
+    let r = replicate(&dav, "tenant/a.db", ours(), 82, steps);
     let mut max = 0;
     for (f, _) in dav.files() {
         let name = f
@@ -162,20 +116,7 @@ fn we_replicate_to_webdav_go_restores() {
             .unwrap_or_else(|| panic!("{f} is not an LTX file (a temporary left behind?)"));
         max = max.max(m.0);
     }
-    let go_out = dir.path().join("go.db");
-    restore(go(), &cfg, &db, &go_out, None);
-    assert_eq!(verify_restore(&go_out, &w), steps, "Go's restore");
-    for (i, txid) in [max / 2, max].into_iter().enumerate() {
-        let t = format!("{txid:016x}");
-        let a = dir.path().join(format!("ours-{i}.db"));
-        let b = dir.path().join(format!("go-{i}.db"));
-        restore(ours(), &cfg, &db, &a, Some(&t));
-        restore(go(), &cfg, &db, &b, Some(&t));
-        assert!(
-            same_bytes(&a, &b),
-            "TXID {t}: our restore differs from Go's"
-        );
-    }
+    r.go_restores_and_we_match(steps, max, go, ours);
 }
 
 /// A file far over any single-request size is streamed from disk to a

@@ -135,3 +135,100 @@ pub fn conformance_through_faults(
         proxy.stats.summary()
     );
 }
+
+/// A database replicated through a config file (by Go or by us), shipped
+/// and stopped: what the compatibility tests restore from.
+#[derive(Debug)]
+pub struct Replicated {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub cfg: PathBuf,
+    pub workload: Workload,
+}
+
+/// `cmd` (Go or us, with the backend's environment) replicates `steps`
+/// transactions (seed `seed`) by the config file `config` writes for the
+/// database's path, until `shipped` sees the first upload and every step
+/// is written; then it is stopped.
+pub fn replicate_by_config(
+    config: impl Fn(&Path) -> String,
+    shipped: impl FnMut() -> bool,
+    mut cmd: Command,
+    seed: u64,
+    steps: u64,
+) -> Replicated {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    let cfg = dir.path().join("litestream.yml");
+    std::fs::write(&cfg, config(&db)).expect("write config");
+    let workload = Workload::new(seed);
+    let conn = crate::open_app(&db, None);
+    workload.setup(&conn);
+    cmd.args(["replicate", "-config"]).arg(&cfg);
+    let child = crate::spawn_logged(cmd, &dir.path().join("replicate.log"));
+    crate::wait_for("the first upload", Duration::from_secs(30), shipped);
+    write_in_bursts(&workload, &conn, steps, Duration::from_millis(150));
+    // Time for the last sync to land before the stop.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(crate::terminate(child, Duration::from_secs(30)), 0);
+    Replicated {
+        dir,
+        db,
+        cfg,
+        workload,
+    }
+}
+
+impl Replicated {
+    /// Restores by `cmd` (Go or us) from the config file, at `txid` if
+    /// given, to `name` in the directory; its path.
+    pub fn restore(&self, mut cmd: Command, name: &str, txid: Option<&str>) -> PathBuf {
+        let out = self.dir.path().join(name);
+        cmd.args(["restore", "-config"]).arg(&self.cfg);
+        if let Some(t) = txid {
+            cmd.args(["-txid", t]);
+        }
+        cmd.arg("-o").arg(&out).arg(&self.db);
+        run_ok(cmd);
+        out
+    }
+
+    /// Go restores every commit; our restores at half of `max_txid` and
+    /// at it equal Go's, byte for byte. `go` and `ours` give the commands
+    /// with the backend's environment.
+    pub fn go_restores_and_we_match(
+        &self,
+        steps: u64,
+        max_txid: u64,
+        go: impl Fn() -> Command,
+        ours: impl Fn() -> Command,
+    ) {
+        let go_out = self.restore(go(), "go.db", None);
+        assert_eq!(
+            crate::verify_restore(&go_out, &self.workload),
+            steps,
+            "Go's restore"
+        );
+        for txid in [max_txid / 2, max_txid] {
+            let t = format!("{txid:016x}");
+            let a = self.restore(ours(), &format!("ours-{t}.db"), Some(&t));
+            let b = self.restore(go(), &format!("go-{t}.db"), Some(&t));
+            assert!(
+                crate::same_bytes(&a, &b),
+                "TXID {t}: our restore differs from Go's"
+            );
+        }
+    }
+
+    /// We restore the same bytes Go restores, and every commit.
+    pub fn we_restore_as_go(&self, steps: u64, go: Command, ours: Command) -> PathBuf {
+        let go_out = self.restore(go, "go.db", None);
+        let our_out = self.restore(ours, "ours.db", None);
+        assert!(
+            crate::same_bytes(&go_out, &our_out),
+            "our restore differs from Go's"
+        );
+        assert_eq!(crate::verify_restore(&our_out, &self.workload), steps);
+        go_out
+    }
+}

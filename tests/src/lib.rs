@@ -12,6 +12,7 @@ pub mod backends;
 pub mod faultproxy;
 pub mod gcs;
 pub mod moto;
+pub mod nats;
 pub mod probe;
 pub mod tenants;
 pub mod webdav;

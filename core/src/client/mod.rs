@@ -9,6 +9,7 @@ pub mod file;
 pub mod gcs;
 pub mod limit;
 pub mod metered;
+pub mod nats;
 #[cfg(feature = "opendal")]
 pub(crate) mod operator;
 pub mod oss;
@@ -401,6 +402,9 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("oss://") {
         return s3_client(oss::complete_from_env(oss::from_url(url)?));
     }
+    if url.starts_with("nats://") {
+        return nats_client(nats::NatsSettings::from_url(url)?);
+    }
     if url.starts_with("gs://") {
         return gcs_client(&gcs::GcsSettings::from_url(url)?);
     }
@@ -412,7 +416,7 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss)",
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss, nats)",
             crate::redact::redact_url(url)
         )));
     }
@@ -446,6 +450,16 @@ pub(crate) fn split_bucket_url(url: &str, scheme: &str) -> Result<(String, Strin
     Ok((host, path))
 }
 
+/// The key prefix of a replica path: Go joins `path` and `ltx` with
+/// `path.Join`, so `""`, `"."` and `"/"` are the root.
+#[cfg_attr(not(any(feature = "opendal", feature = "nats")), allow(dead_code))]
+pub(crate) fn root_prefix(path: &str) -> String {
+    match path.trim_matches('/') {
+        "" | "." => String::new(),
+        p => format!("{p}/"),
+    }
+}
+
 /// A replica file as errors and logs name it: `<replica> level <n> <file>`.
 pub fn describe_file(client: &dyn ReplicaClient, f: &FileInfo) -> String {
     format!("{} level {} {}", client.location(), f.level, f.file_name())
@@ -462,6 +476,10 @@ pub struct ClientPool {
     /// `gcs::operator_key`, `azure::operator_key`).
     #[cfg(feature = "opendal")]
     operators: std::sync::Mutex<std::collections::HashMap<String, opendal::Operator>>,
+    /// NATS connections by server and credentials (see
+    /// `nats::connection_key`), each opened at its first request.
+    #[cfg(feature = "nats")]
+    nats: std::sync::Mutex<std::collections::HashMap<String, nats::Connection>>,
     /// Uploads of every client opened here share these permits.
     uploads: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -499,6 +517,9 @@ impl ClientPool {
         }
         if url.starts_with("oss://") {
             return self.open_s3(oss::complete_from_env(oss::from_url(url)?));
+        }
+        if url.starts_with("nats://") {
+            return self.open_nats(nats::NatsSettings::from_url(url)?);
         }
         if !url.starts_with("s3://") {
             return from_url(url).map(|c| self.limit(c));
@@ -566,6 +587,26 @@ impl ClientPool {
         Ok(self.remote(webdav::client_on(op, settings)?))
     }
 
+    /// A NATS object-store client for `settings`, sharing the connection
+    /// of any earlier one to the same server with the same credentials.
+    #[cfg(feature = "nats")]
+    pub fn open_nats(&self, settings: nats::NatsSettings) -> Result<Arc<dyn ReplicaClient>> {
+        let conn = self
+            .nats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(nats::connection_key(&settings))
+            .or_default()
+            .clone();
+        Ok(self.remote(nats::NatsReplicaClient::new(settings, conn)?))
+    }
+
+    /// Without the `nats` feature: an error naming the replica.
+    #[cfg(not(feature = "nats"))]
+    pub fn open_nats(&self, settings: nats::NatsSettings) -> Result<Arc<dyn ReplicaClient>> {
+        nats_client(settings)
+    }
+
     /// Without the `webdav` feature: an error naming the replica.
     #[cfg(not(feature = "webdav"))]
     pub fn open_webdav(&self, settings: &webdav::WebdavSettings) -> Result<Arc<dyn ReplicaClient>> {
@@ -574,7 +615,7 @@ impl ClientPool {
 
     /// A remote client as the pool hands it out: counted, under the
     /// upload limit per attempt, inside the one retry layer.
-    #[cfg(any(feature = "s3", feature = "opendal"))]
+    #[cfg(any(feature = "s3", feature = "opendal", feature = "nats"))]
     fn remote(&self, c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
         match &self.uploads {
             Some(p) => Arc::new(retry::RetryingClient::new(
@@ -672,10 +713,28 @@ pub fn webdav_client(settings: &webdav::WebdavSettings) -> Result<Arc<dyn Replic
     match webdav::operator(settings)? {}
 }
 
+/// A NATS object-store replica client with the standard retry policy.
+#[cfg(feature = "nats")]
+pub fn nats_client(settings: nats::NatsSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Ok(remote(nats::NatsReplicaClient::new(
+        settings,
+        nats::Connection::default(),
+    )?))
+}
+
+/// Without the `nats` feature: an error naming the replica.
+#[cfg(not(feature = "nats"))]
+pub fn nats_client(settings: nats::NatsSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Err(Error::InvalidInput(format!(
+        "{}: this build has no NATS support (feature \"nats\")",
+        settings.location()
+    )))
+}
+
 /// A remote backend's client as every caller gets it: each request
 /// counted, inside the one retry layer (backoff with jitter, resumable
 /// reads).
-#[cfg(any(feature = "s3", feature = "opendal"))]
+#[cfg(any(feature = "s3", feature = "opendal", feature = "nats"))]
 fn remote(c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
     Arc::new(retry::RetryingClient::new(
         metered::MeteredClient::new(c),

@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use opendal::{EntryMode, ErrorKind, Operator, options};
 
-use super::{ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL};
+use super::{
+    ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL, root_prefix,
+};
 use crate::error::{Error, Result};
 use crate::redact::redact_text;
 use crate::txid::{TxId, parse_ltx_file_name};
@@ -101,15 +103,6 @@ impl fmt::Debug for OperatorClient {
         f.debug_struct("OperatorClient")
             .field("location", &self.location)
             .finish_non_exhaustive()
-    }
-}
-
-/// The key prefix of a replica path: Go joins `path` and `ltx` with
-/// `path.Join`, so `""`, `"."` and `"/"` are the root.
-pub(crate) fn root_prefix(path: &str) -> String {
-    match path.trim_matches('/') {
-        "" | "." => String::new(),
-        p => format!("{p}/"),
     }
 }
 

@@ -85,6 +85,8 @@ pub(super) const BACKEND_KEYS: &[(&str, &[&str])] = &[
     (
         "nats",
         &[
+            "bucket",
+            "password",
             "jwt",
             "seed",
             "creds",
@@ -113,6 +115,8 @@ pub(super) const SUPPORTED_TYPES: &[&str] = &[
     #[cfg(feature = "webdav")]
     "webdav",
     "oss",
+    #[cfg(feature = "nats")]
+    "nats",
 ];
 
 /// Keys that say which replica: not settings.

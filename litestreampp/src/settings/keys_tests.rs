@@ -174,11 +174,8 @@ fn every_replica_setting_is_implemented_or_refused() {
         }
     }
     // A backend this build lacks is refused by its type, with its keys.
-    for (kind, key) in [("sftp", "host"), ("nats", "jwt")] {
-        let text =
-            format!("dbs:\n  - path: /a.db\n    replica:\n      type: {kind}\n      {key}: x\n");
-        assert_eq!(outcome(&text, kind), Refused, "{kind}");
-    }
+    let text = "dbs:\n  - path: /a.db\n    replica:\n      type: sftp\n      host: x\n";
+    assert_eq!(outcome(text, "sftp"), Refused);
     // A gs replica takes its bucket, and nothing of S3's.
     let gs =
         "dbs:\n  - path: /a.db\n    replica:\n      type: gs\n      bucket: b\n      path: db\n";
@@ -225,6 +222,22 @@ fn every_replica_setting_is_implemented_or_refused() {
     }
     let text = format!("{oss}      sse-kms-key-id: k\n");
     assert_eq!(outcome(&text, "sse-kms-key-id"), Refused);
+    // A nats replica takes Go's connection keys.
+    let nats =
+        "dbs:\n  - path: /a.db\n    replica:\n      type: nats\n      url: nats://127.0.0.1:1/b\n";
+    for (key, value) in [
+        ("username", "u"),
+        ("password", "p"),
+        ("token", "t"),
+        ("tls", "true"),
+        ("root-cas", "[/ca.pem]"),
+        ("max-reconnects", "-1"),
+        ("reconnect-wait", "2s"),
+        ("timeout", "5s"),
+    ] {
+        let text = format!("{nats}      {key}: {value}\n");
+        assert_eq!(outcome(&text, key), Implemented, "nats {key}");
+    }
     // On a file replica an S3 key would do nothing.
     let text = "dbs:\n  - path: /a.db\n    replica:\n      path: /b\n      region: r\n";
     assert_eq!(outcome(text, "region"), Refused);

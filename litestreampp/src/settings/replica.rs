@@ -11,6 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::file::FileReplicaClient;
 use litestreampp_core::client::gcs::GcsSettings;
+use litestreampp_core::client::nats::NatsSettings;
 use litestreampp_core::client::oss;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::webdav::WebdavSettings;
@@ -34,6 +35,9 @@ pub enum ReplicaLocation {
     Azure(Box<AzureSettings>),
     /// A directory on a WebDAV server, with its credentials.
     Webdav(Box<WebdavSettings>),
+    /// A NATS object-store bucket (and a prefix in it), with the
+    /// connection's settings.
+    Nats(Box<NatsSettings>),
 }
 
 impl ReplicaLocation {
@@ -47,6 +51,7 @@ impl ReplicaLocation {
             ReplicaLocation::Gcs(s) => pool.open_gcs(s).map_err(|e| anyhow!(e)),
             ReplicaLocation::Azure(s) => pool.open_azure(s).map_err(|e| anyhow!(e)),
             ReplicaLocation::Webdav(s) => pool.open_webdav(s).map_err(|e| anyhow!(e)),
+            ReplicaLocation::Nats(s) => pool.open_nats(s.as_ref().clone()).map_err(|e| anyhow!(e)),
         }
     }
 }
@@ -125,8 +130,9 @@ impl ReplicaConfig {
             "abs" => Ok(ReplicaLocation::Azure(Box::new(self.azure_settings()?))),
             "webdav" => Ok(ReplicaLocation::Webdav(Box::new(self.webdav_settings()?))),
             "oss" => Ok(ReplicaLocation::S3(Box::new(self.oss_settings()?))),
+            "nats" => Ok(ReplicaLocation::Nats(Box::new(self.nats_settings()?))),
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav, oss)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav, oss, nats)",
                 self.describe()
             ),
         }
@@ -205,6 +211,61 @@ impl ReplicaConfig {
         if let Some(p) = self.text("webdav-password")? {
             s.password = Some(Secret::new(p));
         }
+        s.validate().map_err(|e| anyhow!(e))?;
+        Ok(s)
+    }
+
+    /// NATS settings: the URL's (`nats://[user:pass@]host/bucket[/path]`)
+    /// or the `bucket` and `path` keys, then Go's connection keys.
+    pub fn nats_settings(&self) -> Result<NatsSettings> {
+        let mut s = match &self.url {
+            Some(u) => NatsSettings::from_url(u).map_err(|e| anyhow!(e))?,
+            None => NatsSettings {
+                path: self.path.clone().unwrap_or_default(),
+                ..NatsSettings::default()
+            },
+        };
+        if let Some(b) = self.text("bucket")? {
+            s.bucket = b;
+        }
+        let secret = |k: &str| -> Result<Option<Secret>> { Ok(self.text(k)?.map(Secret::new)) };
+        let file = |k: &str| -> Result<Option<PathBuf>> {
+            self.text(k)?.map(|p| expand_path(&p)).transpose()
+        };
+        s.username = self.text("username")?.or(s.username);
+        s.password = secret("password")?.or(s.password);
+        s.token = secret("token")?;
+        s.creds = file("creds")?;
+        s.jwt = secret("jwt")?;
+        s.seed = secret("seed")?;
+        s.nkey = secret("nkey")?;
+        s.client_cert = file("client-cert")?;
+        s.client_key = file("client-key")?;
+        s.tls = match self.settings.get("tls") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => bail!("replica tls: expected true or false, got {other}"),
+        };
+        s.root_cas = match self.settings.get("root-cas") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v.as_str() {
+                    Some(p) => expand_path(p),
+                    None => bail!("replica root-cas: expected a list of file paths, got {v}"),
+                })
+                .collect::<Result<_>>()?,
+            Some(other) => bail!("replica root-cas: expected a list of file paths, got {other}"),
+        };
+        s.max_reconnects = match self.settings.get("max-reconnects") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .ok_or_else(|| anyhow!("replica max-reconnects: expected a number, got {v}"))?,
+            ),
+        };
+        s.reconnect_wait = self.duration("reconnect-wait")?;
+        s.timeout = self.duration("timeout")?;
         s.validate().map_err(|e| anyhow!(e))?;
         Ok(s)
     }
@@ -328,7 +389,7 @@ fn file_url_path(url: &str) -> Result<PathBuf> {
     if !url.starts_with("file:") {
         if let Some((scheme, _)) = url.split_once("://") {
             bail!(
-                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss)",
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss, nats)",
                 redact_url(url)
             );
         }

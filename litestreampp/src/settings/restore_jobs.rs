@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Result, anyhow, bail};
 use litestreampp_core::client::azure::AzureSettings;
 use litestreampp_core::client::gcs::GcsSettings;
+use litestreampp_core::client::nats::NatsSettings;
 use litestreampp_core::client::oss;
 use litestreampp_core::client::s3::S3Settings;
 use litestreampp_core::client::webdav::WebdavSettings;
@@ -36,7 +37,17 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
     let (scheme, bucket, path, query) = split_url(url)?;
     let redacted = redact_url(url);
     match scheme {
-        "s3" | "oss" | "gs" | "abs" | "webdav" | "webdavs" => {
+        "s3" | "oss" | "gs" | "abs" | "webdav" | "webdavs" | "nats" => {
+            // A NATS URL names the server, then the bucket: the bucket is
+            // where the others have theirs, the rest is the path in it.
+            let nats_bucket;
+            let (bucket, path) = if scheme == "nats" {
+                let (b, p) = path.split_once('/').unwrap_or((path, ""));
+                nats_bucket = format!("{bucket}/{b}");
+                (nats_bucket.as_str(), p)
+            } else {
+                (bucket, path)
+            };
             if bucket.is_empty() {
                 bail!("{redacted}: bucket required");
             }
@@ -68,6 +79,11 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                             .with_env_credentials();
                         s.path = path.to_string();
                         ReplicaLocation::Azure(Box::new(s))
+                    }
+                    "nats" => {
+                        let mut s = NatsSettings::from_url(&base).map_err(|e| anyhow!(e))?;
+                        s.path = path.to_string();
+                        ReplicaLocation::Nats(Box::new(s))
                     }
                     "webdav" | "webdavs" => {
                         let mut s = WebdavSettings::from_url(&base).map_err(|e| anyhow!(e))?;
@@ -140,7 +156,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
             Ok((jobs, listing))
         }
         other => bail!(
-            "{redacted}: unsupported scheme {other:?} (supported: s3, oss, gs, abs, webdav, webdavs, file)"
+            "{redacted}: unsupported scheme {other:?} (supported: s3, oss, gs, abs, webdav, webdavs, nats, file)"
         ),
     }
 }

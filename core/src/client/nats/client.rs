@@ -1,0 +1,423 @@
+//! The object-store client on async-nats: one connection per server and
+//! credentials ([`Connection`], shared by a [`super::super::ClientPool`]),
+//! opened at the first request, so that a replica costs nothing until it
+//! is used.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::object_store::{
+    DeleteErrorKind, GetErrorKind, ObjectInfo, ObjectMetadata, ObjectStore,
+};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::OnceCell;
+
+use super::{HEADER_TIMESTAMP, NatsSettings};
+use crate::client::{
+    ByteReader, FileInfo, FileStream, LtxBody, RawEntry, ReplicaClient, SNAPSHOT_LEVEL,
+};
+use crate::error::{Error, Result};
+use crate::redact::{Secret, redact_text};
+use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
+
+/// How long a listing may wait for its next object.
+const LIST_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A connection to one server with one set of credentials, opened once at
+/// the first request of any replica that shares it.
+#[derive(Clone, Default)]
+pub(crate) struct Connection(Arc<OnceCell<async_nats::jetstream::Context>>);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("open", &self.0.initialized())
+            .finish()
+    }
+}
+
+impl Connection {
+    async fn jetstream(&self, s: &NatsSettings) -> Result<&async_nats::jetstream::Context> {
+        self.0
+            .get_or_try_init(|| async {
+                let client =
+                    options(s)
+                        .await?
+                        .connect(s.server())
+                        .await
+                        .map_err(|e| Error::Backend {
+                            context: format!("connect to {}", s.location()),
+                            message: redact_text(&e.to_string()),
+                            transient: true,
+                        })?;
+                Ok::<_, Error>(async_nats::jetstream::new(client))
+            })
+            .await
+    }
+}
+
+/// Go's connection options: its authentication order (JWT and seed, a
+/// credentials file, an NKey, user and password, a token), TLS and the
+/// reconnection settings.
+async fn options(s: &NatsSettings) -> Result<async_nats::ConnectOptions> {
+    let loc = s.location();
+    let mut o = async_nats::ConnectOptions::new().name("litestreampp");
+    let expose = |x: &Option<Secret>| x.as_ref().map(|v| v.expose().to_string());
+    if let (Some(jwt), Some(seed)) = (expose(&s.jwt), expose(&s.seed)) {
+        // The credentials file format, from the two parts.
+        let creds = format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        );
+        o = o
+            .credentials(&creds)
+            .map_err(|e| Error::InvalidInput(format!("{loc}: jwt and seed: {e}")))?;
+    } else if let Some(path) = &s.creds {
+        o = o.credentials_file(path).await.map_err(|e| {
+            Error::InvalidInput(format!("{loc}: creds file {}: {e}", path.display()))
+        })?;
+    } else if let Some(seed) = expose(&s.nkey) {
+        o = o.nkey(seed);
+    } else if let (Some(user), Some(pass)) = (&s.username, expose(&s.password)) {
+        o = o.user_and_password(user.clone(), pass);
+    } else if let Some(token) = expose(&s.token) {
+        o = o.token(token);
+    }
+    if s.tls {
+        o = o.require_tls(true);
+    }
+    for ca in &s.root_cas {
+        o = o.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&s.client_cert, &s.client_key) {
+        o = o.add_client_certificate(cert.clone(), key.clone());
+    }
+    if let Some(n) = s.max_reconnects {
+        o = o.max_reconnects(usize::try_from(n).ok());
+    }
+    if let Some(wait) = s.reconnect_wait {
+        o = o.reconnect_delay_callback(move |_| wait);
+    }
+    if let Some(t) = s.timeout {
+        o = o.connection_timeout(t);
+    }
+    Ok(o)
+}
+
+/// One replica: a bucket and a prefix inside it.
+#[derive(Clone)]
+pub(crate) struct NatsReplicaClient {
+    settings: Arc<NatsSettings>,
+    connection: Connection,
+    store: Arc<OnceCell<ObjectStore>>,
+    /// `""` (the bucket's root, as Go) or `"a/b/"`.
+    root: String,
+}
+
+impl std::fmt::Debug for NatsReplicaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsReplicaClient")
+            .field("location", &self.settings.location())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsReplicaClient {
+    pub(crate) fn new(settings: NatsSettings, connection: Connection) -> Result<Self> {
+        settings.validate()?;
+        let root = crate::client::root_prefix(&settings.path);
+        Ok(NatsReplicaClient {
+            settings: Arc::new(settings),
+            connection,
+            store: Arc::default(),
+            root,
+        })
+    }
+
+    /// The bucket, looked up at the first request; it must exist.
+    async fn store(&self) -> Result<&ObjectStore> {
+        self.store
+            .get_or_try_init(|| async {
+                let js = self.connection.jetstream(&self.settings).await?;
+                js.get_object_store(&self.settings.bucket)
+                    .await
+                    .map_err(|e| Error::Backend {
+                        context: format!("open {}", self.settings.location()),
+                        message: format!(
+                            "{}: object store bucket {:?} cannot be used (it must be created beforehand: nats object add {})",
+                            redact_text(&e.to_string()),
+                            self.settings.bucket,
+                            self.settings.bucket
+                        ),
+                        transient: false,
+                    })
+            })
+            .await
+    }
+
+    fn key(&self, level: u32, min: TxId, max: TxId) -> String {
+        format!("{}ltx/{level}/{}", self.root, ltx_file_name(min, max))
+    }
+
+    fn describe(&self, key: &str) -> String {
+        let rel = key.strip_prefix(&self.root).unwrap_or(key);
+        format!("{} {rel}", self.settings.location())
+    }
+
+    fn failed(&self, op: &str, key: &str, e: impl std::fmt::Display, transient: bool) -> Error {
+        Error::Backend {
+            context: format!("{op} {}", self.describe(key)),
+            message: redact_text(&e.to_string()),
+            transient,
+        }
+    }
+
+    /// Every object under this replica's root.
+    async fn objects(&self) -> Result<Vec<ObjectInfo>> {
+        let store = self.store().await?;
+        let mut list = store
+            .list()
+            .await
+            .map_err(|e| self.failed("list", &self.root, e, true))?;
+        let mut out = Vec::new();
+        loop {
+            // A listing ends at the message the server says is the last;
+            // if that one is rolled up (an object replaced or deleted
+            // meanwhile, as in a bucket other replicas write), no message
+            // ends it: a stall is a transient failure, and the listing is
+            // tried again.
+            let item = match tokio::time::timeout(LIST_IDLE, list.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(self.failed(
+                        "list",
+                        &self.root,
+                        format!(
+                            "no answer for {LIST_IDLE:?} (an object replaced during the listing)"
+                        ),
+                        true,
+                    ));
+                }
+            };
+            let info = item.map_err(|e| self.failed("list", &self.root, e, true))?;
+            if !info.deleted && info.name.starts_with(&self.root) {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The file an object is, if it is one of this replica's LTX files.
+    fn file_info(&self, o: &ObjectInfo) -> Option<FileInfo> {
+        let rest = o.name.strip_prefix(&self.root)?.strip_prefix("ltx/")?;
+        let (level, name) = rest.split_once('/')?;
+        let level: u32 = level.parse().ok()?;
+        if level > SNAPSHOT_LEVEL || name.contains('/') {
+            return None;
+        }
+        let (min, max) = parse_ltx_file_name(name)?;
+        Some(FileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: o.size as u64,
+            created_at: timestamp(o),
+        })
+    }
+
+    async fn get(&self, key: &str, offset: u64, size: u64) -> Result<ByteReader> {
+        let store = self.store().await?;
+        let mut object = store.get(key).await.map_err(|e| match e.kind() {
+            GetErrorKind::NotFound => Error::NotFound {
+                what: self.describe(key),
+            },
+            GetErrorKind::TimedOut | GetErrorKind::ConsumerCreate | GetErrorKind::Other => {
+                self.failed("get", key, &e, true)
+            }
+            _ => self.failed("get", key, &e, false),
+        })?;
+        // No ranged reads in an object store: skip to the offset.
+        if offset > 0 {
+            let skipped = tokio::io::copy(&mut (&mut object).take(offset), &mut tokio::io::sink())
+                .await
+                .map_err(|e| self.failed("get", key, e, true))?;
+            if skipped < offset {
+                return Ok(Box::pin(tokio::io::empty()));
+            }
+        }
+        Ok(if size > 0 {
+            Box::pin(object.take(size))
+        } else {
+            Box::pin(object)
+        })
+    }
+}
+
+/// The header's timestamp, else the object's modification time.
+fn timestamp(o: &ObjectInfo) -> jiff::Timestamp {
+    o.headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_TIMESTAMP))
+        .and_then(|v| v.as_str().parse::<jiff::Timestamp>().ok())
+        .or_else(|| {
+            o.modified
+                .and_then(|m| jiff::Timestamp::from_nanosecond(m.unix_timestamp_nanos()).ok())
+        })
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+#[async_trait]
+impl ReplicaClient for NatsReplicaClient {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn location(&self) -> String {
+        self.settings.location()
+    }
+
+    fn files_per_delete(&self) -> usize {
+        1
+    }
+
+    async fn all_ltx_files(&self) -> Result<Vec<FileInfo>> {
+        let mut out: Vec<FileInfo> = self
+            .objects()
+            .await?
+            .iter()
+            .filter_map(|o| self.file_info(o))
+            .collect();
+        out.sort_by_key(|f| (f.level, f.min_txid, f.max_txid));
+        Ok(out)
+    }
+
+    async fn ltx_files(&self, level: u32, seek: TxId, _use_metadata: bool) -> Result<FileStream> {
+        // The listing carries the headers: exact times at no cost.
+        let files: Vec<FileInfo> = self
+            .all_ltx_files()
+            .await?
+            .into_iter()
+            .filter(|f| f.level == level && f.min_txid >= seek)
+            .collect();
+        Ok(Box::pin(futures::stream::iter(files.into_iter().map(Ok))))
+    }
+
+    async fn open_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        offset: u64,
+        size: u64,
+    ) -> Result<ByteReader> {
+        self.get(&self.key(level, min, max), offset, size).await
+    }
+
+    async fn write_ltx_file(
+        &self,
+        level: u32,
+        min: TxId,
+        max: TxId,
+        body: LtxBody,
+    ) -> Result<FileInfo> {
+        let key = self.key(level, min, max);
+        let (info, ts) = body.upload_info(level, min, max, &self.describe(&key))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(HEADER_TIMESTAMP, ts.as_str());
+        let meta = ObjectMetadata {
+            name: key.clone(),
+            headers: Some(headers),
+            ..ObjectMetadata::default()
+        };
+        let store = self.store().await?;
+        let put = match &body {
+            LtxBody::Bytes(b) => store.put(meta, &mut b.as_ref()).await,
+            LtxBody::File(p) => {
+                let mut f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+                store.put(meta, &mut f).await
+            }
+        };
+        put.map_err(|e| self.failed("put", &key, e, true))?;
+        Ok(info)
+    }
+
+    async fn delete_ltx_files(&self, files: &[FileInfo]) -> Result<()> {
+        let store = self.store().await?;
+        for f in files {
+            let key = self.key(f.level, f.min_txid, f.max_txid);
+            match store.delete(&key).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == DeleteErrorKind::NotFound => {}
+                Err(e) => return Err(self.failed("delete", &key, e, true)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_all(&self) -> Result<()> {
+        let store = self.store().await?;
+        for o in self.objects().await? {
+            if !o.name[self.root.len()..].starts_with("ltx/") {
+                continue;
+            }
+            match store.delete(&o.name).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == DeleteErrorKind::NotFound => {}
+                Err(e) => return Err(self.failed("delete", &o.name, e, true)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>> {
+        let prefix = format!("{}{}/", self.root, dir.trim_matches('/'));
+        let mut out: Vec<RawEntry> = Vec::new();
+        for o in self.objects().await? {
+            let Some(rest) = o.name.strip_prefix(&prefix) else {
+                continue;
+            };
+            match rest.split_once('/') {
+                Some((d, _)) => {
+                    if !out.iter().any(|e| e.is_dir && e.name == d) {
+                        out.push(RawEntry {
+                            name: d.to_string(),
+                            is_dir: true,
+                            size: 0,
+                            modified: jiff::Timestamp::UNIX_EPOCH,
+                        });
+                    }
+                }
+                None => out.push(RawEntry {
+                    name: rest.to_string(),
+                    is_dir: false,
+                    size: o.size as u64,
+                    modified: timestamp(&o),
+                }),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn list_tree(&self) -> Result<Vec<RawEntry>> {
+        Ok(self
+            .objects()
+            .await?
+            .iter()
+            .map(|o| RawEntry {
+                name: o.name[self.root.len()..].to_string(),
+                is_dir: false,
+                size: o.size as u64,
+                modified: timestamp(o),
+            })
+            .collect())
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader> {
+        self.get(&format!("{}{}", self.root, path.trim_matches('/')), 0, 0)
+            .await
+    }
+}
