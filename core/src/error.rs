@@ -72,6 +72,15 @@ pub enum Error {
     Cancelled,
 }
 
+/// The messages of `e`'s causes (its `source` chain, not `e` itself),
+/// outermost first: what a one-line error message appends to its own.
+#[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))]
+pub(crate) fn causes(e: &dyn std::error::Error) -> Vec<String> {
+    std::iter::successors(e.source(), |c| c.source())
+        .map(|c| c.to_string())
+        .collect()
+}
+
 impl Error {
     /// Builds a [`Error::Corrupt`] for `file`.
     pub fn corrupt(file: impl Into<String>, reason: impl Into<String>) -> Self {

@@ -459,14 +459,9 @@ pub(crate) fn map_err(e: opendal::Error, what: &str) -> Error {
 /// Not its `Display`, which lists the request's URL and every response
 /// header.
 pub(crate) fn message(e: &opendal::Error) -> String {
-    let mut s = format!("{}: {}", e.kind(), e.message());
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    redact_text(&s)
+    let mut parts = vec![format!("{}: {}", e.kind(), e.message())];
+    parts.extend(crate::error::causes(e));
+    redact_text(&parts.join(": "))
 }
 
 fn timestamp_of(m: &opendal::Metadata) -> jiff::Timestamp {

@@ -350,14 +350,9 @@ mod enabled {
 
     /// An error and its causes, on one line.
     fn error_chain(e: &dyn std::error::Error) -> String {
-        let mut s = e.to_string();
-        let mut cause = e.source();
-        while let Some(c) = cause {
-            s.push_str(": ");
-            s.push_str(&c.to_string());
-            cause = c.source();
-        }
-        s
+        let mut parts = vec![e.to_string()];
+        parts.extend(crate::error::causes(e));
+        parts.join(": ")
     }
 }
 

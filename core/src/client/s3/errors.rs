@@ -94,12 +94,7 @@ where
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
+    let parts = crate::error::causes(e);
     if parts.is_empty() {
         e.to_string()
     } else {
