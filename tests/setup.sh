@@ -73,7 +73,9 @@ deb_tool() { # PACKAGE VERSION-PREFIX: unpacks PACKAGE unless that version is th
     local tmp
     tmp="$(mktemp -d)"
     chmod 777 "$tmp" # apt's download user writes there
-    (cd "$tmp" && apt-get download -q=2 "$pkg")
+    # A fresh machine may have no package lists yet: fetch them once.
+    (cd "$tmp" && apt-get download -q=2 "$pkg") ||
+      { apt-get update -q=2 && (cd "$tmp" && apt-get download -q=2 "$pkg"); }
     rm -rf "$dst"
     mkdir -p "$dst"
     dpkg-deb -x "$tmp"/"$pkg"_*.deb "$dst"
