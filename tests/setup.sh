@@ -65,8 +65,10 @@ if ! grep -qs "\"version\": \"$want_azurite\"" "$azurite/node_modules/azurite/pa
 fi
 test -x "$azurite/node_modules/.bin/azurite-blob"
 # Servers from Debian's packages, unpacked into .tools/deb/<package> (no
-# system install): rclone (`rclone serve webdav`, the WebDAV server) and
-# nats-server (JetStream object stores).
+# system install): rclone (`rclone serve webdav`, the WebDAV server),
+# nats-server (JetStream object stores) and OpenSSH's sshd (SFTP; with
+# libwrap0, a library it links, found by LD_LIBRARY_PATH, and the client
+# package for ssh-keygen).
 deb_tool() { # PACKAGE VERSION-PREFIX: unpacks PACKAGE unless that version is there
   local pkg="$1" want="$2" dst=".tools/deb/$1"
   if ! grep -qs "^$want" "$dst/.version"; then
@@ -91,3 +93,7 @@ deb_tool rclone 1.60
 .tools/deb/rclone/usr/bin/rclone version >/dev/null
 deb_tool nats-server 2.9
 .tools/deb/nats-server/usr/sbin/nats-server --version >/dev/null
+deb_tool openssh-server 1:9.2
+deb_tool openssh-client 1:9.2
+deb_tool libwrap0 7.6
+LD_LIBRARY_PATH=.tools/deb/libwrap0/usr/lib/x86_64-linux-gnu .tools/deb/openssh-server/usr/sbin/sshd -V 2>&1 | grep -q OpenSSH_9

@@ -14,6 +14,7 @@ pub mod gcs;
 pub mod moto;
 pub mod nats;
 pub mod probe;
+pub mod sftp;
 pub mod tenants;
 pub mod webdav;
 

@@ -15,6 +15,7 @@ pub(crate) mod operator;
 pub mod oss;
 pub mod retry;
 pub mod s3;
+pub mod sftp;
 pub mod webdav;
 
 use std::fmt::Debug;
@@ -74,7 +75,15 @@ impl LtxBody {
     /// size, the header's time as the creation time) and the header time
     /// as Go formats it for metadata. Errors when the header covers
     /// another range; `what` names the object.
-    #[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
+    #[cfg_attr(
+        not(any(
+            feature = "s3",
+            feature = "opendal",
+            feature = "nats",
+            feature = "sftp"
+        )),
+        allow(dead_code)
+    )] // remote backends only
     pub(crate) fn upload_info(
         &self,
         level: u32,
@@ -304,14 +313,20 @@ pub struct RawEntry {
 }
 
 /// Metadata requests in flight when a listing reads exact timestamps.
-#[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
+#[cfg_attr(
+    not(any(feature = "s3", feature = "opendal", feature = "sftp")),
+    allow(dead_code)
+)] // remote backends only
 const EXACT_TIME_CONCURRENCY: usize = 32;
 
 /// `listing` with each file's creation time replaced by the exact one
 /// `lookup` reads for it (the backend's stored LTX timestamp; a request
 /// per file, several in flight, in listing order). `None` keeps the
 /// listed time.
-#[cfg_attr(not(any(feature = "s3", feature = "opendal")), allow(dead_code))] // remote backends only
+#[cfg_attr(
+    not(any(feature = "s3", feature = "opendal", feature = "sftp")),
+    allow(dead_code)
+)] // remote backends only
 pub(crate) fn with_exact_times<F, Fut>(listing: FileStream, lookup: F) -> FileStream
 where
     F: Fn(&FileInfo) -> Fut + Send + 'static,
@@ -414,9 +429,12 @@ pub fn from_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
     if url.starts_with("webdav://") || url.starts_with("webdavs://") {
         return webdav_client(&webdav::WebdavSettings::from_url(url)?);
     }
+    if url.starts_with("sftp://") {
+        return sftp_client(sftp::SftpSettings::from_url(url)?);
+    }
     if let Some((scheme, _)) = url.split_once("://") {
         return Err(Error::InvalidInput(format!(
-            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss, nats)",
+            "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss, nats, sftp)",
             crate::redact::redact_url(url)
         )));
     }
@@ -480,6 +498,10 @@ pub struct ClientPool {
     /// `nats::connection_key`), each opened at its first request.
     #[cfg(feature = "nats")]
     nats: std::sync::Mutex<std::collections::HashMap<String, nats::Connection>>,
+    /// SSH connections by server, user and credentials (see
+    /// `sftp::connection_key`), each opened at its first request.
+    #[cfg(feature = "sftp")]
+    sftp: std::sync::Mutex<std::collections::HashMap<String, sftp::Connection>>,
     /// Uploads of every client opened here share these permits.
     uploads: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -520,6 +542,9 @@ impl ClientPool {
         }
         if url.starts_with("nats://") {
             return self.open_nats(nats::NatsSettings::from_url(url)?);
+        }
+        if url.starts_with("sftp://") {
+            return self.open_sftp(sftp::SftpSettings::from_url(url)?);
         }
         if !url.starts_with("s3://") {
             return from_url(url).map(|c| self.limit(c));
@@ -607,6 +632,26 @@ impl ClientPool {
         nats_client(settings)
     }
 
+    /// An SFTP client for `settings`, sharing the SSH connection of any
+    /// earlier one to the same server as the same user and credentials.
+    #[cfg(feature = "sftp")]
+    pub fn open_sftp(&self, settings: sftp::SftpSettings) -> Result<Arc<dyn ReplicaClient>> {
+        let conn = self
+            .sftp
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(sftp::connection_key(&settings))
+            .or_default()
+            .clone();
+        Ok(self.remote(sftp::SftpReplicaClient::new(settings, conn)?))
+    }
+
+    /// Without the `sftp` feature: an error naming the replica.
+    #[cfg(not(feature = "sftp"))]
+    pub fn open_sftp(&self, settings: sftp::SftpSettings) -> Result<Arc<dyn ReplicaClient>> {
+        sftp_client(settings)
+    }
+
     /// Without the `webdav` feature: an error naming the replica.
     #[cfg(not(feature = "webdav"))]
     pub fn open_webdav(&self, settings: &webdav::WebdavSettings) -> Result<Arc<dyn ReplicaClient>> {
@@ -615,7 +660,12 @@ impl ClientPool {
 
     /// A remote client as the pool hands it out: counted, under the
     /// upload limit per attempt, inside the one retry layer.
-    #[cfg(any(feature = "s3", feature = "opendal", feature = "nats"))]
+    #[cfg(any(
+        feature = "s3",
+        feature = "opendal",
+        feature = "nats",
+        feature = "sftp"
+    ))]
     fn remote(&self, c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
         match &self.uploads {
             Some(p) => Arc::new(retry::RetryingClient::new(
@@ -731,10 +781,33 @@ pub fn nats_client(settings: nats::NatsSettings) -> Result<Arc<dyn ReplicaClient
     )))
 }
 
+/// An SFTP replica client with the standard retry policy.
+#[cfg(feature = "sftp")]
+pub fn sftp_client(settings: sftp::SftpSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Ok(remote(sftp::SftpReplicaClient::new(
+        settings,
+        sftp::Connection::default(),
+    )?))
+}
+
+/// Without the `sftp` feature: an error naming the replica.
+#[cfg(not(feature = "sftp"))]
+pub fn sftp_client(settings: sftp::SftpSettings) -> Result<Arc<dyn ReplicaClient>> {
+    Err(Error::InvalidInput(format!(
+        "{}: this build has no SFTP support (feature \"sftp\")",
+        settings.location()
+    )))
+}
+
 /// A remote backend's client as every caller gets it: each request
 /// counted, inside the one retry layer (backoff with jitter, resumable
 /// reads).
-#[cfg(any(feature = "s3", feature = "opendal", feature = "nats"))]
+#[cfg(any(
+    feature = "s3",
+    feature = "opendal",
+    feature = "nats",
+    feature = "sftp"
+))]
 fn remote(c: impl ReplicaClient + 'static) -> Arc<dyn ReplicaClient> {
     Arc::new(retry::RetryingClient::new(
         metered::MeteredClient::new(c),

@@ -97,7 +97,7 @@ pub fn compile(pattern: &str) -> Result<GlobMatcher> {
 pub fn split_url(url: &str) -> Result<(&str, &str, &str, &str)> {
     let (scheme, rest) = url.split_once("://").ok_or_else(|| {
         anyhow!(
-            "{}: expected SCHEME://BUCKET/GLOB (s3, oss, gs, abs, webdav; nats://HOST/BUCKET/GLOB) or file:///GLOB",
+            "{}: expected SCHEME://BUCKET/GLOB (s3, oss, gs, abs, webdav; nats://HOST/BUCKET/GLOB; sftp://USER@HOST/ABSOLUTE/GLOB) or file:///GLOB",
             redact_url(url)
         )
     })?;

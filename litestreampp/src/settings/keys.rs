@@ -117,6 +117,8 @@ pub(super) const SUPPORTED_TYPES: &[&str] = &[
     "oss",
     #[cfg(feature = "nats")]
     "nats",
+    #[cfg(feature = "sftp")]
+    "sftp",
 ];
 
 /// Keys that say which replica: not settings.

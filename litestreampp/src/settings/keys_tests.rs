@@ -173,9 +173,27 @@ fn every_replica_setting_is_implemented_or_refused() {
             assert_eq!(outcome(&text, key), want, "dir replica {key}");
         }
     }
-    // A backend this build lacks is refused by its type, with its keys.
-    let text = "dbs:\n  - path: /a.db\n    replica:\n      type: sftp\n      host: x\n";
-    assert_eq!(outcome(text, "sftp"), Refused);
+    // A type Go does not have is refused by name.
+    let text = "dbs:\n  - path: /a.db\n    replica:\n      type: ftp\n      host: x\n";
+    assert_eq!(outcome(text, "ftp"), Refused);
+    // An sftp replica takes Go's keys, and nothing of S3's.
+    let sftp = "dbs:\n  - path: /a.db\n    replica:\n      type: sftp\n      host: h:22\n      user: u\n      path: /db\n";
+    for (key, value) in [
+        ("password", "p"),
+        ("key-path", "/k"),
+        ("host-key", "'ssh-ed25519 AAAA'"),
+        ("concurrent-writes", "false"),
+    ] {
+        let text = format!("{sftp}      password: p\n      {key}: {value}\n");
+        let text = text.replacen(
+            "      password: p\n      password: p\n",
+            "      password: p\n",
+            1,
+        );
+        assert_eq!(outcome(&text, key), Implemented, "sftp {key}");
+    }
+    let text = format!("{sftp}      password: p\n      region: r\n");
+    assert_eq!(outcome(&text, "region"), Refused);
     // A gs replica takes its bucket, and nothing of S3's.
     let gs =
         "dbs:\n  - path: /a.db\n    replica:\n      type: gs\n      bucket: b\n      path: db\n";

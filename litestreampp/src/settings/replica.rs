@@ -14,6 +14,7 @@ use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::nats::NatsSettings;
 use litestreampp_core::client::oss;
 use litestreampp_core::client::s3::S3Settings;
+use litestreampp_core::client::sftp::SftpSettings;
 use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::redact::{Secret, redact_url};
@@ -38,6 +39,8 @@ pub enum ReplicaLocation {
     /// A NATS object-store bucket (and a prefix in it), with the
     /// connection's settings.
     Nats(Box<NatsSettings>),
+    /// A directory on an SSH server, with the login's settings.
+    Sftp(Box<SftpSettings>),
 }
 
 impl ReplicaLocation {
@@ -52,6 +55,7 @@ impl ReplicaLocation {
             ReplicaLocation::Azure(s) => pool.open_azure(s).map_err(|e| anyhow!(e)),
             ReplicaLocation::Webdav(s) => pool.open_webdav(s).map_err(|e| anyhow!(e)),
             ReplicaLocation::Nats(s) => pool.open_nats(s.as_ref().clone()).map_err(|e| anyhow!(e)),
+            ReplicaLocation::Sftp(s) => pool.open_sftp(s.as_ref().clone()).map_err(|e| anyhow!(e)),
         }
     }
 }
@@ -131,8 +135,9 @@ impl ReplicaConfig {
             "webdav" => Ok(ReplicaLocation::Webdav(Box::new(self.webdav_settings()?))),
             "oss" => Ok(ReplicaLocation::S3(Box::new(self.oss_settings()?))),
             "nats" => Ok(ReplicaLocation::Nats(Box::new(self.nats_settings()?))),
+            "sftp" => Ok(ReplicaLocation::Sftp(Box::new(self.sftp_settings()?))),
             other => bail!(
-                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav, oss, nats)",
+                "replica type {other:?} ({}) is not supported by this build (supported: file, s3, gs, abs, webdav, oss, nats, sftp)",
                 self.describe()
             ),
         }
@@ -270,6 +275,66 @@ impl ReplicaConfig {
         Ok(s)
     }
 
+    /// SFTP settings: the URL's (`sftp://user[:password]@host[:port]/path`)
+    /// or the `host` and `path` keys (not both, as in Go), with `user` and
+    /// `password` winning over the URL's, then Go's other keys.
+    pub fn sftp_settings(&self) -> Result<SftpSettings> {
+        let host = self.text("host")?;
+        let mut s = match &self.url {
+            Some(_) if self.path.is_some() => {
+                bail!(
+                    "cannot specify url & path for sftp replica ({})",
+                    self.describe()
+                )
+            }
+            Some(_) if host.is_some() => {
+                bail!(
+                    "cannot specify url & host for sftp replica ({})",
+                    self.describe()
+                )
+            }
+            Some(u) => {
+                // The URL may leave the user to the `user` key.
+                let mut parsed =
+                    url::Url::parse(u).with_context(|| format!("replica URL {}", redact_url(u)))?;
+                if parsed.username().is_empty()
+                    && let Some(user) = self.text("user")?
+                {
+                    let _ = parsed.set_username(&user);
+                }
+                SftpSettings::from_url(parsed.as_str()).map_err(|e| anyhow!(e))?
+            }
+            None => SftpSettings {
+                host: host.unwrap_or_default(),
+                path: self.path.clone().unwrap_or_default(),
+                ..SftpSettings::default()
+            },
+        };
+        if let Some(u) = self.text("user")? {
+            s.user = u;
+        }
+        if let Some(p) = self.text("password")? {
+            s.password = Some(Secret::new(p));
+        }
+        // The keys win over the URL's query (our extension, see
+        // `SftpSettings::from_url`); a key path from either is expanded.
+        let key_path = match self.text("key-path")? {
+            Some(p) => Some(p),
+            None => s.key_path.take().map(|p| p.to_string_lossy().into_owned()),
+        };
+        s.key_path = key_path.map(|p| expand_path(&p)).transpose()?;
+        if let Some(h) = self.text("host-key")? {
+            s.host_key = Some(h);
+        }
+        s.concurrent_writes = match self.settings.get("concurrent-writes") {
+            None | Some(Value::Null) => s.concurrent_writes,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => bail!("replica concurrent-writes: expected true or false, got {other}"),
+        };
+        s.validate().map_err(|e| anyhow!(e))?;
+        Ok(s)
+    }
+
     /// A string-valued key (numbers and booleans as written); `None` when
     /// unset or empty.
     fn text(&self, k: &str) -> Result<Option<String>> {
@@ -389,7 +454,7 @@ fn file_url_path(url: &str) -> Result<PathBuf> {
     if !url.starts_with("file:") {
         if let Some((scheme, _)) = url.split_once("://") {
             bail!(
-                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss, nats)",
+                "replica URL {}: unsupported scheme {scheme:?} (supported: file, s3, gs, abs, webdav, webdavs, oss, nats, sftp)",
                 redact_url(url)
             );
         }

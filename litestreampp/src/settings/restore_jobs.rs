@@ -11,6 +11,7 @@ use litestreampp_core::client::gcs::GcsSettings;
 use litestreampp_core::client::nats::NatsSettings;
 use litestreampp_core::client::oss;
 use litestreampp_core::client::s3::S3Settings;
+use litestreampp_core::client::sftp::SftpSettings;
 use litestreampp_core::client::webdav::WebdavSettings;
 use litestreampp_core::client::{ClientPool, ReplicaClient};
 use litestreampp_core::discover::Layout;
@@ -37,7 +38,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
     let (scheme, bucket, path, query) = split_url(url)?;
     let redacted = redact_url(url);
     match scheme {
-        "s3" | "oss" | "gs" | "abs" | "webdav" | "webdavs" | "nats" => {
+        "s3" | "oss" | "gs" | "abs" | "webdav" | "webdavs" | "nats" | "sftp" => {
             // A NATS URL names the server, then the bucket: the bucket is
             // where the others have theirs, the rest is the path in it.
             let nats_bucket;
@@ -89,6 +90,12 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
                         let mut s = WebdavSettings::from_url(&base).map_err(|e| anyhow!(e))?;
                         s.path = path.to_string();
                         ReplicaLocation::Webdav(Box::new(s))
+                    }
+                    // The URL's path is absolute on the server, as in Go.
+                    "sftp" => {
+                        let mut s = SftpSettings::from_url(&base).map_err(|e| anyhow!(e))?;
+                        s.path = format!("/{path}");
+                        ReplicaLocation::Sftp(Box::new(s))
                     }
                     _ => {
                         if !query.is_empty() {
@@ -156,7 +163,7 @@ pub async fn url_jobs(url: &str, out: &Path, pool: &ClientPool) -> Result<(Vec<J
             Ok((jobs, listing))
         }
         other => bail!(
-            "{redacted}: unsupported scheme {other:?} (supported: s3, oss, gs, abs, webdav, webdavs, nats, file)"
+            "{redacted}: unsupported scheme {other:?} (supported: s3, oss, gs, abs, webdav, webdavs, nats, sftp, file)"
         ),
     }
 }
