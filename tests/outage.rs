@@ -238,20 +238,26 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
     let o = &during["outage"];
     assert!(!o.is_null(), "no outage in /status: {during}");
     assert!(o["since"].as_str().is_some_and(|s| !s.is_empty()), "{o}");
-    assert!(
-        o["seconds"].as_f64().unwrap_or(0.0) >= outage.as_secs_f64() - 8.0,
-        "{o}"
-    );
+    // `since` is when the first failing sync began, so it covers the
+    // whole outage.
+    let seen = o["seconds"].as_f64().unwrap_or(0.0);
+    phase(&format!(
+        "outage seen for {seen:.0}s of {outage:?}; {reports} reports; {o}"
+    ));
+    assert!(seen >= outage.as_secs_f64() - 8.0, "{o}");
     assert!(o["hot"].as_u64().unwrap_or(0) >= hot as u64 / 2, "{o}");
     assert!(o["unshipped_bytes"].as_u64().unwrap_or(0) > 0, "{o}");
     assert!(o["last_error"].as_str().is_some(), "{o}");
     assert!(since_gauge > 1e9, "since gauge {since_gauge}");
     assert!(bytes_gauge > 0.0, "unshipped bytes gauge {bytes_gauge}");
-    // One report per interval from the first failure the fleet saw,
-    // which the S3 client's own retries hold back by up to ~15 s.
+    // One report per interval from the moment the first failure was
+    // known: the S3 client's own retries hold it back by ~15 s, and under
+    // a loaded fleet of 100,000 it was seen ~35 s late. The allowance:
+    // 20 s, or an eighth of a long outage.
     let expected = outage.as_secs() / report_every;
+    let late = (outage.as_secs() / 8).max(20) / report_every;
     assert!(
-        (expected.saturating_sub(4)..=expected + 1).contains(&(reports as u64)),
+        (expected.saturating_sub(late)..=expected + 1).contains(&(reports as u64)),
         "{reports} outage reports for {outage:?} at one per {report_every}s"
     );
     assert_eq!(per_db_errors, 0, "databases logged their own failures");
