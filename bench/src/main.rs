@@ -19,6 +19,7 @@ use nix::sys::resource::{UsageWho, getrusage};
 use rand::Rng;
 use rusqlite::Connection;
 
+mod backends;
 mod embedded;
 mod fleet;
 mod restore_pattern;
@@ -84,6 +85,10 @@ enum Cmd {
     /// A fleet restored from moto by restore-pattern, against a loop of Go
     /// `litestream restore`; then a mix with a few large databases.
     RestorePattern(restore_pattern::RestorePatternArgs),
+    /// Every remote backend on its local test server (Azurite,
+    /// fake-gcs-server, sshd, rclone webdav, nats-server): a large
+    /// database replicated and restored, a fleet by restore-pattern.
+    Backends(backends::BackendsArgs),
     /// The demo REST server (demos/embedded-server) under load on
     /// loopback: replication off, embedded, embedded with sync writes, and
     /// a Go Litestream sidecar.
@@ -254,6 +259,8 @@ enum Target {
         port: u16,
         moto: bool,
     },
+    /// Another backend's local server, the one its tests use.
+    Remote(std::rc::Rc<backends::Remote>),
 }
 
 const BUCKET: &str = "bench";
@@ -325,6 +332,7 @@ impl Target {
                 "s3://{BUCKET}/{name}-{}?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true",
                 run_id()
             ),
+            Target::Remote(r) => r.url(&format!("{name}-{}", run_id())),
         }
     }
 
@@ -347,12 +355,41 @@ impl Target {
                 "    replica:\n      type: s3\n      bucket: {BUCKET}\n      path: {name}-{}\n      endpoint: http://127.0.0.1:{port}\n      region: us-east-1\n      force-path-style: true\n",
                 run_id()
             )),
+            Target::Remote(r) => y.push_str(&format!(
+                "    replica:\n{}",
+                r.go_replica(&format!("{name}-{}", run_id()), "      ")
+                    .context("Go cannot reach this server")?
+            )),
         }
         if let Some(i) = interval {
             y.push_str(&format!("      sync-interval: {i}\n"));
         }
         std::fs::write(&cfg, y)?;
         Ok(cfg)
+    }
+
+    /// What Go's `restore` takes to find the replica `name` of `db` (in
+    /// `dir`): its URL, or a config file where no URL reaches the server.
+    fn go_restore_args(
+        &self,
+        dir: &Path,
+        db: &Path,
+        name: &str,
+    ) -> Result<Vec<std::ffi::OsString>> {
+        Ok(match self {
+            Target::Remote(_) => {
+                let cfg = self.go_config(dir, db, name, None)?;
+                vec!["-config".into(), cfg.into(), db.into()]
+            }
+            _ => vec![self.url(dir, name).into()],
+        })
+    }
+
+    /// The server's environment (emulator host, account key) on `c`.
+    fn env(&self, c: &mut Command) {
+        if let Target::Remote(r) = self {
+            r.env(c);
+        }
     }
 }
 
@@ -406,6 +443,8 @@ impl Bench {
                     let _ = http(*port, "PUT", &format!("/{BUCKET}"))?;
                 }
                 Target::File => {}
+                // A fresh server each run: Azurite keeps every blob in memory.
+                Target::Remote(r) => r.restart()?,
             }
             let mut replicas = Vec::new();
             for tool in ["go", "ours"] {
@@ -417,10 +456,12 @@ impl Bench {
                 let m = if tool == "go" {
                     let cfg = target.go_config(&dir, &db, &format!("replica-{tool}"), None)?;
                     let mut c = self.go();
+                    target.env(&mut c);
                     c.args(["replicate", "-once", "-config"]).arg(&cfg);
                     measure(c)?
                 } else {
                     let mut c = self.ours();
+                    target.env(&mut c);
                     c.args(["replicate", "-once"]).arg(&db).arg(&url);
                     measure(c)?
                 };
@@ -436,7 +477,8 @@ impl Bench {
                     rep.1.push(m.cpu);
                 }
                 std::fs::remove_file(&db)?;
-                replicas.push(url);
+                let go_args = target.go_restore_args(&dir, &db, &format!("replica-{tool}"))?;
+                replicas.push((url, go_args));
             }
             // Both tools restore the same replica: the one Go wrote.
             let mut outs = Vec::new();
@@ -444,7 +486,13 @@ impl Bench {
                 let out = self.work.join(format!("restored-{tool}.db"));
                 let _ = std::fs::remove_file(&out);
                 let mut c = if tool == "go" { self.go() } else { self.ours() };
-                c.args(["restore", "-o"]).arg(&out).arg(&replicas[0]);
+                target.env(&mut c);
+                c.args(["restore", "-o"]).arg(&out);
+                if tool == "go" {
+                    c.args(&replicas[0].1);
+                } else {
+                    c.arg(&replicas[0].0);
+                }
                 let r = measure(c)?;
                 eprintln!(
                     "run {run} restore {tool}: {:.2}s wall ({:.0} MB/s) {:.2}s cpu",
@@ -469,7 +517,8 @@ impl Bench {
                 let cross = self.work.join("restored-cross.db");
                 let _ = std::fs::remove_file(&cross);
                 let mut c = self.go();
-                c.args(["restore", "-o"]).arg(&cross).arg(&replicas[1]);
+                target.env(&mut c);
+                c.args(["restore", "-o"]).arg(&cross).args(&replicas[1].1);
                 measure(c)?;
                 // Our replica is of an untouched copy (Go adds its tables to the
                 // database it replicates), so it must restore to the source.
@@ -488,6 +537,7 @@ impl Bench {
             Target::File => "a `file` replica",
             Target::S3 { moto: true, .. } => "S3 (a moto server on 127.0.0.1)",
             Target::S3 { moto: false, .. } => "S3 (LocalStack in host mode on 127.0.0.1)",
+            Target::Remote(r) => r.label(),
         };
         Ok(format!(
             "Database: {mb:.0} MB ({size_mb} MiB target), 4 KiB pages, content compressing about 2:1. \
@@ -881,6 +931,7 @@ fn main() -> Result<()> {
         Cmd::Fleet(args) => b.fleet(&args)?,
         Cmd::RestorePattern(args) => b.restore_pattern(&args)?,
         Cmd::Embedded(args) => b.embedded(&args)?,
+        Cmd::Backends(args) => b.backends(&args)?,
         Cmd::All { size_mb, runs } => {
             println!(
                 "### Replication and restore of a {size_mb} MiB database, file replica\n\n{}",

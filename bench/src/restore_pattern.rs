@@ -46,7 +46,7 @@ fn url(port: u16, path: &str) -> String {
 }
 
 /// The `.db` files under `dir`, relative to it, sorted.
-fn databases(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn databases(dir: &Path) -> Result<Vec<PathBuf>> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         for e in std::fs::read_dir(dir)? {
             let e = e?;
@@ -71,7 +71,7 @@ fn databases(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Every database of `data` restored under `out`, and a sample passing
 /// `quick_check`.
-fn check_restored(data: &Path, out: &Path) -> Result<()> {
+pub(crate) fn check_restored(data: &Path, out: &Path) -> Result<()> {
     let want = databases(data)?;
     let got = databases(out)?;
     if want != got {
@@ -94,9 +94,10 @@ fn check_restored(data: &Path, out: &Path) -> Result<()> {
 }
 
 impl Bench {
-    fn lsdemo_build(&self, a: &RestorePatternArgs, dir: &Path, count: usize) -> Result<()> {
+    /// `count` small tenant databases under `dir`, by `lsdemo fleet-build`.
+    pub(crate) fn lsdemo_build(&self, lsdemo: &Path, dir: &Path, count: usize) -> Result<()> {
         let _ = std::fs::remove_dir_all(dir);
-        let out = Command::new(&a.lsdemo)
+        let out = Command::new(lsdemo)
             .args([
                 "fleet-build",
                 "--count",
@@ -200,7 +201,7 @@ impl Bench {
             "restore-pattern: building and backing up {} databases...",
             a.count
         );
-        self.lsdemo_build(a, &small, a.count)?;
+        self.lsdemo_build(&a.lsdemo, &small, a.count)?;
         let backup = self.back_up(&small, port, "small")?;
         eprintln!("restore-pattern: backed up in {backup:.1}s; restoring...");
         let ours = self.ours_restore(a, &small, port, "small")?;
@@ -246,7 +247,7 @@ impl Bench {
             "restore-pattern: the mix, {} small and {} of {} MiB...",
             a.mix_small, a.large, a.large_mb
         );
-        self.lsdemo_build(a, &mix, a.mix_small)?;
+        self.lsdemo_build(&a.lsdemo, &mix, a.mix_small)?;
         let big = self.work.join(format!("source-{}m.db", a.large_mb));
         generate_db(&big, a.large_mb)?;
         std::fs::create_dir_all(mix.join("large"))?;
