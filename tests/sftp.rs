@@ -35,29 +35,9 @@ fn settings(ssh: &SshServer, path: &Path) -> SftpSettings {
     }
 }
 
-/// Every file under `dir`, relative, with its size, sorted.
-fn files(dir: &Path) -> Vec<(String, u64)> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.push((rel, e.metadata().unwrap().len()));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
 /// `cmd` (Go or us) replicates `steps` transactions to `<data>/<rest>` on
 /// the server by a config file with Go's keys.
 fn replicate(ssh: &SshServer, rest: &str, cmd: Command, seed: u64, steps: u64) -> Replicated {
-    let data = ssh.data.clone();
     replicate_by_config(
         |db| {
             format!(
@@ -66,7 +46,7 @@ fn replicate(ssh: &SshServer, rest: &str, cmd: Command, seed: u64, steps: u64) -
                 ssh.replica_keys(rest, "      ")
             )
         },
-        || !files(&data).is_empty(),
+        || !ssh.files().is_empty(),
         cmd,
         seed,
         steps,
@@ -85,7 +65,7 @@ fn conformance_against_sshd() {
             .unwrap();
         conformance::run(c.as_ref()).await;
     });
-    let left = files(&ssh.data);
+    let left = ssh.files();
     assert!(left.is_empty(), "delete_all left files behind: {left:?}");
 }
 
@@ -96,7 +76,7 @@ fn go_replicates_to_sftp_we_restore() {
     let ssh = SshServer::start();
     let steps = 400;
     let r = replicate(&ssh, "apps/one", go(), 91, steps);
-    for (f, _) in files(&ssh.data) {
+    for (f, _) in ssh.files() {
         assert!(f.starts_with("apps/one/ltx/"), "Go wrote {f}");
     }
     let go_out = r.we_restore_as_go(steps, go(), ours());
@@ -119,7 +99,7 @@ fn we_replicate_to_sftp_go_restores() {
     let steps = 600;
     let r = replicate(&ssh, "tenant/a.db", ours(), 92, steps);
     let mut max = 0;
-    for (f, _) in files(&ssh.data) {
+    for (f, _) in ssh.files() {
         let name = f
             .strip_prefix("tenant/a.db/ltx/")
             .and_then(|r| r.split_once('/'))
@@ -140,7 +120,7 @@ fn large_files_are_streamed_and_renamed_into_place() {
     let ssh = SshServer::start();
     let c = sftp_client(settings(&ssh, &ssh.data.join("db"))).unwrap();
     let size = large_file_round_trip(c.as_ref());
-    assert_eq!(files(&ssh.data), vec![(LARGE_FILE_KEY.to_string(), size)]);
+    assert_eq!(ssh.files(), vec![(LARGE_FILE_KEY.to_string(), size)]);
 }
 
 /// A fleet backs up to `sftp://…/{path}` (the key and host key in the
@@ -189,7 +169,7 @@ fn a_wrong_host_key_is_refused() {
         "error does not name the replica: {out}"
     );
     assert!(out.contains("host key"), "error does not say why: {out}");
-    assert!(files(&ssh.data).is_empty(), "something was written: {out}");
+    assert!(ssh.files().is_empty(), "something was written: {out}");
 }
 
 /// A password is refused by this server (unprivileged, it cannot check

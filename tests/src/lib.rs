@@ -542,6 +542,31 @@ pub fn open_app(path: &Path, autocheckpoint: Option<i64>) -> Connection {
     c
 }
 
+/// Every file under `root`, relative to it, with its size, sorted; a
+/// missing directory or a file gone meanwhile is skipped (servers write
+/// while tests look).
+pub fn files_under(root: &Path) -> Vec<(String, u64)> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, u64)>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                let rel = p.strip_prefix(base).unwrap_or(&p);
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push((rel.to_string_lossy().into_owned(), size));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
 /// SHA-like identity check helper: true if two files have equal bytes.
 pub fn same_bytes(a: &Path, b: &Path) -> bool {
     std::fs::read(a).expect("read a") == std::fs::read(b).expect("read b")

@@ -167,6 +167,11 @@ impl SshServer {
         )
     }
 
+    /// Every file under [`Self::data`], relative to it, with its size.
+    pub fn files(&self) -> Vec<(String, u64)> {
+        crate::files_under(&self.data)
+    }
+
     /// The temporary directory holding the server's files.
     pub fn root(&self) -> &Path {
         self.dir.path()

@@ -4,7 +4,7 @@
 //! stopped when dropped. What it stores is read straight from its
 //! directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,25 +72,7 @@ impl Rclone {
 
     /// Every file it holds, relative to its root, with its size.
     pub fn files(&self) -> Vec<(String, u64)> {
-        fn walk(dir: &Path, base: &Path, out: &mut Vec<(String, u64)>) {
-            let Ok(rd) = std::fs::read_dir(dir) else {
-                return;
-            };
-            for e in rd.flatten() {
-                let p: PathBuf = e.path();
-                if p.is_dir() {
-                    walk(&p, base, out);
-                } else {
-                    let rel = p.strip_prefix(base).unwrap_or(&p);
-                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push((rel.to_string_lossy().into_owned(), size));
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(self.root(), self.root(), &mut out);
-        out.sort();
-        out
+        crate::files_under(self.root())
     }
 }
 
