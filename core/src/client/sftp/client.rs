@@ -591,7 +591,8 @@ impl ReplicaClient for SftpReplicaClient {
     }
 
     fn files_per_delete(&self) -> usize {
-        // One request per file: a failure retries only the rest.
+        // One request per file, and a file already gone counts as removed,
+        // so a batch retried after a failure redoes only what is left.
         64
     }
 
