@@ -109,12 +109,14 @@ pub fn large_file_round_trip(client: &dyn litestreampp_core::client::ReplicaClie
 /// The conformance suite with one request in twenty failing (500s,
 /// resets, truncated bodies, stalls) through a fault proxy in front of the
 /// server on `server_port`: the retry layer rides it out and every rule
-/// still holds. `open` gives the client that reaches the server through
-/// the proxy's port.
+/// still holds. Then nine in ten large bodies cut in half: every way of
+/// reading a file (a stream, a range of it, into memory) resumes where
+/// its body was cut. `open` gives the client that reaches the server on
+/// the port it is given.
 pub fn conformance_through_faults(
     server_port: u16,
     seed: u64,
-    open: impl FnOnce(u16) -> std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>,
+    open: impl Fn(u16) -> std::sync::Arc<dyn litestreampp_core::client::ReplicaClient>,
 ) {
     use crate::faultproxy::{FaultMix, FaultProxy};
     // A stall far below the clients' 30 s idle bound only delays the
@@ -134,6 +136,62 @@ pub fn conformance_through_faults(
         "too few faults injected: {}",
         proxy.stats.summary()
     );
+
+    let direct = open(server_port);
+    let cut = FaultProxy::start(server_port, FaultMix::cut_large_bodies(64 << 10), seed);
+    cut.set_rate(0.9);
+    let through = open(cut.port);
+    crate::runtime().block_on(reads_resume(direct.as_ref(), through.as_ref()));
+    eprintln!("cutting proxy: {}", cut.stats.summary());
+    assert!(
+        cut.stats
+            .truncated
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3,
+        "too few bodies cut: {}",
+        cut.stats.summary()
+    );
+}
+
+/// A 4 MiB file written through `direct` reads back whole through
+/// `through` (whose large bodies are cut): streamed, as a range from an
+/// offset, and into memory.
+async fn reads_resume(
+    direct: &dyn litestreampp_core::client::ReplicaClient,
+    through: &dyn litestreampp_core::client::ReplicaClient,
+) {
+    use litestreampp_core::TxId;
+    use litestreampp_core::client::{LtxBody, conformance};
+    use tokio::io::AsyncReadExt;
+    let ltx = conformance::large_ltx(1, 7, 1_795_000_000_153, 4 << 20);
+    direct
+        .write_ltx_file(9, TxId(1), TxId(7), LtxBody::Bytes(ltx.clone()))
+        .await
+        .expect("upload");
+    let (off, len) = (1000u64, 3u64 << 20);
+    let mut streamed = Vec::new();
+    let mut r = through
+        .open_ltx_file(9, TxId(1), TxId(7), 0, 0)
+        .await
+        .expect("open");
+    r.read_to_end(&mut streamed).await.expect("stream");
+    assert!(streamed == ltx, "the streamed file differs");
+    let mut ranged = Vec::new();
+    let mut r = through
+        .open_ltx_file(9, TxId(1), TxId(7), off, len)
+        .await
+        .expect("open a range");
+    r.read_to_end(&mut ranged).await.expect("stream a range");
+    assert!(
+        ranged == ltx[off as usize..(off + len) as usize],
+        "the streamed range differs"
+    );
+    let read = through
+        .read_ltx_range(9, TxId(1), TxId(7), 0, 0)
+        .await
+        .expect("read");
+    assert!(read == ltx, "the file read into memory differs");
+    direct.delete_all().await.expect("clean up");
 }
 
 /// A database replicated through a config file (by Go or by us), shipped

@@ -95,38 +95,127 @@ impl<C: ReplicaClient> RetryingClient<C> {
     }
 }
 
-/// Reads until `buf` holds `want` bytes (0: to the end), giving up on a
-/// read that stalls. Returns the error that stopped it, if any.
-async fn read_into(
-    r: &mut ByteReader,
-    buf: &mut Vec<u8>,
-    want: u64,
-    stall: Duration,
-) -> Option<Error> {
-    let mut chunk = vec![0u8; 256 << 10];
-    loop {
-        if want > 0 && buf.len() as u64 >= want {
-            return None;
-        }
-        match tokio::time::timeout(stall, r.read(&mut chunk)).await {
-            Err(_) => {
-                return Some(Error::io(
-                    "read",
-                    std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("no data for {stall:?}"),
+/// Where a resumable read of one file stands.
+struct Resume<C> {
+    inner: std::sync::Arc<C>,
+    policy: RetryPolicy,
+    level: u32,
+    min: TxId,
+    max: TxId,
+    /// The next byte to deliver.
+    pos: u64,
+    /// One past the last byte asked for; `None`: to the end of the file.
+    end: Option<u64>,
+    /// The open stream; `None` after it broke.
+    reader: Option<ByteReader>,
+    /// Failures since the last byte delivered.
+    failures: u32,
+    done: bool,
+}
+
+impl<C: ReplicaClient> Resume<C> {
+    fn what(&self) -> String {
+        format!(
+            "read {} level {} {}",
+            self.inner.location(),
+            self.level,
+            ltx_file_name(self.min, self.max)
+        )
+    }
+
+    /// The next chunk: from the open stream, or from one reopened at
+    /// `pos` after a break, a stall or (with a known end) an early end,
+    /// until `policy.max_attempts` failures in a row.
+    async fn next_chunk(&mut self) -> Option<std::io::Result<bytes::Bytes>> {
+        loop {
+            if self.done || self.end.is_some_and(|end| self.pos >= end) {
+                return None;
+            }
+            let err = match self.reader.as_mut() {
+                None => {
+                    let left = self.end.map_or(0, |end| end - self.pos);
+                    match (self.inner)
+                        .open_ltx_file(self.level, self.min, self.max, self.pos, left)
+                        .await
+                    {
+                        Ok(r) => {
+                            self.reader = Some(r);
+                            continue;
+                        }
+                        Err(e) if e.is_transient() => e,
+                        Err(e) => {
+                            self.done = true;
+                            return Some(Err(std::io::Error::other(e)));
+                        }
+                    }
+                }
+                Some(r) => {
+                    let mut chunk = vec![0u8; 256 << 10];
+                    let broke = match tokio::time::timeout(
+                        self.policy.read_stall,
+                        r.read(&mut chunk),
+                    )
+                    .await
+                    {
+                        Ok(Ok(0)) if self.end.is_none() => return None,
+                        Ok(Ok(n)) if n > 0 => {
+                            chunk.truncate(n);
+                            self.pos += n as u64;
+                            self.failures = 0;
+                            return Some(Ok(chunk.into()));
+                        }
+                        Ok(Ok(_)) => std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("stream ended at {} of {}", self.pos, self.end.unwrap_or(0)),
+                        ),
+                        Ok(Err(e)) => {
+                            std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string())
+                        }
+                        Err(_) => std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no data for {:?}", self.policy.read_stall),
+                        ),
+                    };
+                    Error::io(self.what(), broke)
+                }
+            };
+            self.reader = None;
+            self.failures += 1;
+            if self.failures >= self.policy.max_attempts {
+                self.done = true;
+                return Some(Err(std::io::Error::other(Error::Backend {
+                    context: self.what(),
+                    message: format!(
+                        "gave up after {} attempts at offset {}: {err}",
+                        self.failures, self.pos
                     ),
-                ));
+                    transient: true,
+                })));
             }
-            Ok(Err(e)) => {
-                return Some(Error::io(
-                    "read",
-                    std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string()),
-                ));
-            }
-            Ok(Ok(0)) => return None,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            let d = self.policy.delay(self.failures);
+            tracing::warn!(file = %self.what(), at = self.pos, error = %err, retry_in = ?d, "read broke; resuming");
+            tokio::time::sleep(d).await;
         }
+    }
+}
+
+/// A reader of `st`'s range that resumes where it broke. An error that
+/// ends the read is an [`Error`] inside the `io::Error` ([`from_read`]
+/// takes it out).
+fn resumable<C: ReplicaClient + 'static>(st: Resume<C>) -> ByteReader {
+    let chunks = futures::stream::unfold(st, |mut st| async move {
+        let chunk = st.next_chunk().await?;
+        Some((chunk, st))
+    });
+    Box::pin(tokio_util::io::StreamReader::new(chunks))
+}
+
+/// The error that ended a read of `what`: the [`Error`] a
+/// [`resumable`] reader carries, or the I/O error of any other reader.
+pub(crate) fn from_read(e: std::io::Error, what: String) -> Error {
+    match e.downcast::<Error>() {
+        Ok(inner) => inner,
+        Err(e) => Error::io(what, e),
     }
 }
 
@@ -230,6 +319,8 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
         )))
     }
 
+    /// Resumable: the stream reopens at the offset reached when it
+    /// breaks, stalls or ends early.
     async fn open_ltx_file(
         &self,
         level: u32,
@@ -238,14 +329,26 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
         offset: u64,
         size: u64,
     ) -> Result<ByteReader> {
-        self.retry("open", || {
-            self.inner.open_ltx_file(level, min, max, offset, size)
-        })
-        .await
+        let first = self
+            .retry("open", || {
+                self.inner.open_ltx_file(level, min, max, offset, size)
+            })
+            .await?;
+        Ok(resumable(Resume {
+            inner: self.inner.clone(),
+            policy: self.policy,
+            level,
+            min,
+            max,
+            pos: offset,
+            end: (size > 0).then(|| offset + size),
+            reader: Some(first),
+            failures: 0,
+            done: false,
+        }))
     }
 
-    /// Resumable: on a broken, stalled or short stream, reopens at the
-    /// offset reached.
+    /// Resumable, as [`open_ltx_file`](Self::open_ltx_file).
     async fn read_ltx_range(
         &self,
         level: u32,
@@ -254,52 +357,19 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
         offset: u64,
         size: u64,
     ) -> Result<Vec<u8>> {
-        let what = format!(
-            "{} level {level} {}",
-            self.inner.location(),
-            ltx_file_name(min, max)
-        );
+        let mut r = self.open_ltx_file(level, min, max, offset, size).await?;
         let mut buf = Vec::with_capacity(size as usize);
-        let mut failures = 0u32;
-        loop {
-            let got = buf.len() as u64;
-            let remaining = if size > 0 { size - got } else { 0 };
-            let err = match self
-                .inner
-                .open_ltx_file(level, min, max, offset + got, remaining)
-                .await
-            {
-                Ok(mut r) => {
-                    match read_into(&mut r, &mut buf, size, self.policy.read_stall).await {
-                        None if size == 0 || buf.len() as u64 == size => return Ok(buf),
-                        None => Error::io(
-                            format!("read {what}"),
-                            std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                format!("stream ended at {} of {size} bytes", buf.len()),
-                            ),
-                        ),
-                        Some(e) => e,
-                    }
-                }
-                Err(e) if e.is_transient() => e,
-                Err(e) => return Err(e),
-            };
-            failures += 1;
-            if failures >= self.policy.max_attempts {
-                return Err(Error::Backend {
-                    context: format!("read {what}"),
-                    message: format!(
-                        "gave up after {failures} attempts at offset {}: {err}",
-                        offset + buf.len() as u64
-                    ),
-                    transient: true,
-                });
-            }
-            let d = self.policy.delay(failures);
-            tracing::warn!(file = %what, at = offset + buf.len() as u64, error = %err, retry_in = ?d, "read broke; resuming");
-            tokio::time::sleep(d).await;
-        }
+        r.read_to_end(&mut buf).await.map_err(|e| {
+            from_read(
+                e,
+                format!(
+                    "read {} level {level} {}",
+                    self.inner.location(),
+                    ltx_file_name(min, max)
+                ),
+            )
+        })?;
+        Ok(buf)
     }
 
     async fn write_ltx_file(
@@ -346,85 +416,49 @@ impl<C: ReplicaClient + 'static> ReplicaClient for RetryingClient<C> {
     }
 }
 
-/// Streams bytes `start..end` of a file into `tx` in chunks, reopening the
-/// stream at the offset reached when it breaks, stalls or ends early (at
-/// most `policy.max_attempts` times without progress). Stops quietly when
-/// the receiver is gone.
+/// Streams bytes `start..end` of a file into `tx` in chunks; a stream
+/// that ends early is an error. Resuming a broken stream is the retry
+/// layer's: a remote client's [`RetryingClient`] reader reopens at the
+/// offset reached. Stops quietly when the receiver is gone.
 pub async fn pump_range(
     client: &dyn ReplicaClient,
     info: &FileInfo,
     start: u64,
     end: u64,
-    policy: RetryPolicy,
     tx: tokio::sync::mpsc::Sender<Result<Vec<u8>>>,
 ) {
-    let what = super::describe_file(client, info);
-    let mut pos = start;
-    let mut failures = 0u32;
-    while pos < end {
-        let err = match client
-            .open_ltx_file(info.level, info.min_txid, info.max_txid, pos, end - pos)
-            .await
-        {
-            Ok(mut r) => loop {
-                let mut chunk = vec![0u8; 512 << 10];
-                match tokio::time::timeout(policy.read_stall, r.read(&mut chunk)).await {
-                    Ok(Ok(0)) => {
-                        break Error::io(
-                            format!("read {what}"),
-                            std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                format!("stream ended at {pos} of {end}"),
-                            ),
-                        );
-                    }
-                    Ok(Ok(n)) => {
-                        chunk.truncate(n);
-                        pos += n as u64;
-                        failures = 0;
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return;
-                        }
-                        if pos >= end {
-                            return;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        break Error::io(
-                            format!("read {what}"),
-                            std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string()),
-                        );
-                    }
-                    Err(_) => {
-                        break Error::io(
-                            format!("read {what}"),
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!("no data for {:?}", policy.read_stall),
-                            ),
-                        );
-                    }
-                }
-            },
-            Err(e) if e.is_transient() => e,
-            Err(e) => {
-                let _ = tx.send(Err(e)).await; // the receiver may be gone: nothing more to do
-                return;
-            }
-        };
-        failures += 1;
-        if failures >= policy.max_attempts {
-            let _ = tx
-                .send(Err(Error::Backend {
-                    context: format!("read {what}"),
-                    message: format!("gave up after {failures} attempts at offset {pos}: {err}"),
-                    transient: true,
-                }))
-                .await;
+    let what = || format!("read {}", super::describe_file(client, info));
+    let mut r = match client
+        .open_ltx_file(info.level, info.min_txid, info.max_txid, start, end - start)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await; // the receiver may be gone: nothing more to do
             return;
         }
-        let d = policy.delay(failures);
-        tracing::warn!(file = %what, at = pos, error = %err, retry_in = ?d, "read broke; resuming");
-        tokio::time::sleep(d).await;
+    };
+    let mut pos = start;
+    while pos < end {
+        let mut chunk = vec![0u8; 512 << 10];
+        let sent = match r.read(&mut chunk).await {
+            Ok(0) => Err(Error::io(
+                what(),
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("stream ended at {pos} of {end}"),
+                ),
+            )),
+            Ok(n) => {
+                chunk.truncate(n);
+                pos += n as u64;
+                Ok(chunk)
+            }
+            Err(e) => Err(from_read(e, what())),
+        };
+        let failed = sent.is_err();
+        if tx.send(sent).await.is_err() || failed {
+            return;
+        }
     }
 }

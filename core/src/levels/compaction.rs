@@ -7,7 +7,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use jiff::Timestamp;
 
-use crate::client::retry::{RetryPolicy, pump_range};
+use crate::client::retry::pump_range;
 use crate::client::{FileInfo, LtxBody, ReplicaClient, list_all};
 use crate::compact;
 use crate::error::{Error, Result};
@@ -239,7 +239,7 @@ async fn download(client: &dyn ReplicaClient, info: &FileInfo, path: &Path) -> R
         .await
         .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    let pump = pump_range(client, info, 0, info.size, RetryPolicy::default(), tx);
+    let pump = pump_range(client, info, 0, info.size, tx);
     let write = async {
         while let Some(chunk) = rx.recv().await {
             let chunk = chunk?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 
-use crate::client::retry::{RetryPolicy, pump_range};
+use crate::client::retry::pump_range;
 use crate::client::{ReplicaClient, read_range};
 use crate::dbfile;
 use crate::error::{Error, IoContext, Result};
@@ -125,15 +125,7 @@ pub(super) async fn write_database(
                         let (tx, rx) = tokio::sync::mpsc::channel(16);
                         let (c, i, start) = (client.clone(), info.clone(), u.start);
                         tokio::spawn(async move {
-                            pump_range(
-                                c.as_ref(),
-                                &i,
-                                start,
-                                fetch_end,
-                                RetryPolicy::default(),
-                                tx,
-                            )
-                            .await;
+                            pump_range(c.as_ref(), &i, start, fetch_end, tx).await;
                         });
                         UnitInput::Stream {
                             rx,
