@@ -76,6 +76,65 @@ fn conformance_through_faults() {
     });
 }
 
+/// Three in ten directory listings answered 404 (through the fault proxy)
+/// while the directories exist: retried, never read as an empty replica.
+/// Every listing (all files, one level, the whole tree) equals the
+/// server's, every time; a replica that does not exist still lists as
+/// empty.
+#[test]
+fn listings_answered_404_are_not_an_empty_replica() {
+    use futures::StreamExt;
+    use litestreampp_core::TxId;
+    use litestreampp_core::client::{FileInfo, LtxBody};
+    use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
+    let dav = Rclone::start();
+    let proxy = FaultProxy::start(dav.port, FaultMix::lost_listings(), 41);
+    proxy.set_rate(0.3);
+    let via_proxy = format!("http://127.0.0.1:{}", proxy.port);
+    let direct = webdav_client(&settings(&dav.url(), "tenant/db")).unwrap();
+    let through = webdav_client(&settings(&via_proxy, "tenant/db")).unwrap();
+    let missing = webdav_client(&settings(&via_proxy, "no/such/db")).unwrap();
+    let ids = |v: &[FileInfo]| -> Vec<(u32, TxId, TxId)> {
+        v.iter()
+            .map(|f| (f.level, f.min_txid, f.max_txid))
+            .collect()
+    };
+    runtime().block_on(async {
+        for (level, min, max) in [(0, 1, 1), (0, 2, 2), (1, 1, 2), (9, 1, 2)] {
+            let ltx = conformance::large_ltx(min, max, 1_795_000_000_000, 4096);
+            direct
+                .write_ltx_file(level, TxId(min), TxId(max), LtxBody::Bytes(ltx))
+                .await
+                .unwrap();
+        }
+        let all = ids(&direct.all_ltx_files().await.unwrap());
+        let tree = direct.list_tree().await.unwrap().len();
+        assert_eq!(all.len(), 4);
+        for _ in 0..20 {
+            assert_eq!(ids(&through.all_ltx_files().await.unwrap()), all);
+            let level0: Vec<_> = through
+                .ltx_files(0, TxId(0), false)
+                .await
+                .unwrap()
+                .collect()
+                .await;
+            assert_eq!(level0.len(), 2, "level 0 listed as {level0:?}");
+            assert_eq!(through.list_tree().await.unwrap().len(), tree);
+            assert!(missing.all_ltx_files().await.unwrap().is_empty());
+        }
+    });
+    eprintln!("fault proxy: {}", proxy.stats.summary());
+    assert!(
+        proxy
+            .stats
+            .lost_listings
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 20,
+        "too few listings lost: {}",
+        proxy.stats.summary()
+    );
+}
+
 /// Go replicates to WebDAV; we restore the same bytes Go restores, from
 /// the same config file and from the URL form.
 #[test]

@@ -1,8 +1,9 @@
 //! A fault-injecting HTTP proxy between a client and a real S3 server:
 //! with a given probability per request it answers 500 or 503 SlowDown
 //! itself, resets the connection, forwards the request but truncates the
-//! response body, or stalls before answering; during an outage it resets
-//! every connection at once. Every connection carries one
+//! response body, or stalls before answering, or (WebDAV) answers a
+//! directory listing 404; during an outage it resets every connection at
+//! once. Every connection carries one
 //! request (`Connection: close`), which keeps the proxy simple and exact.
 
 use std::io::{Read, Write};
@@ -22,6 +23,8 @@ pub struct FaultStats {
     pub resets: AtomicU64,
     pub truncated: AtomicU64,
     pub stalls: AtomicU64,
+    /// WebDAV listings (PROPFIND) answered 404.
+    pub lost_listings: AtomicU64,
     /// Connections reset during an outage.
     pub outage_resets: AtomicU64,
     /// PUT requests being forwarded now, and the most there ever were at
@@ -56,6 +59,7 @@ impl FaultStats {
             &self.resets,
             &self.truncated,
             &self.stalls,
+            &self.lost_listings,
         ]
         .iter()
         .map(|a| a.load(Ordering::Relaxed))
@@ -66,7 +70,7 @@ impl FaultStats {
     pub fn summary(&self) -> String {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} requests, {} faults: {} HTTP 500, {} SlowDown, {} resets, {} truncated bodies, {} stalls; {} requests refused during outages",
+            "{} requests, {} faults: {} HTTP 500, {} SlowDown, {} resets, {} truncated bodies, {} stalls, {} listings lost; {} requests refused during outages",
             l(&self.requests),
             self.faults(),
             l(&self.errors_500),
@@ -74,6 +78,7 @@ impl FaultStats {
             l(&self.resets),
             l(&self.truncated),
             l(&self.stalls),
+            l(&self.lost_listings),
             l(&self.outage_resets)
         )
     }
@@ -90,6 +95,12 @@ pub struct FaultMix {
     /// Truncate only response bodies of at least this many bytes (others
     /// pass untouched even when picked for a fault).
     pub truncate_min_body: usize,
+    /// A WebDAV listing (PROPFIND at depth 1) picked for a fault is
+    /// answered 404, as if its directory did not exist: a server that
+    /// stumbles under load. Other requests picked for a fault pass, stats
+    /// (depth 0) among them: what a client cannot tell from a directory
+    /// that is really missing is two wrong answers in a row.
+    pub lose_listings: bool,
 }
 
 impl FaultMix {
@@ -102,6 +113,7 @@ impl FaultMix {
             stalls: true,
             stall: Duration::from_millis(1500),
             truncate_min_body: 0,
+            lose_listings: false,
         }
     }
 
@@ -114,6 +126,16 @@ impl FaultMix {
             stalls: false,
             stall: Duration::ZERO,
             truncate_min_body: 0,
+            lose_listings: false,
+        }
+    }
+
+    /// Only WebDAV listings answered 404.
+    pub fn lost_listings() -> Self {
+        FaultMix {
+            truncate: false,
+            lose_listings: true,
+            ..Self::truncate_only()
         }
     }
 
@@ -268,6 +290,12 @@ fn close_after(head: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// A WebDAV PROPFIND of a directory's members (`Depth: 1`).
+fn is_listing(head: &[u8]) -> bool {
+    let head = String::from_utf8_lossy(head).to_ascii_lowercase();
+    head.starts_with("propfind ") && head.lines().any(|l| l.trim() == "depth: 1")
+}
+
 fn respond(c: &mut TcpStream, status: &str, code: &str) {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>"
@@ -300,6 +328,7 @@ fn handle(
         (mix.resets, 2),
         (mix.truncate, 3),
         (mix.stalls, 4),
+        (mix.lose_listings, 5),
     ]
     .into_iter()
     .filter(|(on, _)| *on)
@@ -329,6 +358,11 @@ fn handle(
         Some(4) => {
             st.stalls.fetch_add(1, Ordering::Relaxed);
             std::thread::sleep(mix.stall);
+        }
+        Some(5) if is_listing(&head) => {
+            st.lost_listings.fetch_add(1, Ordering::Relaxed);
+            respond(&mut c, "404 Not Found", "NotFound");
+            return;
         }
         _ => {}
     }

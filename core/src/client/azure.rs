@@ -197,6 +197,7 @@ pub(crate) fn client_on(
         &settings.path,
         Some(METADATA_TIMESTAMP),
         super::operator::Upload::Blocks,
+        super::operator::Listing::Prefixes,
     )
 }
 

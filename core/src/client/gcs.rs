@@ -120,6 +120,7 @@ pub(crate) fn client_on(
         &settings.path,
         Some(METADATA_TIMESTAMP),
         super::operator::Upload::Compose,
+        super::operator::Listing::Prefixes,
     )
 }
 

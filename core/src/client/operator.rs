@@ -96,6 +96,25 @@ pub(crate) struct OperatorClient {
     /// in Go, and exact times come from each file's LTX header.
     timestamp_key: Option<&'static str>,
     upload: Upload,
+    listing: Listing,
+}
+
+/// What a directory is on a backend, and so how a listing that finds
+/// nothing is told from one that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Listing {
+    /// A key prefix (object stores): a listing of a prefix nothing is
+    /// under is empty, and a recursive listing is one flat request.
+    Prefixes,
+    /// A real directory (WebDAV collections): a listing names the
+    /// directory itself. OpenDAL reads a 404 as an empty listing and, when
+    /// recursive, skips a subdirectory that answers 404 or 403 without a
+    /// word, so that a server that stumbles would make a replica look
+    /// empty (a restore finds nothing; a first sync starts over). So
+    /// directories are walked one listing at a time here, and a listing
+    /// without its own entry is a 404, believed only if a stat agrees.
+    #[cfg(feature = "webdav")]
+    Collections,
 }
 
 impl fmt::Debug for OperatorClient {
@@ -119,6 +138,7 @@ impl OperatorClient {
         path: &str,
         timestamp_key: Option<&'static str>,
         upload: Upload,
+        listing: Listing,
     ) -> OperatorClient {
         OperatorClient {
             op,
@@ -127,6 +147,7 @@ impl OperatorClient {
             root: root_prefix(path),
             timestamp_key,
             upload,
+            listing,
         }
     }
 
@@ -167,6 +188,11 @@ impl OperatorClient {
     /// (callers keep the kinds they want). A missing directory lists as
     /// empty.
     async fn entries(&self, dir: &str, recursive: bool) -> Result<Vec<opendal::Entry>> {
+        match self.listing {
+            Listing::Prefixes => {}
+            #[cfg(feature = "webdav")]
+            Listing::Collections => return self.walk(dir, recursive).await,
+        }
         let listed = self
             .op
             .list_options(
@@ -182,6 +208,59 @@ impl OperatorClient {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(self.err(e, "list", dir)),
         }
+    }
+
+    /// [`entries`](Self::entries) of [`Listing::Collections`]: one
+    /// listing per directory, each as [`members`](Self::members) finds it.
+    #[cfg(feature = "webdav")]
+    async fn walk(&self, dir: &str, recursive: bool) -> Result<Vec<opendal::Entry>> {
+        let mut out = Vec::new();
+        let mut pending = vec![dir.to_string()];
+        while let Some(d) = pending.pop() {
+            for e in self.members(&d).await? {
+                if recursive && e.metadata().mode() == EntryMode::DIR {
+                    pending.push(e.path().to_string());
+                }
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of directory `d`, without `d` itself. A listing that
+    /// lacks `d`'s own entry was answered with a 404: `d` has no members
+    /// if a stat finds it missing too (it does not exist yet, or was
+    /// removed during a walk); if the stat finds it, the listing is asked
+    /// again, a few times, then it is a transient error for the retry
+    /// layer. Per directory, because a walk of a fleet's tree is
+    /// thousands of listings, too many to restart as one.
+    #[cfg(feature = "webdav")]
+    async fn members(&self, d: &str) -> Result<Vec<opendal::Entry>> {
+        const LISTINGS: u32 = 4;
+        let same = |a: &str| a.trim_start_matches('/') == d.trim_start_matches('/');
+        for _ in 0..LISTINGS {
+            let listed = match self.op.list(d).await {
+                Ok(v) => v,
+                Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(self.err(e, "list", d)),
+            };
+            if listed.iter().any(|e| same(e.path())) {
+                return Ok(listed.into_iter().filter(|e| !same(e.path())).collect());
+            }
+            match self.op.stat(d).await {
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(self.err(e, "stat", d)),
+                Ok(_) => {} // it exists: list again
+            }
+        }
+        Err(Error::Backend {
+            context: format!("list {}", self.describe(d)),
+            message: format!(
+                "the server answered {LISTINGS} times that the directory does not exist, \
+                 and each time after that that it does"
+            ),
+            transient: true,
+        })
     }
 
     /// The exact timestamp of `key`: from its metadata, if it has one;

@@ -128,7 +128,7 @@ pub(crate) use enabled::{DavError, DavWriter, client_on, operator};
 mod enabled {
     use super::WebdavSettings;
     use crate::client::LtxBody;
-    use crate::client::operator::{OperatorClient, Upload};
+    use crate::client::operator::{Listing, OperatorClient, Upload};
     use crate::error::{Error, Result};
     use crate::redact::Secret;
 
@@ -160,6 +160,7 @@ mod enabled {
             &settings.path,
             None,
             Upload::Rename(DavWriter::new(settings)?),
+            Listing::Collections,
         ))
     }
 
