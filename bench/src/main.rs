@@ -146,6 +146,18 @@ fn measure(mut c: Command) -> Result<Measured> {
         .output()
         .context("spawn")?;
     let wall = t0.elapsed().as_secs_f64();
+    if let Some(log) = std::env::var_os("LSBENCH_STDERR") {
+        // What each measured command said, to read after the run.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("open {}", Path::new(&log).display()))?;
+        writeln!(f, "=== {c:?} ({wall:.1} s)")
+            .and_then(|()| f.write_all(&out.stderr))
+            .with_context(|| format!("write {}", Path::new(&log).display()))?;
+    }
     if !out.status.success() {
         bail!("{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }

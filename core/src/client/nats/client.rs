@@ -172,40 +172,64 @@ impl NatsReplicaClient {
         }
     }
 
-    /// Every object under this replica's root.
+    /// Every object under this replica's root: the last message of each
+    /// of the bucket's metadata subjects is an object's info. Read by an
+    /// ordered pull consumer, not async-nats's `list`, whose push consumer
+    /// loses what the server pushes before its subscription is in place: a
+    /// listing made while other replicas upload to the bucket then waited
+    /// for a message that never came (each of a fleet's first listings
+    /// stalled for [`LIST_IDLE`]).
     async fn objects(&self) -> Result<Vec<ObjectInfo>> {
-        let store = self.store().await?;
-        let mut list = store
-            .list()
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        let failed = |e: &dyn std::fmt::Display| self.failed("list", &self.root, e, true);
+        self.store().await?; // a missing bucket: the clear error
+        let js = self.connection.jetstream(&self.settings).await?;
+        let stream = js
+            .get_stream_no_info(format!("OBJ_{}", self.settings.bucket))
             .await
-            .map_err(|e| self.failed("list", &self.root, e, true))?;
+            .map_err(|e| failed(&e))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: format!("$O.{}.M.>", self.settings.bucket),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                description: Some("litestreampp listing".to_string()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| failed(&e))?;
         let mut out = Vec::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(out);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| failed(&e))?;
         loop {
-            // A listing ends at the message the server says is the last;
+            // The listing ends at the message the server says is the last;
             // if that one is rolled up (an object replaced or deleted
-            // meanwhile, as in a bucket other replicas write), no message
-            // ends it: a stall is a transient failure, and the listing is
-            // tried again.
-            let item = match tokio::time::timeout(LIST_IDLE, list.next()).await {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
+            // meanwhile), no message ends it: a stall is a transient
+            // failure, and the listing is tried again.
+            let message = match tokio::time::timeout(LIST_IDLE, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(failed(&e)),
+                Ok(None) => return Err(failed(&"the listing ended before its last object")),
                 Err(_) => {
-                    return Err(self.failed(
-                        "list",
-                        &self.root,
-                        format!(
-                            "no answer for {LIST_IDLE:?} (an object replaced during the listing)"
-                        ),
-                        true,
-                    ));
+                    return Err(failed(&format!(
+                        "no answer for {LIST_IDLE:?} (an object replaced during the listing)"
+                    )));
                 }
             };
-            let info = item.map_err(|e| self.failed("list", &self.root, e, true))?;
+            let pending = message.info().map_err(|e| failed(&e))?.pending;
+            let info: ObjectInfo =
+                serde_json::from_slice(&message.payload).map_err(|e| Error::Corrupt {
+                    file: format!("{} object info", self.settings.location()),
+                    reason: e.to_string(),
+                })?;
             if !info.deleted && info.name.starts_with(&self.root) {
                 out.push(info);
             }
+            if pending == 0 {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
     /// The file an object is, if it is one of this replica's LTX files.
