@@ -111,16 +111,33 @@ fn a_missing_bucket_is_a_clear_error() {
 
 /// A fleet shares one bucket, each database under its own path (ours; Go
 /// keeps one database per bucket), and `restore-pattern` brings every one
-/// back from one listing.
+/// back from one listing. No listing stalls or is retried: the first
+/// listings run while the other replicas upload to the bucket, which is
+/// where async-nats's own listing lost messages and waited out its bound.
 #[test]
 fn fleet_shares_a_bucket_and_restore_pattern_brings_it_back() {
     let n = NatsServer::start();
     n.create_bucket("fleet");
     let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let logged = || {
+        let mut c = ours();
+        let f = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        c.env("LITESTREAM_LOG_LEVEL", "debug").stderr(f);
+        c
+    };
     fleet_round_trip(
         dir.path(),
         &n.url("fleet/backups/{path}"),
         &n.url("fleet/backups/**/*.db"),
-        ours,
+        logged,
     );
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("backed up"), "no back up logged: {said}");
+    let retried: Vec<_> = said.lines().filter(|l| l.contains("retrying")).collect();
+    assert!(retried.is_empty(), "requests were retried: {retried:#?}");
 }
