@@ -93,6 +93,26 @@ fn conformance_through_faults() {
     });
 }
 
+/// Replication through one request in ten failing, with compaction and
+/// retention running: a restore straight from Azurite holds every commit.
+#[test]
+fn replication_through_faults() {
+    let az = Azurite::start();
+    az.create_container("faulty");
+    backends::replication_through_faults(
+        az.port,
+        37,
+        |db, port| {
+            format!(
+                "dbs:\n  - path: {}\n    checkpoint-interval: 1s\n    replica:\n      type: abs\n      bucket: faulty\n      path: db\n      account-name: {ACCOUNT}\n      endpoint: http://127.0.0.1:{port}/{ACCOUNT}\n      sync-interval: 50ms\n",
+                db.display()
+            )
+        },
+        |_| with_key(ours()),
+        || !az.names("faulty").is_empty(),
+    );
+}
+
 /// Go replicates to Azure; we restore the same bytes Go restores, from
 /// the same config file, and Go's layout and metadata are what we read.
 #[test]

@@ -63,6 +63,27 @@ fn conformance_through_faults() {
     });
 }
 
+/// Replication through one request in ten failing, with compaction and
+/// retention running: a restore straight from fake-gcs-server holds
+/// every commit.
+#[test]
+fn replication_through_faults() {
+    let gcs = FakeGcs::start();
+    gcs.create_bucket("faulty");
+    backends::replication_through_faults(
+        gcs.port,
+        43,
+        |db, _| {
+            format!(
+                "dbs:\n  - path: {}\n    checkpoint-interval: 1s\n    replica:\n      url: gs://faulty/db\n      sync-interval: 50ms\n",
+                db.display()
+            )
+        },
+        |port| with_emulator(ours(), &format!("127.0.0.1:{port}")),
+        || !gcs.keys("faulty").is_empty(),
+    );
+}
+
 /// Go replicates to GCS; we restore the same bytes Go restores, and Go's
 /// layout and metadata are what we read.
 #[test]

@@ -135,6 +135,25 @@ fn listings_answered_404_are_not_an_empty_replica() {
     );
 }
 
+/// Replication through one request in ten failing, with compaction and
+/// retention running: a restore straight from rclone holds every commit.
+#[test]
+fn replication_through_faults() {
+    let dav = Rclone::start();
+    backends::replication_through_faults(
+        dav.port,
+        47,
+        |db, port| {
+            format!(
+                "dbs:\n  - path: {}\n    checkpoint-interval: 1s\n    replica:\n      type: webdav\n      webdav-url: http://127.0.0.1:{port}\n      webdav-username: {USER}\n      webdav-password: {PASSWORD}\n      path: faulty/db\n      sync-interval: 50ms\n",
+                db.display()
+            )
+        },
+        |_| ours(),
+        || !dav.files().is_empty(),
+    );
+}
+
 /// Go replicates to WebDAV; we restore the same bytes Go restores, from
 /// the same config file and from the URL form.
 #[test]

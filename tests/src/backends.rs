@@ -153,6 +153,70 @@ pub fn conformance_through_faults(
     );
 }
 
+/// Compaction to two levels, snapshots and retention every few seconds:
+/// a replicator that lists, reads, writes and deletes all the time.
+const BUSY_LEVELS: &str = "levels:\n  - interval: 1s\n  - interval: 3s\nsnapshot:\n  interval: 4s\n  retention: 4s\nl0-retention: 2s\n";
+
+/// Replication with one request in ten failing (500s, resets, truncated
+/// bodies, short stalls, WebDAV listings answered 404) through a fault proxy in front of the server on
+/// `server_port`, while compaction, snapshots and retention run every few
+/// seconds: the replicator rides it out, and a restore straight from the
+/// server, its integrity checked in full, holds every commit. `config`
+/// writes the `dbs:` part of a config file for the database, the server
+/// at the port it is given (the proxy's, then the server's own), and
+/// `cmd` our binary with the backend's environment for that port;
+/// `shipped` sees the first upload.
+pub fn replication_through_faults(
+    server_port: u16,
+    seed: u64,
+    config: impl Fn(&Path, u16) -> String,
+    cmd: impl Fn(u16) -> Command,
+    shipped: impl FnMut() -> bool,
+) {
+    use crate::faultproxy::{FaultMix, FaultProxy};
+    let proxy = FaultProxy::start(
+        server_port,
+        FaultMix {
+            stall: Duration::from_millis(500),
+            lose_listings: true,
+            ..FaultMix::all()
+        },
+        seed,
+    );
+    proxy.set_rate(0.10);
+    let steps = 1500;
+    let r = replicate_by_config(
+        |db| format!("{BUSY_LEVELS}{}", config(db, proxy.port)),
+        shipped,
+        cmd(proxy.port),
+        seed,
+        steps,
+    );
+    let direct = r.dir.path().join("direct.yml");
+    std::fs::write(
+        &direct,
+        format!("{BUSY_LEVELS}{}", config(&r.db, server_port)),
+    )
+    .expect("write config");
+    let out = r.dir.path().join("restored.db");
+    run_ok({
+        let mut c = cmd(server_port);
+        c.args(["restore", "-config"])
+            .arg(&direct)
+            .args(["-integrity-check", "full", "-o"])
+            .arg(&out)
+            .arg(&r.db);
+        c
+    });
+    assert_eq!(crate::verify_restore(&out, &r.workload), steps);
+    eprintln!("replication through faults: {}", proxy.stats.summary());
+    assert!(
+        proxy.stats.faults() >= 5,
+        "too few faults injected: {}",
+        proxy.stats.summary()
+    );
+}
+
 /// A 4 MiB file written through `direct` reads back whole through
 /// `through` (whose large bodies are cut): streamed, as a range from an
 /// offset, and into memory.
