@@ -2,8 +2,8 @@
 """What each backend costs to build: the compile time of the crates that
 only it brings in, from one cold build's `cargo build --timings` report.
 
-    CARGO_TARGET_DIR=/tmp/cold cargo build --profile ci -p litestreampp --timings
-    bench/build_cost.py /tmp/cold/cargo-timings/cargo-timing.html
+    time CARGO_TARGET_DIR=/tmp/cold cargo build --profile ci -p litestreampp --timings
+    bench/build_cost.py /tmp/cold/cargo-timings/cargo-timing.html [CPU_SECONDS]
 
 For each backend feature of the litestreampp binary, the crates `cargo
 tree` lists with that feature alone and not without any backend are its
@@ -13,6 +13,10 @@ are summed. Durations are per unit, so a sum is CPU-bound compile time,
 not wall time: on N cores, units run N at a time. Crates two backends
 share (OpenDAL's HTTP stack for gcs, azure and webdav) are counted under
 each, and once in the "OpenDAL backends together" row. Prints Markdown.
+
+A unit's duration is its wall time, which a loaded machine stretches; the
+shares hold better than the seconds. Given the build's CPU time (user +
+sys from `time`), each share of it is printed too.
 """
 
 import json
@@ -52,9 +56,10 @@ def unit_seconds(report):
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     secs = unit_seconds(sys.argv[1])
+    cpu = float(sys.argv[2]) if len(sys.argv) == 3 else None
     base = crates([])
     total = sum(secs.values())
     rows = []
@@ -69,11 +74,19 @@ def main():
     print(f"Every unit of the build: {total:.0f} s of compile time "
           f"({len(secs)} crates). Without any backend: "
           f"{sum(secs.get(c, 0.0) for c in base):.0f} s ({len(base)} crates).\n")
-    print("| backend feature | crates only it brings | their compile time | share of the build |")
-    print("|---|---:|---:|---:|")
+    head = "| backend feature | crates only it brings | their units' time | share of the build |"
+    rule = "|---|---:|---:|---:|"
+    if cpu:
+        head += " that share of the build's CPU time |"
+        rule += "---:|"
+    print(head)
+    print(rule)
     for label, n, cost, missing in rows:
         note = f" ({len(missing)} not in the report)" if missing else ""
-        print(f"| {label} | {n}{note} | {cost:.0f} s | {100 * cost / total:.0f} % |")
+        line = f"| {label} | {n}{note} | {cost:.0f} s | {100 * cost / total:.0f} % |"
+        if cpu:
+            line += f" {cpu * cost / total:.0f} s |"
+        print(line)
 
 
 if __name__ == "__main__":
