@@ -293,8 +293,8 @@ fn file_replica_full_disk_and_read_only() {
         .arg(&out)
         .arg(&url);
     run_ok(c);
-    assert_eq!(verify_restore(&out, &w), final_step);
     let log = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(verify_restore(&out, &w), final_step, "{log}");
     assert!(log.contains("Read-only"), "{log}");
     eprintln!(
         "file replica: filled up and read-only while {final_step} commits were made; errors named the replica, no partial files, restore exact"

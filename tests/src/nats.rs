@@ -87,6 +87,9 @@ impl NatsServer {
     }
 
     /// Every object in a bucket: (name, size, `Litestream-Timestamp`).
+    /// By async-nats's own listing, which can lose the server's first
+    /// messages and then wait for ever (docs/benchmarks.md, NATS): a
+    /// listing that stalls for 5 s is made again.
     pub fn objects(&self, bucket: &str) -> Vec<(String, u64, Option<String>)> {
         use futures::StreamExt;
         crate::runtime().block_on(async {
@@ -96,19 +99,30 @@ impl NatsServer {
                 .get_object_store(bucket)
                 .await
                 .expect("open object store");
-            let mut list = store.list().await.expect("list");
-            let mut out = Vec::new();
-            while let Some(o) = list.next().await {
-                let o = o.expect("list entry");
-                let ts = o
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Litestream-Timestamp"))
-                    .map(|v| v.as_str().to_string());
-                out.push((o.name, o.size as u64, ts));
+            for _ in 0..20 {
+                let mut list = store.list().await.expect("list");
+                let mut out = Vec::new();
+                loop {
+                    match tokio::time::timeout(std::time::Duration::from_secs(5), list.next()).await
+                    {
+                        Ok(Some(o)) => {
+                            let o = o.expect("list entry");
+                            let ts = o
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get("Litestream-Timestamp"))
+                                .map(|v| v.as_str().to_string());
+                            out.push((o.name, o.size as u64, ts));
+                        }
+                        Ok(None) => {
+                            out.sort();
+                            return out;
+                        }
+                        Err(_) => break, // stalled: list again
+                    }
+                }
             }
-            out.sort();
-            out
+            panic!("every listing of bucket {bucket} stalled");
         })
     }
 }
