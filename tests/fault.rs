@@ -294,7 +294,17 @@ fn file_replica_full_disk_and_read_only() {
         .arg(&url);
     run_ok(c);
     let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(verify_restore(&out, &w), final_step, "{log}");
+    let mut files: Vec<_> = litestreampp_e2e::files_under(&replica)
+        .into_iter()
+        .map(|(f, n)| format!("{f} {n}"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        verify_restore(&out, &w),
+        final_step,
+        "{log}\nreplica:\n{}",
+        files.join("\n")
+    );
     assert!(log.contains("Read-only"), "{log}");
     eprintln!(
         "file replica: filled up and read-only while {final_step} commits were made; errors named the replica, no partial files, restore exact"
