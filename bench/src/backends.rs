@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::Command;
 use std::rc::Rc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use litestreampp_e2e::azure::{ACCOUNT, ACCOUNT_KEY, Azurite};
@@ -330,30 +329,16 @@ impl Bench {
         let cfg = dir.join("litestream.yml");
         std::fs::write(&cfg, yaml)?;
         let out = dir.join("out");
-        nix::unistd::sync();
-        let t0 = Instant::now();
-        for rel in dbs {
-            let o = out.join(rel);
-            if let Some(p) = o.parent() {
-                std::fs::create_dir_all(p)?;
-            }
+        let secs = self.time_go_restores(dbs, &out, |rel, o| {
             let mut c = self.go();
             remote.env(&mut c);
             c.args(["restore", "-config"])
                 .arg(&cfg)
                 .arg("-o")
-                .arg(&o)
+                .arg(o)
                 .arg(small.join(rel));
-            let r = c.output().context("run go restore")?;
-            if !r.status.success() {
-                bail!(
-                    "go restore {}: {}",
-                    rel.display(),
-                    String::from_utf8_lossy(&r.stderr)
-                );
-            }
-        }
-        let secs = t0.elapsed().as_secs_f64();
+            c
+        })?;
         for rel in dbs {
             if !out.join(rel).exists() {
                 bail!("Go did not restore {}", rel.display());

@@ -160,6 +160,23 @@ impl Bench {
     fn go_restore_loop(&self, dbs: &[PathBuf], port: u16, prefix: &str) -> Result<f64> {
         let out = self.work.join("rp/out-go");
         fresh_dir(&out)?;
+        self.time_go_restores(dbs, &out, |rel, o| {
+            let mut c = self.go();
+            c.args(["restore", "-o"])
+                .arg(o)
+                .arg(url(port, &format!("{prefix}/{}", rel.display())));
+            c
+        })
+    }
+
+    /// Seconds for the Go restores `restore(rel, output)` gives, of each of
+    /// `dbs` into `out`/`rel`, one after another.
+    pub(crate) fn time_go_restores(
+        &self,
+        dbs: &[PathBuf],
+        out: &Path,
+        restore: impl Fn(&Path, &Path) -> Command,
+    ) -> Result<f64> {
         nix::unistd::sync();
         let t0 = Instant::now();
         for rel in dbs {
@@ -167,11 +184,7 @@ impl Bench {
             if let Some(p) = o.parent() {
                 std::fs::create_dir_all(p)?;
             }
-            let mut c = self.go();
-            c.args(["restore", "-o"])
-                .arg(&o)
-                .arg(url(port, &format!("{prefix}/{}", rel.display())));
-            let r = c.output().context("run go restore")?;
+            let r = restore(rel, &o).output().context("run go restore")?;
             if !r.status.success() {
                 bail!(
                     "go restore {}: {}",
