@@ -212,7 +212,7 @@ fn resumable<C: ReplicaClient + 'static>(st: Resume<C>) -> ByteReader {
 
 /// The error that ended a read of `what`: the [`Error`] a
 /// [`resumable`] reader carries, or the I/O error of any other reader.
-pub(crate) fn from_read(e: std::io::Error, what: String) -> Error {
+fn from_read(e: std::io::Error, what: String) -> Error {
     match e.downcast::<Error>() {
         Ok(inner) => inner,
         Err(e) => Error::io(what, e),
