@@ -251,3 +251,57 @@ fn existing_output() {
     assert!(!Path::new(&wal).exists());
     assert_eq!(verify_restore(&out, &Workload::new(5)), 40);
 }
+
+/// A second replicator on a database is refused, naming the one running:
+/// two engines writing one meta directory would each number L0 files from
+/// their own position, and a TXID written twice loses commits. Once the
+/// first stops, the second may run.
+#[test]
+fn second_replicator_on_a_database() {
+    let f = fixture();
+    let lock = f.dir.path().join(".app.db-litestream/lock");
+    let log = f.dir.path().join("replicate.log");
+    let mut c = ours();
+    c.args(["replicate", "-sync-interval", "50ms"])
+        .arg(&f.db)
+        .arg(&f.url);
+    let first = spawn_logged(c, &log);
+    let pid = first.id().to_string();
+    wait_for(
+        "the first replicator's lock",
+        std::time::Duration::from_secs(20),
+        || std::fs::read_to_string(&lock).is_ok_and(|s| s == pid),
+    );
+    let w = Workload::new(5);
+    let conn = open_app(&f.db, Some(0));
+    for n in 41..=60 {
+        w.step(&conn, n, true);
+    }
+    let mut once = ours();
+    once.args(["replicate", "-once"]).arg(&f.db).arg(&f.url);
+    fails(
+        once,
+        &[
+            &f.db.display().to_string(),
+            &format!("process {pid} is replicating this database"),
+            &lock.display().to_string(),
+        ],
+        None,
+    );
+    assert_eq!(
+        terminate(first, std::time::Duration::from_secs(30)),
+        0,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    for n in 61..=80 {
+        w.step(&conn, n, true);
+    }
+    drop(conn);
+    let mut once = ours();
+    once.args(["replicate", "-once"]).arg(&f.db).arg(&f.url);
+    run_ok(once);
+    let out = f.dir.path().join("out.db");
+    run_ok(restore_cmd(&f, &out, &["-integrity-check", "full"]));
+    assert_eq!(verify_restore(&out, &w), 80);
+}

@@ -207,6 +207,22 @@ fn temp_files(root: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// `replicate -once` of a small database of its own into a folder of
+/// `replica`.
+fn once_beside(dir: &Scratch, replica: &Path) -> Command {
+    let db = dir.path().join("other.db");
+    if !db.exists() {
+        open_app(&db, None)
+            .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .expect("other.db");
+    }
+    let mut once = ours();
+    once.args(["replicate", "-once"])
+        .arg(&db)
+        .arg(format!("file://{}", replica.join("other").display()));
+    once
+}
+
 /// The file backend on a replica directory that fills up, then turns
 /// read-only, and recovers from both: the replicator keeps running,
 /// `replicate -once` fails naming the replica, the replica never holds a
@@ -246,9 +262,9 @@ fn file_replica_full_disk_and_read_only() {
         let _ = f.sync_all();
     }
     std::thread::sleep(Duration::from_secs(3));
-    let mut once = ours();
-    once.args(["replicate", "-once"]).arg(&db).arg(&url);
-    let (_, err) = run_err(once);
+    // `-once` on a database of its own: a second engine on `app.db` is
+    // refused (its meta directory is locked).
+    let (_, err) = run_err(once_beside(&dir, &replica));
     assert!(
         err.contains(&replica.display().to_string()) && err.contains("No space left"),
         "the error should name the replica and the cause: {err}"
@@ -265,9 +281,7 @@ fn file_replica_full_disk_and_read_only() {
     // Read-only: the same, then writable again.
     fs.remount("ro");
     std::thread::sleep(Duration::from_secs(3));
-    let mut once = ours();
-    once.args(["replicate", "-once"]).arg(&db).arg(&url);
-    let (_, err) = run_err(once);
+    let (_, err) = run_err(once_beside(&dir, &replica));
     assert!(
         err.contains(&replica.display().to_string()) && err.contains("Read-only"),
         "the error should name the replica and the cause: {err}"

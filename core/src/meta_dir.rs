@@ -1,7 +1,8 @@
 //! A database's meta directory (Litestream's layout, spec §3):
 //! `<dir>/.<name>-litestream/` holding the local L0 files in `ltx/0/`,
-//! scratch space for snapshots and compaction in `ltx/<level>/`, and our
-//! seal record `seal.json`.
+//! scratch space for snapshots and compaction in `ltx/<level>/`, our
+//! seal record `seal.json`, and `lock`, which one engine holds while it
+//! writes there ([`MetaLock`]).
 //!
 //! Only this module knows those names. [`Db`](crate::db::Db) writes L0
 //! files into it, [`Replica`](crate::replica::Replica) reads them from it,
@@ -109,6 +110,49 @@ impl MetaDir {
         fsutil::fsync_dir(&self.root)
     }
 
+    /// Takes the directory for one engine, `db` naming its database in
+    /// the error when another holds it. Two engines writing L0 files into
+    /// one directory would each number files from its own position, and
+    /// the second file of a TXID would never be shipped.
+    pub fn lock(&self, db: &str) -> Result<MetaLock> {
+        use std::io::Write;
+        fsutil::create_dir_all(&self.root)?;
+        let path = self.root.join("lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .ctx(|| format!("open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .map_or_else(
+                        || "another process".to_string(),
+                        |pid| format!("process {pid}"),
+                    );
+                return Err(Error::InvalidInput(format!(
+                    "{db}: {holder} is replicating this database (it holds {}); run one replicator per database",
+                    path.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io(format!("lock {}", path.display()), e));
+            }
+        }
+        // The holder's process ID, for the message above; only a hint, so
+        // not fsynced.
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(std::process::id().to_string().as_bytes(), 0))
+            .and_then(|()| file.flush())
+            .ctx(|| format!("write {}", path.display()))?;
+        Ok(MetaLock { _file: file })
+    }
+
     /// Creates the L0 directory (and its parents, fsynced).
     pub fn create(&self) -> Result<()> {
         fsutil::create_dir_all(&self.l0)
@@ -197,6 +241,15 @@ impl MetaDir {
     }
 }
 
+/// A meta directory held by one engine ([`MetaDir::lock`]): an exclusive
+/// `flock` on its `lock` file, released when this is dropped or the
+/// process ends however it ends, so a crash leaves nothing to clear.
+/// Costs one descriptor while the database is open, none while it is not.
+#[derive(Debug)]
+pub struct MetaLock {
+    _file: File,
+}
+
 /// Where the meta directories of a directory entry's databases live:
 /// Litestream's `meta-dir` and `meta-path` on a `dir` entry, with its
 /// rules for giving every database a directory of its own.
@@ -242,6 +295,23 @@ pub fn default_meta_dir(db_path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_engine_holds_a_meta_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = MetaDir::for_db(&dir.path().join("a.db"));
+        let held = m.lock("a.db").unwrap();
+        // Another open file description is refused, also in this process.
+        let e = m.lock("a.db").unwrap_err().to_string();
+        let pid = std::process::id();
+        assert!(
+            e.contains(&format!("a.db: process {pid} is replicating this database"))
+                && e.contains(&m.path().join("lock").display().to_string()),
+            "{e}"
+        );
+        drop(held);
+        let _again = m.lock("a.db").unwrap();
+    }
 
     #[test]
     fn layout() {

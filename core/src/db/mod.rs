@@ -55,7 +55,7 @@ use std::time::Duration;
 
 use crate::dbfile;
 use crate::error::{Error, Result};
-use crate::meta_dir::MetaDir;
+use crate::meta_dir::{MetaDir, MetaLock};
 use crate::txid::TxId;
 
 pub use continuity::Position;
@@ -152,6 +152,8 @@ pub struct Db {
     opts: DbOptions,
     /// Open from the first sync (or [`open`](Db::open)) to [`close`](Db::close).
     session: Option<Session>,
+    /// The meta directory, ours while the session is open.
+    lock: Option<MetaLock>,
     page_size: u32,
     pos: Option<Position>,
     /// What is known beyond `pos`; valid only while the read transaction
@@ -182,6 +184,7 @@ impl Db {
             path,
             opts,
             session: None,
+            lock: None,
             page_size: 0,
             pos: None,
             continuity: None,
@@ -281,9 +284,21 @@ impl Db {
         }
         let opened_ino = dbfile::FileSig::of(&self.path).db_ino;
         let (session, page_size) = Session::open(&self.path, &self.name, self.opts.busy_timeout)?;
+        // Before anything in the meta directory is read or removed (the
+        // temporary files there may be another engine's writes), and only
+        // for a database that opened (no meta directory beside a path
+        // that is not one).
+        let lock = match self.meta.lock(&self.name) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = session.close(); // the lock's error is the one to report
+                return Err(e);
+            }
+        };
         self.opened_ino = opened_ino;
         self.meta.create()?;
         self.meta.remove_stale_tmp_files()?;
+        self.lock = Some(lock);
         self.session = Some(session);
         self.page_size = page_size;
         self.continuity = None;
@@ -354,10 +369,13 @@ impl Db {
     /// is left as it is (no checkpoint on close).
     pub fn close(&mut self) -> Result<()> {
         self.continuity = None;
-        match self.session.take() {
+        let closed = match self.session.take() {
             Some(s) => s.close(),
             None => Ok(()),
-        }
+        };
+        // After the connections: another engine may start once it is gone.
+        self.lock = None;
+        closed
     }
 }
 
