@@ -150,46 +150,6 @@ fn s3_replication_rides_out_faults_and_an_outage() {
     );
 }
 
-/// A tmpfs of `mib` MiB mounted at `dir` (root only), unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, mib: u32) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(dir.to_path_buf()))
-    }
-
-    /// Remounts with `opts`. Going read-only fails with EBUSY while a file
-    /// on the mount is open for writing, which the replicator does for a
-    /// moment on every sync, so that is retried until it falls between two.
-    fn remount(&self, opts: &str) {
-        for _ in 0..200 {
-            let s = Command::new("mount")
-                .args(["-o", &format!("remount,{opts}")])
-                .arg(&self.0)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            if s.success() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("remount {opts} kept failing");
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// Files of a file replica whose names say they are temporary.
 fn temp_files(root: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -231,7 +191,7 @@ fn once_beside(dir: &Scratch, replica: &Path) -> Command {
 fn file_replica_full_disk_and_read_only() {
     let dir = Scratch::new();
     let replica = dir.path().join("replica");
-    let Some(fs) = Tmpfs::mount(&replica, 256) else {
+    let Some(fs) = Tmpfs::try_mount(&replica, "256m") else {
         eprintln!("SKIPPED: mounting a tmpfs needs root (CI runs as root)");
         return;
     };
