@@ -10,8 +10,9 @@
 
 use std::process::Command;
 
+use litestreampp_core::TxId;
 use litestreampp_core::client::nats::NatsSettings;
-use litestreampp_core::client::{ClientPool, conformance, nats_client};
+use litestreampp_core::client::{ClientPool, LtxBody, conformance, nats_client};
 use litestreampp_e2e::backends::{Replicated, fleet_round_trip, replicate_by_config};
 use litestreampp_e2e::nats::{NatsServer, PASSWORD, USER};
 use litestreampp_e2e::*;
@@ -48,6 +49,37 @@ fn conformance_against_nats_server() {
         conformance::run(c.as_ref()).await;
     });
     assert!(n.objects("conf").is_empty(), "delete_all left objects");
+}
+
+/// Reads check an object's chunks against its info (async-nats's own
+/// `get` checks a SHA-256 digest, which we skip for speed): a size that
+/// does not match is an error naming the object, never a short file.
+#[test]
+fn an_object_shorter_than_its_info_is_an_error() {
+    let n = NatsServer::start();
+    n.create_bucket("short");
+    let c = nats_client(NatsSettings::from_url(&n.url("short")).unwrap()).unwrap();
+    let body = conformance::sample_ltx(1, 1, 1_700_000_000_000, 600);
+    // One runtime: the client's connection lives on it.
+    let rt = runtime();
+    let read = || rt.block_on(c.read_ltx_range(0, TxId(1), TxId(1), 0, 0));
+    rt.block_on(c.write_ltx_file(0, TxId(1), TxId(1), LtxBody::Bytes(body.clone())))
+        .unwrap();
+    assert_eq!(read().unwrap(), body.to_vec());
+    n.misstate_size(
+        "short",
+        "ltx/0/0000000000000001-0000000000000001.ltx",
+        body.len() + 1000,
+    );
+    // At once: reading it again would read the same.
+    let began = std::time::Instant::now();
+    let e = read().unwrap_err().to_string();
+    assert!(
+        e.contains("0000000000000001-0000000000000001.ltx: corrupt")
+            && e.contains(&format!("info says {}", body.len() + 1000)),
+        "{e}"
+    );
+    assert!(began.elapsed() < std::time::Duration::from_secs(2), "{e}");
 }
 
 #[test]

@@ -127,6 +127,38 @@ impl NatsServer {
     }
 }
 
+impl NatsServer {
+    /// Publishes `name`'s info again with `size` for its size, as a
+    /// damaged or half-replaced object would read.
+    pub fn misstate_size(&self, bucket: &str, name: &str, size: usize) {
+        use base64::Engine;
+        crate::runtime().block_on(async {
+            let js = self.jetstream().await;
+            let store = js
+                .get_object_store(bucket)
+                .await
+                .expect("open object store");
+            let mut info = store.info(name).await.expect("object info");
+            info.size = size;
+            let subject = format!(
+                "$O.{bucket}.M.{}",
+                base64::engine::general_purpose::URL_SAFE.encode(name)
+            );
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Rollup", "sub");
+            js.publish_with_headers(
+                subject,
+                headers,
+                serde_json::to_vec(&info).expect("info as JSON").into(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        });
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

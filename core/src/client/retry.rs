@@ -168,6 +168,15 @@ impl<C: ReplicaClient> Resume<C> {
                             std::io::ErrorKind::UnexpectedEof,
                             format!("stream ended at {} of {}", self.pos, self.end.unwrap_or(0)),
                         ),
+                        // Bytes the backend found wrong (an object whose
+                        // parts do not add up) read the same again.
+                        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            self.done = true;
+                            return Some(Err(std::io::Error::other(Error::corrupt(
+                                self.what(),
+                                e.to_string(),
+                            ))));
+                        }
                         Ok(Err(e)) => {
                             std::io::Error::new(std::io::ErrorKind::ConnectionReset, e.to_string())
                         }

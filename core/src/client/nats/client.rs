@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::object_store::{
-    DeleteErrorKind, GetErrorKind, ObjectInfo, ObjectMetadata, ObjectStore,
+    DeleteErrorKind, InfoErrorKind, ObjectInfo, ObjectMetadata, ObjectStore,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -21,8 +21,11 @@ use crate::error::{Error, Result};
 use crate::redact::{Secret, redact_text};
 use crate::txid::{TxId, ltx_file_name, parse_ltx_file_name};
 
-/// How long a listing may wait for its next object.
-const LIST_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a listing may wait for its next object, or a read for its
+/// next chunk.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Chunks a read asks the server for at a time.
+const CHUNKS_IN_FLIGHT: i64 = 32;
 
 /// A connection to one server with one set of credentials, opened once at
 /// the first request of any replica that shares it.
@@ -178,7 +181,7 @@ impl NatsReplicaClient {
     /// loses what the server pushes before its subscription is in place: a
     /// listing made while other replicas upload to the bucket then waited
     /// for a message that never came (each of a fleet's first listings
-    /// stalled for [`LIST_IDLE`]).
+    /// stalled for [`IDLE`]).
     async fn objects(&self) -> Result<Vec<ObjectInfo>> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull};
         let failed = |e: &dyn std::fmt::Display| self.failed("list", &self.root, e, true);
@@ -207,13 +210,13 @@ impl NatsReplicaClient {
             // if that one is rolled up (an object replaced or deleted
             // meanwhile), no message ends it: a stall is a transient
             // failure, and the listing is tried again.
-            let message = match tokio::time::timeout(LIST_IDLE, messages.next()).await {
+            let message = match tokio::time::timeout(IDLE, messages.next()).await {
                 Ok(Some(Ok(m))) => m,
                 Ok(Some(Err(e))) => return Err(failed(&e)),
                 Ok(None) => return Err(failed(&"the listing ended before its last object")),
                 Err(_) => {
                     return Err(failed(&format!(
-                        "no answer for {LIST_IDLE:?} (an object replaced during the listing)"
+                        "no answer for {IDLE:?} (an object replaced during the listing)"
                     )));
                 }
             };
@@ -250,20 +253,62 @@ impl NatsReplicaClient {
         })
     }
 
+    /// An object's bytes, read from its chunks' subject with an ordered
+    /// pull consumer. Not through async-nats's `get`: that one hashes the
+    /// whole object (SHA-256, about half of a restore's CPU) and copies
+    /// every byte through a queue, where each chunk's payload can be
+    /// handed on as it is. The LTX checksums verify the file end to end;
+    /// here the chunk count and the size must match the object's info.
     async fn get(&self, key: &str, offset: u64, size: u64) -> Result<ByteReader> {
+        use async_nats::jetstream::consumer::pull;
         let store = self.store().await?;
-        let mut object = store.get(key).await.map_err(|e| match e.kind() {
-            GetErrorKind::NotFound => Error::NotFound {
+        let info = store.info(key).await.map_err(|e| match e.kind() {
+            InfoErrorKind::NotFound => Error::NotFound {
                 what: self.describe(key),
             },
-            GetErrorKind::TimedOut | GetErrorKind::ConsumerCreate | GetErrorKind::Other => {
-                self.failed("get", key, &e, true)
-            }
-            _ => self.failed("get", key, &e, false),
+            InfoErrorKind::InvalidName => self.failed("get", key, &e, false),
+            _ => self.failed("get", key, &e, true),
         })?;
+        if info.deleted {
+            return Err(Error::NotFound {
+                what: self.describe(key),
+            });
+        }
+        if info.options.as_ref().is_some_and(|o| o.link.is_some()) {
+            // Litestream never writes links.
+            return Err(self.failed("get", key, &"a link to another object, not a file", false));
+        }
+        let mut chunks: ByteReader = if info.chunks == 0 {
+            Box::pin(tokio::io::empty())
+        } else {
+            let js = self.connection.jetstream(&self.settings).await?;
+            let stream = js
+                .get_stream_no_info(format!("OBJ_{}", self.settings.bucket))
+                .await
+                .map_err(|e| self.failed("get", key, &e, true))?;
+            let consumer = stream
+                .create_consumer(pull::OrderedConfig {
+                    filter_subject: format!("$O.{}.C.{}", self.settings.bucket, info.nuid),
+                    // Chunks in flight per read (128 KiB each as Litestream
+                    // writes them): a restore reads many files at once.
+                    max_batch: CHUNKS_IN_FLIGHT,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| self.failed("get", key, &e, true))?;
+            let messages = consumer
+                .messages()
+                .await
+                .map_err(|e| self.failed("get", key, &e, true))?;
+            Box::pin(tokio_util::io::StreamReader::new(chunk_payloads(
+                messages,
+                info.chunks,
+                info.size as u64,
+            )))
+        };
         // No ranged reads in an object store: skip to the offset.
         if offset > 0 {
-            let skipped = tokio::io::copy(&mut (&mut object).take(offset), &mut tokio::io::sink())
+            let skipped = tokio::io::copy(&mut (&mut chunks).take(offset), &mut tokio::io::sink())
                 .await
                 .map_err(|e| self.failed("get", key, e, true))?;
             if skipped < offset {
@@ -271,11 +316,55 @@ impl NatsReplicaClient {
             }
         }
         Ok(if size > 0 {
-            Box::pin(object.take(size))
+            Box::pin(chunks.take(size))
         } else {
-            Box::pin(object)
+            chunks
         })
     }
+}
+
+/// The payloads of an object's `chunks` chunk messages, ending with an
+/// error unless they add up to `size` bytes. A stall (the object replaced
+/// and its chunks purged meanwhile) is an error too, which the retry
+/// layer resumes from.
+fn chunk_payloads(
+    messages: async_nats::jetstream::consumer::pull::Ordered,
+    chunks: usize,
+    size: u64,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send {
+    futures::stream::try_unfold(
+        (messages, chunks, 0u64),
+        move |(mut messages, left, read)| async move {
+            if left == 0 {
+                if read != size {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("its chunks hold {read} bytes, its info says {size}"),
+                    ));
+                }
+                return Ok(None);
+            }
+            let message = match tokio::time::timeout(IDLE, messages.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(std::io::Error::other(e)),
+                Ok(None) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("its chunks ended {left} short"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no chunk for {IDLE:?} with {left} to come"),
+                    ));
+                }
+            };
+            let payload = message.message.payload;
+            let read = read + payload.len() as u64;
+            Ok(Some((payload, (messages, left - 1, read))))
+        },
+    )
 }
 
 /// The header's timestamp, else the object's modification time.
