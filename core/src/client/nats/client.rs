@@ -276,9 +276,15 @@ impl NatsReplicaClient {
         }
         if info.options.as_ref().is_some_and(|o| o.link.is_some()) {
             // Litestream never writes links.
-            return Err(self.failed("get", key, &"a link to another object, not a file", false));
+            return Err(self.failed("get", key, "a link to another object, not a file", false));
         }
         let mut chunks: ByteReader = if info.chunks == 0 {
+            if info.size != 0 {
+                return Err(Error::corrupt(
+                    self.describe(key),
+                    format!("no chunks, where its info says {} bytes", info.size),
+                ));
+            }
             Box::pin(tokio::io::empty())
         } else {
             let js = self.connection.jetstream(&self.settings).await?;
