@@ -252,8 +252,7 @@ fn existing_output() {
     assert_eq!(verify_restore(&out, &Workload::new(5)), 40);
 }
 
-/// A second replicator on a database is refused, naming the one running,
-/// and so is a `reset` under it:
+/// A second replicator on a database is refused, naming the one running:
 /// two engines writing one meta directory would each number L0 files from
 /// their own position, and a TXID written twice loses commits. Once the
 /// first stops, the second may run.
@@ -288,27 +287,6 @@ fn second_replicator_on_a_database() {
             &lock.display().to_string(),
         ],
         None,
-    );
-    // Nor is its local state reset under it.
-    let mut reset = ours();
-    reset.arg("reset").arg(&f.db);
-    fails(
-        reset,
-        &[
-            &format!("process {pid} is replicating this database"),
-            "stop it before resetting",
-        ],
-        None,
-    );
-    assert!(
-        f.dir
-            .path()
-            .join(".app.db-litestream/ltx/0")
-            .read_dir()
-            .unwrap()
-            .next()
-            .is_some(),
-        "reset removed the running replicator's L0 files"
     );
     assert_eq!(
         terminate(first, std::time::Duration::from_secs(30)),

@@ -136,7 +136,7 @@ impl MetaDir {
                         |pid| format!("process {pid}"),
                     );
                 return Err(Error::InvalidInput(format!(
-                    "{db}: {holder} is replicating this database (it holds {})",
+                    "{db}: {holder} is replicating this database (it holds {}); run one replicator per database",
                     path.display()
                 )));
             }

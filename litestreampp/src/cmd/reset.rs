@@ -6,8 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, anyhow, bail};
-use litestreampp_core::error::Error;
+use anyhow::{Context, Result, bail};
 use litestreampp_core::meta_dir::MetaDir;
 
 use crate::flags::ResetArgs;
@@ -65,14 +64,6 @@ pub fn run(args: ResetArgs) -> Result<ExitCode> {
         println!("No files were removed.");
         return Ok(ExitCode::SUCCESS);
     }
-    // Not under a running replicator: it would go on from files that are
-    // gone (Litestream does not check).
-    let _held = meta
-        .lock(&db_path.display().to_string())
-        .map_err(|e| match e {
-            Error::InvalidInput(held) => anyhow!("{held}: stop it before resetting"),
-            e => anyhow!(e),
-        })?;
     println!(
         "Resetting local Litestream state for: {}",
         db_path.display()
