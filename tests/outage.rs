@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use litestreampp_core::meta_dir::MetaDir;
 use litestreampp_e2e::faultproxy::{FaultMix, FaultProxy};
 use litestreampp_e2e::moto::{Moto, free_port, url_for, with_credentials};
 use litestreampp_e2e::probe::{metric, rss_kb, status};
@@ -40,10 +41,7 @@ use rusqlite::Connection;
 
 /// Bytes and count of a database's local L0 files.
 fn l0_usage(db: &Path) -> (u64, usize) {
-    let name = db.file_name().unwrap().to_string_lossy();
-    let dir = db
-        .with_file_name(format!(".{name}-litestream"))
-        .join("ltx/0");
+    let dir = MetaDir::for_db(db).l0_dir().to_path_buf();
     let mut bytes = 0;
     let mut n = 0;
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -380,9 +378,7 @@ fn an_unreachable_replica_keeps_history_bounded_and_ships_it_in_order() {
 
 /// TXIDs (min, max) of a database's local L0 files.
 fn local_txids(db: &Path) -> Vec<(u64, u64)> {
-    let name = db.file_name().unwrap().to_string_lossy();
-    let dir = db.with_file_name(format!(".{name}-litestream"));
-    replica_txids(&dir, 0)
+    replica_txids(MetaDir::for_db(db).path(), 0)
 }
 
 /// The local merge of unshipped history end to end (the fleet campaign
